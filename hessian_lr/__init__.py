@@ -1,0 +1,1 @@
+"""hessian_lr: learning rates from curvature while a network trains."""
