@@ -91,7 +91,7 @@ def cli(
     main: Callable[..., dict[str, Any]],
     argv: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Parse flags, build the Config from a preset plus overrides, run ``main``, save the summary."""
+    """Parse flags, build the Config (preset + overrides), run ``main``, save the summary."""
     default = presets["cpu"]
     hints = typing.get_type_hints(type(default))
     parser = argparse.ArgumentParser(
