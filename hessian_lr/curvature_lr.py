@@ -1,0 +1,116 @@
+"""``CurvatureLR`` (experimental): a torch LR scheduler driven by curvature estimates.
+
+Sets the learning rate from an :class:`~hessian_lr.estimator.LREstimator`'s smoothed estimate,
+as Smith & Topin (*Super-Convergence*, arXiv 1708.07120, §5) do with their secant estimate:
+LR = clip(safety · EMA(ε*), min_lr, max_lr). Experimental: an LR that follows the local
+curvature is not a tested recipe (the paper reports the estimates, large and noisy, 0.2-6 on
+ResNet-56, rather than a schedule built on them); the safety factor and the clipping bounds are
+the knobs that keep it from diverging. It honours the ``LRScheduler`` contract (``last_epoch``,
+``base_lrs``, an initial step in the constructor, ``get_last_lr()``, ``state_dict()``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from .estimator import LREstimator
+
+__all__ = ["CurvatureLR"]
+
+
+class CurvatureLR(LRScheduler):
+    """LR ← clip(safety · estimator.smoothed(method), min_lr, max_lr), per batch (experimental).
+
+    Call ``estimator.step(...)`` and then ``scheduler.step()`` after every ``optimizer.step()``.
+    The estimator refreshes its EMA every ``estimator.every`` steps, so the LR is piecewise
+    constant. Before the estimator's first finite estimate the EMA holds ``ema_init`` (the paper:
+    0.1), so the LR starts at ``safety · ema_init``; ``warmup_steps`` keeps the optimizer's own
+    LRs (``base_lrs``) for the first updates instead.
+
+    Parameter groups keep their ratios: group g gets target · base_lr_g / base_ref, where
+    base_ref is the mean of the base LRs weighted by the groups' parameter counts (so the
+    parameter-weighted mean LR -- what the estimator reads as the LR in use -- is the target).
+
+    Args:
+        optimizer: the wrapped optimizer.
+        estimator: an ``LREstimator`` (stepped by the caller, before this scheduler).
+        method: which of the estimator's methods drives the LR (default its first).
+        safety: factor on the estimate (> 0), e.g. 0.5 for a margin below the estimate.
+        min_lr, max_lr: clipping bounds, 0 ≤ min_lr ≤ max_lr.
+        warmup_steps: updates with the base LRs before the estimate takes over.
+        last_epoch: -1 starts fresh (see ``LRScheduler``).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        >>> est = LREstimator(model, methods=("secant",), every=5, optimizer=opt)
+        >>> sched = CurvatureLR(opt, est, safety=0.5, max_lr=1.0)
+        >>> sched.get_last_lr()  # 0.5 × ema_init (0.1) before any estimate
+        [0.05]
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        estimator: LREstimator,
+        *,
+        method: str | None = None,
+        safety: float = 1.0,
+        min_lr: float = 0.0,
+        max_lr: float = math.inf,
+        warmup_steps: int = 0,
+        last_epoch: int = -1,
+    ) -> None:
+        if not isinstance(estimator, LREstimator):
+            raise TypeError(f"estimator must be an LREstimator, got {type(estimator).__name__}")
+        method = estimator.methods[0] if method is None else method
+        if method not in estimator.methods:
+            raise ValueError(
+                f"method {method!r} is not estimated by the estimator (methods {estimator.methods})"
+            )
+        if not (math.isfinite(safety) and safety > 0):
+            raise ValueError(f"safety must be a positive finite number, got {safety}")
+        if not (0.0 <= min_lr <= max_lr):
+            raise ValueError(f"need 0 <= min_lr <= max_lr, got min_lr={min_lr}, max_lr={max_lr}")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+        self.estimator = estimator
+        self.method = method
+        self.safety = float(safety)
+        self.min_lr = float(min_lr)
+        self.max_lr = float(max_lr)
+        self.warmup_steps = warmup_steps
+        self._group_sizes = [
+            sum(p.numel() for p in group["params"]) for group in optimizer.param_groups
+        ]
+        super().__init__(optimizer, last_epoch)
+
+    def target_lr(self) -> float:
+        """clip(safety · smoothed estimate, min_lr, max_lr); the current EMA value."""
+        value = self.safety * self.estimator.smoothed(self.method)
+        if not math.isfinite(value):  # cannot happen with a finite ema_init; be safe
+            value = self.max_lr if math.isfinite(self.max_lr) else self.min_lr
+        return min(max(value, self.min_lr), self.max_lr)
+
+    def get_lr(self) -> list[float]:
+        """Per-group LRs for update ``last_epoch``."""
+        base = [float(b) for b in self.base_lrs]
+        if self.last_epoch < self.warmup_steps:
+            return base
+        sizes = self._group_sizes
+        total = sum(sizes)
+        base_ref = sum(s * b for s, b in zip(sizes, base)) / total if total else 0.0
+        target = self.target_lr()
+        if not base_ref > 0:
+            return [target for _ in base]
+        return [target * b / base_ref for b in base]
+
+    def state_dict(self) -> dict:
+        """The scheduler's state without the optimizer and the estimator (save that one with
+        ``estimator.state_dict()``)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "estimator")}
