@@ -315,6 +315,17 @@ class HessianOperator(LinearOperator):
         if self._grad_cache is not None and self._versions == self._param_versions():
             return self._grad_cache
         t0 = time.perf_counter()
+        if self.backend == "double-backward" and self.cache_graph and self._single:
+            # Build the graph the products will reuse: gradient + k HVPs then cost one
+            # create_graph backward plus k double backwards (no separate first-order pass).
+            with self._modes():
+                for index, (_, batch) in enumerate(self._batches()):
+                    self._first_order_graph(index, batch)
+            self.num_gradients += 1
+            self.seconds += time.perf_counter() - t0
+            if self._grad_cache is not None:
+                self._check_finite("the gradient", self._grad_cache[1])
+                return self._grad_cache
         total, loss_sum, g_sum = (
             0,
             0.0,
