@@ -1,0 +1,287 @@
+"""The ``hessian-lr`` command: help texts, the demo end to end, train, range-test, dispatch."""
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hessian_lr import cli
+from hessian_lr.range_test import RangeTestResult, lr_ramp
+from hessian_lr.results import Run, read_records
+from hessian_lr.schedules import MultiStep, OneCycle, schedule_from_dict
+
+COMMANDS = ("demo", "range-test", "train", "experiment", "figures")
+
+
+def _help(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_top_level_help_lists_every_command(capsys):
+    out = _help(["--help"], capsys)
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.slow
+def test_console_script_and_module_help():
+    # What users type: the installed console script, and `python -m hessian_lr.cli`.
+    commands = [[sys.executable, "-m", "hessian_lr.cli", "--help"]]
+    if shutil.which("hessian-lr"):
+        commands.append([shutil.which("hessian-lr"), "--help"])
+    for command in commands:
+        proc = subprocess.run(command, capture_output=True, text=True, check=True)
+        assert proc.stdout.startswith("usage: hessian-lr")
+        assert all(c in proc.stdout for c in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_subcommand_help(command, capsys):
+    out = _help([command, "--help"], capsys)
+    assert f"hessian-lr {command}" in out
+    expected = {
+        "demo": "--quick",
+        "range-test": "--end-lr",
+        "train": "--schedule",  # every TrainConfig field is a flag
+        "experiment": "name",
+        "figures": "paper_figures",
+    }[command]
+    assert expected in out
+    if command == "train":
+        for flag in ("--estimator-methods", "--weight-decay", "--probe-every", "--subset"):
+            assert flag in out
+
+
+# ----------------------------------------------------------------------------- schedules
+def test_parse_schedule_shorthand_json_and_number_agree():
+    steps = 300
+    short = cli.parse_schedule("onecycle:max_lr=0.2", steps=steps)
+    expected = OneCycle(base_lr=0.05, max_lr=0.2, step_size=135, total_steps=300).to_dict()
+    assert short == expected
+    assert cli.parse_schedule(json.dumps(expected), steps=999) == expected  # JSON kept as given
+    assert cli.parse_schedule("0.1") == {"type": "Constant", "base_lr": 0.1}
+    pc = cli.parse_schedule("pc:base_lr=0.05", steps=800)
+    assert pc == MultiStep(base_lr=0.05, milestones=[500, 700]).to_dict()
+    clr = cli.parse_schedule(
+        "cyclic:base_lr=0.01,max_lr=0.1,step_size_up=20,mode=triangular2", steps=100
+    )
+    assert schedule_from_dict(clr).lr(20) == pytest.approx(0.1)
+    assert schedule_from_dict(clr).lr(60) == pytest.approx(0.055)  # second cycle: half height
+    ms = cli.parse_schedule("multistep:base_lr=1,milestones=[3,7],gamma=0.5", steps=10)
+    assert [schedule_from_dict(ms).lr(t) for t in (2, 3, 7)] == [1.0, 0.5, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("bogus:x=1", "unknown schedule"),
+        ("onecycle:max_lr", "not key=value"),
+        ("{not json", "not valid JSON"),
+        ('{"base_lr": 1}', '"type"'),
+        ("onecycle:max_lr=0.2,step_size=50", "total_steps"),
+    ],
+)
+def test_parse_schedule_errors_say_what_is_wrong(text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cli.parse_schedule(text, steps=20)
+
+
+# ----------------------------------------------------------------------------- train
+@pytest.mark.filterwarnings("ignore:LREstimator. the secant estimate")
+def test_train_tiny_run_follows_the_schedule(tmp_path, capsys):
+    rc = cli.main(
+        [
+            "train",
+            "--model", "mlp",
+            "--steps", "20",
+            "--batch-size", "32",
+            "--eval-every", "10",
+            "--schedule", "onecycle:base_lr=0.02,max_lr=0.2",
+            "--estimator-methods", "secant,quadratic",
+            "--estimator-every", "5",
+            "--device", "cpu",
+            "--out", str(tmp_path),
+            "--run", "tiny",
+            "--threads", "1",
+            "--no-progress",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    run = Run(tmp_path, "train", "tiny")
+    records = run.records()
+    assert [r["step"] for r in records] == list(range(20))
+    sched = OneCycle(base_lr=0.02, max_lr=0.2, step_size=9, total_steps=20)
+    for r in records:
+        assert r["lr"] == pytest.approx(sched.lr(r["step"]), rel=1e-12)
+        assert r["momentum"] == pytest.approx(sched.momentum(r["step"]), rel=1e-12)
+    assert sum("estimates" in r for r in records) == 4  # every 5 of 20 steps
+    assert run.config()["schedule"] == sched.to_dict()
+    assert run.meta()["status"] == "finished"
+    final = records[-1]["test_accuracy"]
+    assert f"final test accuracy {100 * final:.2f} %" in out
+
+
+def test_train_rejects_a_bad_config(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--batch-size", "0", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "batch_size must be >= 1" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- range test
+def test_range_test_tiny_run(tmp_path, capsys):
+    rc = cli.main(
+        [
+            "range-test",
+            "--model", "mlp",
+            "--num-steps", "25",
+            "--start-lr", "0.001",
+            "--end-lr", "3",
+            "--ramp", "exp",
+            "--val-every", "5",
+            "--device", "cpu",
+            "--out", str(tmp_path),
+            "--threads", "1",
+            "--no-progress",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    data = json.loads((tmp_path / "range_test.json").read_text())
+    res = RangeTestResult.from_dict(data)
+    assert data["cli"]["model"] == "mlp"
+    ladder = lr_ramp(0.001, 3.0, 25, ramp="exp")
+    assert len(res.lrs) >= 2
+    assert list(res.lrs) == pytest.approx(ladder[: len(res.lrs)].tolist(), rel=1e-12)
+    assert res.val_steps[:2] == (4, 9)
+    assert (tmp_path / "range_test.png").stat().st_size > 10_000
+    max_lr = res.suggestions.max_lr.lr
+    assert max_lr is not None and f"{max_lr:.4g}" in out
+    assert res.curvature is not None and res.curvature.lambda_max > 0
+
+
+# ----------------------------------------------------------------------------- demo
+def test_demo_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--quick", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    report = (out / "report.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("range_test.png", "accuracy.png", "lr_estimates.png", "range_test.json"):
+        assert (out / name).stat().st_size > 5_000, name
+        assert name in printed  # the demo says where everything went
+    assert "report.md" in printed
+
+    # The bounds come from the range test: base = max / 4.
+    rt = RangeTestResult.from_dict(json.loads((out / "range_test.json").read_text()))
+    bounds = summary["bounds"]
+    assert bounds["max_lr"] == pytest.approx(rt.suggestions.max_lr.lr)
+    assert bounds["base_lr"] == pytest.approx(bounds["max_lr"] / 4)
+
+    # Both runs are real run folders whose records match the reported numbers.
+    runs = summary["runs"]
+    one = read_records(out / "runs" / "demo" / "onecycle" / "records.jsonl")
+    pc = read_records(out / "runs" / "demo" / "pc" / "records.jsonl")
+    assert runs["onecycle"]["iterations"] == len(one) == 24
+    assert runs["pc"]["iterations"] == len(pc) == 48
+    assert max(r["lr"] for r in one) == pytest.approx(bounds["max_lr"])
+    assert pc[0]["lr"] == pytest.approx(bounds["pc_lr"])
+    for name, recs in (("onecycle", one), ("pc", pc)):
+        final = [r["test_accuracy"] for r in recs if "test_accuracy" in r][-1]
+        assert runs[name]["final_test_accuracy"] == final
+        assert f"{100 * final:.2f} %" in report
+        est = runs[name]["estimator"]
+        assert set(est) == {"secant", "quadratic", "sharpness"}
+        n_est = sum("estimates" in r for r in recs)
+        assert est["quadratic"]["num_estimates"] + est["quadratic"]["num_flagged"] == n_est
+        assert est["sharpness"]["num_hvps"] > n_est  # Lanczos: several HVPs per estimate
+
+    # The report carries the numbers, not placeholders.
+    assert f"{bounds['max_lr']:.4g}" in report
+    assert re.search(r"Wall time \*\*\d+\.\d s\*\*", report)
+    assert "| 1cycle | `secant` |" in report
+    assert summary["seconds"] > 0 and math.isfinite(summary["seconds"])
+
+
+# ----------------------------------------------------------------------------- dispatch
+def test_experiment_unknown_name_is_a_clear_error(capsys):
+    assert cli.main(["experiment", "f99_no_such_study"]) == 2
+    err = capsys.readouterr().err
+    assert "experiment 'f99_no_such_study' is unknown" in err
+    assert "f3_onecycle_vs_pc" in err  # lists what exists
+
+
+def test_experiment_list_and_prefix(capsys):
+    root = cli.repo_root()
+    assert root is not None and (root / "experiments" / "_common.py").is_file()
+    assert cli.main(["experiment"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert "f3_onecycle_vs_pc" in listed and "_common" not in listed
+    assert cli.find_experiment("f3", root) == root / "experiments" / "f3_onecycle_vs_pc.py"
+
+
+def _fake_checkout(root: Path) -> Path:
+    (root / "experiments").mkdir(parents=True)
+    (root / "experiments" / "_common.py").write_text("")
+    (root / "experiments" / "f0_echo.py").write_text(
+        "import json, os, sys\n"
+        "print(json.dumps({'argv': sys.argv[1:], 'path': os.environ['PYTHONPATH']}))\n"
+        "sys.exit(3)\n"
+    )
+    return root
+
+
+def test_experiment_runs_the_script_by_path(monkeypatch, tmp_path, capfd):
+    # The real dispatch (a subprocess running the file), on a stand-in checkout.
+    root = _fake_checkout(tmp_path / "checkout")
+    monkeypatch.setattr(cli, "repo_root", lambda: root)
+    assert cli.main(["experiment", "f0", "--preset", "smoke", "--out", "x y"]) == 3  # its status
+    seen = json.loads(capfd.readouterr().out)
+    assert seen["argv"] == ["--preset", "smoke", "--out", "x y"]
+    assert seen["path"].split(os.pathsep)[0] == str(root)  # the checkout is importable
+
+
+@pytest.mark.slow
+def test_experiment_runs_a_real_script(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "hessian_lr.cli", "experiment", "f3", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # not the checkout: the script is found through the package location
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--preset" in proc.stdout and "1cycle" in proc.stdout
+
+
+def test_without_a_checkout_the_error_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "repo_root", lambda: None)
+    assert cli.main(["experiment", "f3"]) == 2
+    assert "repository checkout" in capsys.readouterr().err
+    assert cli.main(["figures", "F1"]) == 2
+    assert "pip install -e ." in capsys.readouterr().err
+
+
+def test_figures_passes_arguments_through(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(cli, "_run_python", lambda args, root: calls.append(args) or 0)
+    root = cli.repo_root()
+    if not (root / "paper_figures" / "__main__.py").is_file():
+        pytest.skip("paper_figures not in this checkout")
+    assert cli.main(["figures", "--results", str(tmp_path), "F3"]) == 0
+    assert calls == [["-m", "paper_figures", "--results", str(tmp_path), "F3"]]
+    assert cli.main(["experiment", "f3", "--preset", "smoke"]) == 0
+    assert calls[-1] == [str(root / "experiments" / "f3_onecycle_vs_pc.py"), "--preset", "smoke"]
+
+
+def test_repo_root_is_the_package_parent():
+    assert cli.repo_root() == Path(cli.__file__).resolve().parent.parent
