@@ -50,6 +50,7 @@ class Config:
     lanczos_tol: float = 1e-2
     threads: int | None = 1
     seed: int = 0
+    device: str = "cpu"
 
 
 QUICK = dict(steps=40, rounds=1)
@@ -97,7 +98,7 @@ def make_batches(x: torch.Tensor, y: torch.Tensor, cfg: Config) -> list[tuple]:
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x) - cfg.batch_size + 1, cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
-            out.append((x[idx].contiguous(), y[idx].contiguous()))
+            out.append((x[idx].to(cfg.device), y[idx].to(cfg.device)))
     return out[: cfg.steps]
 
 
@@ -106,7 +107,8 @@ class Loop:
 
     def __init__(self, name: str, init: nn.Module, cfg: Config, loss_fn: nn.Module) -> None:
         self.name = name
-        self.model = copy.deepcopy(init)
+        self.model = copy.deepcopy(init).to(cfg.device)
+        self.sync = torch.cuda.synchronize if cfg.device.startswith("cuda") else lambda: None
         self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr)
         self.loss_fn = loss_fn
         self.seconds = 0.0
@@ -121,16 +123,18 @@ class Loop:
                 optimizer=self.opt,
                 warm_start=warm,
                 lanczos_tol=cfg.lanczos_tol,
-                generator=torch.Generator().manual_seed(cfg.seed),
+                generator=torch.Generator(cfg.device).manual_seed(cfg.seed),
             )
 
     def step(self, bx: torch.Tensor, by: torch.Tensor) -> None:
+        self.sync()
         t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
         self.loss_fn(self.model(bx), by).backward()
         self.opt.step()
         if self.est is not None:
             self.est.step((bx, by) if self.est.due else None)
+        self.sync()
         self.seconds += time.perf_counter() - t0
 
 
@@ -212,7 +216,7 @@ def report(r: dict) -> None:
     print(
         f"LREstimator overhead: LeNet-5 ({r['params']:,} params), {r['data']}, batch "
         f"{cfg['batch_size']}, plain SGD lr {cfg['lr']}, {cfg['steps']} steps, estimate every "
-        f"{cfg['every']} steps; torch {r['torch']}, {r['threads']} threads, CPU"
+        f"{cfg['every']} steps; torch {r['torch']}, {r['threads']} threads, {cfg['device']}"
     )
     print(
         f"baseline (no estimator): {r['baseline_seconds']:.2f} s median "
@@ -244,7 +248,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str | None]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="40 steps, 1 round (< 2 min)")
     for f, default in asdict(Config()).items():
-        kind = float if isinstance(default, float) else int
+        kind = str if isinstance(default, str) else float if isinstance(default, float) else int
         p.add_argument(f"--{f.replace('_', '-')}", type=kind, default=None)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     a = p.parse_args(argv)
