@@ -92,9 +92,12 @@ def _lanczos_run(
     p, N = V0.shape
     max_steps = min(max_steps, N)
     dtype, device = V0.dtype, V0.device
-    cap = min(max_steps, 64) + 1
-    # zeros, not empty: rows of finished probes stay 0 (never NaN garbage) in the batched products
-    Q = torch.zeros((p, cap, N), dtype=dtype, device=device)
+    # Small to start (a λ_max run needs ~10 steps), then doubled. With several probes the basis
+    # is zeros, not empty: rows of finished probes stay 0 (never NaN garbage) in the batched
+    # products; one probe only ever reads rows it has written.
+    alloc = torch.empty if p == 1 else torch.zeros
+    cap = min(max_steps, 16) + 1
+    Q = alloc((p, cap, N), dtype=dtype, device=device)
     norms = torch.linalg.vector_norm(V0, dim=1, keepdim=True)
     if not bool((norms > 0).all()):
         raise ValueError(f"{caller}: the start vector v0 is zero")
@@ -120,7 +123,7 @@ def _lanczos_run(
             break
         if j + 1 >= cap:  # grow the preallocated basis geometrically
             new_cap = min(2 * cap, max_steps + 1)
-            Q_new = torch.zeros((p, new_cap, N), dtype=dtype, device=device)
+            Q_new = alloc((p, new_cap, N), dtype=dtype, device=device)
             Q_new[:, :cap] = Q
             Q, cap = Q_new, new_cap
         q = Q[:, j]  # (p, N)
