@@ -1,0 +1,192 @@
+"""F10 -- cyclical LRs (triangular2, exp_range) vs the fixed and exp policies on a small CNN.
+
+Cyclical Learning Rates (Smith, WACV 2017, arXiv:1506.01186), Fig. 1 and Table 1: Caffe's
+CIFAR-10 network (batch 100, momentum 0.9) reaches 81.4 % after 70,000 iterations with the
+``fixed`` policy (Caffe's cifar10_full recipe: LR 0.001, lowered x0.1 at 60k and again at 65k);
+``triangular2`` (0.001 ↔ 0.006, stepsize 2,000) reaches the same 81.4 % after 25,000
+iterations, ``exp_range`` (γ = 0.99994) 82.2 % after 42,000, while ``exp`` (0.001·γ^t) ends at
+79.1 % (70,000). The claim: CLR reaches the fixed-LR accuracy in ~1/3 of the iterations. All
+arms here run the same number of iterations and are evaluated along the way; the summary
+reports, per arm, the first iteration at which it reaches the fixed arm's final accuracy. The
+``fixed`` arm keeps the recipe's two late drops (at ``fixed_drops`` fractions of the run; an
+empty tuple gives a constant LR). The ``paper`` preset uses LeNet-5 on CIFAR-10 (the Caffe
+cifar10_full net is not built here); ``cpu`` is LeNet-5 on Fashion-MNIST with the paper's bounds
+ratio (max = 6 x base), stepsize N/8 and γ rescaled so that γ^N equals the paper's
+0.99994^70000 ≈ 0.015.
+
+Runs (per seed s): ``fixed_seed<s>``, ``exp_seed<s>``, ``triangular2_seed<s>``,
+``exp_range_seed<s>``.
+
+summary.json:
+
+* ``steps``, ``eval_every``, ``lr`` (the bounds, γ and the fixed arm's drop steps).
+* ``final_test_accuracy`` / ``best_test_accuracy``: {run: [per seed]}.
+* ``curves``: {run: [[iteration, test accuracy], ...]} (first seed).
+* ``fixed_final``: the fixed arm's final accuracy (first seed).
+* ``iterations_to_fixed_final``: {run: first evaluated iteration (steps done) at which the
+  run's test accuracy ≥ ``fixed_final``, or null}; ``fraction_of_fixed``: that / ``steps``.
+* ``fixed_before_drop``: the fixed arm's accuracy at its last evaluation before its first LR
+  drop (the constant-LR phase; null without drops or evaluations there) and
+  ``iterations_to_fixed_before_drop`` {run: first iteration reaching it}.
+* ``checks.clr_faster``: {"holds": both CLR arms reach ``fixed_final`` within 0.5 x the
+  iterations (the paper: 25k/70k = 0.36 for triangular2, 42k/70k = 0.6 for exp_range at a
+  higher accuracy), "fraction": {run: fraction}}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from _common import cli, experiment_name, run_train
+
+from hessian_lr.results import Run
+from hessian_lr.train import TrainConfig
+
+EXPERIMENT = experiment_name(__file__)
+ARMS = ("fixed", "exp", "triangular2", "exp_range")
+CLR_ARMS = ("triangular2", "exp_range")
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str = "fashion-mnist"
+    model: str = "lenet5"
+    batch_size: int = 100
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    steps: int = 1800
+    base_lr: float = 0.01  # the fixed LR and the CLR lower bound
+    fixed_drops: tuple[float, ...] = (60 / 70, 65 / 70)  # x0.1 at these fractions of the run
+    max_lr: float = 0.06  # CLR upper bound (the paper: 6 x base)
+    step_size: int = 225  # CLR half cycle (the paper: 2,000 of 70,000)
+    gamma: float = 0.997669  # exp and exp_range: gamma^steps = 0.99994^70000 = 0.015
+    eval_every: int = 150
+    seeds: tuple[int, ...] = (0,)
+
+
+PRESETS = {
+    "paper": Config(
+        dataset="cifar10",
+        batch_size=100,
+        weight_decay=4e-3,
+        steps=70_000,
+        base_lr=0.001,
+        max_lr=0.006,
+        step_size=2000,
+        gamma=0.99994,
+        eval_every=1000,
+    ),
+    "cpu": Config(),
+    "smoke": Config(
+        dataset="digits", batch_size=64, steps=48, step_size=6, gamma=0.93, eval_every=8
+    ),
+}
+
+
+def fixed_schedule(cfg: Config) -> dict[str, Any]:
+    """Caffe's "fixed" recipe: constant, then x0.1 at each of ``fixed_drops``."""
+    if not cfg.fixed_drops:
+        return {"type": "Constant", "base_lr": cfg.base_lr}
+    milestones = [round(f * cfg.steps) for f in cfg.fixed_drops]
+    return {"type": "MultiStep", "base_lr": cfg.base_lr, "milestones": milestones, "gamma": 0.1}
+
+
+def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
+    """The four policies; the CLR arms hold momentum at ``cfg.momentum`` (as in the paper)."""
+    cyclic = {
+        "type": "Cyclic",
+        "base_lr": cfg.base_lr,
+        "max_lr": cfg.max_lr,
+        "step_size_up": cfg.step_size,
+        "base_momentum": cfg.momentum,
+        "max_momentum": cfg.momentum,
+    }
+    return {
+        "fixed": fixed_schedule(cfg),
+        "exp": {"type": "ExpDecay", "base_lr": cfg.base_lr, "gamma": cfg.gamma},
+        "triangular2": {**cyclic, "mode": "triangular2"},
+        "exp_range": {**cyclic, "mode": "exp_range", "gamma": cfg.gamma},
+    }
+
+
+def configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
+    common = dict(
+        dataset=cfg.dataset,
+        model=cfg.model,
+        batch_size=cfg.batch_size,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        eval_every=cfg.eval_every,
+        steps=cfg.steps,
+        seed=seed,
+        augment=cfg.dataset.startswith("cifar"),
+    )
+    return {arm: TrainConfig(**common, schedule=s) for arm, s in schedules(cfg).items()}
+
+
+def curve(records: list[dict]) -> list[list[float]]:
+    """[[iterations done, test accuracy], ...]."""
+    return [
+        [r["step"] + 1, r["test_accuracy"]] for r in records if r.get("test_accuracy") is not None
+    ]
+
+
+def first_reaching(points: list[list[float]], target: float) -> int | None:
+    return next((int(i) for i, a in points if a >= target), None)
+
+
+def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
+    finals: dict[str, list[float]] = {a: [] for a in ARMS}
+    bests: dict[str, list[float]] = {a: [] for a in ARMS}
+    for seed in cfg.seeds:
+        for name, tcfg in configs(cfg, seed).items():
+            res = run_train(
+                tcfg,
+                out=out,
+                experiment=EXPERIMENT,
+                run=f"{name}_seed{seed}",
+                device=device,
+                progress=progress,
+            )
+            finals[name].append(res.final_test_accuracy)
+            bests[name].append(res.best_test_accuracy)
+    seed = cfg.seeds[0]
+    curves = {a: curve(Run(out, EXPERIMENT, f"{a}_seed{seed}").records()) for a in ARMS}
+    target = finals["fixed"][0]
+    reach = {a: first_reaching(curves[a], target) for a in ARMS}
+    fraction = {a: None if reach[a] is None else reach[a] / cfg.steps for a in ARMS}
+    drops = fixed_schedule(cfg).get("milestones", [])
+    before = [a for i, a in curves["fixed"] if drops and i <= drops[0]]
+    before_drop = before[-1] if before else None
+    reach_before = {
+        a: None if before_drop is None else first_reaching(curves[a], before_drop) for a in ARMS
+    }
+    return {
+        "steps": cfg.steps,
+        "eval_every": cfg.eval_every,
+        "lr": {
+            "base": cfg.base_lr,
+            "max": cfg.max_lr,
+            "gamma": cfg.gamma,
+            "fixed_drop_steps": fixed_schedule(cfg).get("milestones", []),
+        },
+        "final_test_accuracy": finals,
+        "best_test_accuracy": bests,
+        "curves": curves,
+        "fixed_final": target,
+        "iterations_to_fixed_final": reach,
+        "fraction_of_fixed": fraction,
+        "fixed_before_drop": before_drop,
+        "iterations_to_fixed_before_drop": reach_before,
+        "checks": {
+            "clr_faster": {
+                "holds": all(fraction[a] is not None and fraction[a] <= 0.5 for a in CLR_ARMS),
+                "fraction": {a: fraction[a] for a in CLR_ARMS},
+            }
+        },
+    }
+
+
+if __name__ == "__main__":
+    cli(__doc__, PRESETS, main)
