@@ -148,7 +148,13 @@ def cli(
     t0 = time.perf_counter()
     summary = main(cfg, out=args.out, device=args.device, progress=not args.no_progress)
     summary = {"experiment": experiment, "preset": args.preset, **summary}
-    summary["seconds"] = time.perf_counter() - t0
+    # Wall time summed over invocations (a resumed or skipped rerun adds its own, not replaces).
+    previous = Path(args.out) / experiment / "summary.json"
+    before = 0.0
+    if previous.exists():
+        old = read_json(previous)
+        before = old.get("seconds", 0.0) if old.get("preset") == args.preset else 0.0
+    summary["seconds"] = before + time.perf_counter() - t0
     path = save_summary(args.out, experiment, summary)
     print(f"summary: {path} ({summary['seconds']:.0f}s)", flush=True)
     return summary

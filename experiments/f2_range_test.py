@@ -1,0 +1,281 @@
+"""F2 -- LR range test: held-out accuracy and smoothed loss vs a linearly rising LR.
+
+Smith, "Cyclical Learning Rates for Training Neural Networks" (WACV 2017), §3.3 and Fig. 3, and
+Smith & Topin, "Super-Convergence" (2017), §3 and Fig. 2: train once with the LR rising linearly
+from ~0 to a large value and watch the accuracy. It rises while the LR is too small, then turns
+ragged and falls where the LR is too large; the LR at the peak is the cycle's ``max_lr`` and
+``base_lr`` = ``max_lr``/3 (CLR) or /4 (SC). A curve that stays high over a wide range of large
+LRs (ResNet-56 on CIFAR-10 up to LR 3 in SC) signals super-convergence potential. Several test
+lengths are run because a longer test trains more at each LR: its curve sits higher and shows
+how much the suggestion depends on the test's length.
+
+Protocol: SGD with the training run's momentum and weight decay, the model initialised exactly
+as ``hessian_lr.train.train`` does for the same seed, LR ramp from ``start_lr`` to ``end_lr``
+over ``num_steps`` updates (``hessian_lr.range_test.lr_range_test``; stops on divergence). The
+held-out set is a stratified split of the *training* data (never the test set: the suggestions
+choose hyper-parameters), evaluated ``val_points`` times per test. The curvature cross-check
+(λ_max by Lanczos and 2/λ_max at the start) is on.
+
+Runs: ``len<num_steps>_seed<s>``, one per length and seed; each folder holds ``config.json``,
+``meta.json`` and ``range_test.json`` (``RangeTestResult.to_dict()``; rebuild it with
+``RangeTestResult.from_dict``).
+
+summary.json: ``runs`` {run: {num_steps, end_lr, seed, max_lr, base_lr_third, base_lr_quarter,
+steepest_lr, suggestion_flags, peak_val_accuracy, peak_lr, first_val_accuracy,
+last_val_accuracy, rises_then_falls, plateau_lrs, plateau_ratio, stopped_early, stop_lr,
+stop_reason, lambda_max, two_over_lambda, seconds}}; ``recommended`` {max_lr, base_lr_quarter,
+base_lr_third, from_run}: the suggestion of the longest test of the first seed (the one closest
+to a real training run); ``claim`` {rises_then_falls_all: the accuracy of every test rose by at
+least ``margin`` from its first evaluation to its peak and then fell by at least ``margin`` or
+the test diverged, margin}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from _common import cli, experiment_name
+from torch import nn
+
+from hessian_lr.data import (
+    Dataset,
+    ResumableBatchSampler,
+    augment_batch,
+    load_dataset,
+    stratified_indices,
+)
+from hessian_lr.models import build_model
+from hessian_lr.range_test import RangeTestResult, lr_range_test
+from hessian_lr.results import Run, now, read_json, run_metadata, write_json_atomic
+from hessian_lr.train import resolve_device
+
+EXPERIMENT = experiment_name(__file__)
+MARGIN = 0.02  # accuracy change (fraction) that counts as "rose" / "fell"
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str = "fashion-mnist"
+    model: str = "lenet5"
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    start_lr: float = 0.0
+    end_lr: float = 0.6
+    lengths: tuple[int, ...] = (250, 500, 1000, 2000)  # updates per range test
+    val_size: int = 5000  # held-out training examples (stratified)
+    val_points: int = 40  # evaluations per test
+    diverge_factor: float = 4.0
+    smoothing: float = 0.98
+    curvature_check: bool = True
+    seeds: tuple[int, ...] = (0,)
+    bn_momentum: float | None = None  # ResNet only: 0.05 = Caffe's 0.95 moving average
+
+
+PRESETS = {
+    "paper": Config(
+        dataset="cifar10",
+        model="resnet56",
+        batch_size=1000,
+        weight_decay=1e-4,
+        end_lr=3.0,
+        lengths=(5000, 10000, 20000, 40000),
+        bn_momentum=0.05,
+    ),
+    "cpu": Config(),
+    "smoke": Config(
+        dataset="digits",
+        batch_size=64,
+        end_lr=2.0,
+        lengths=(20, 40),
+        val_size=300,
+        val_points=5,
+    ),
+}
+
+
+class _Batches:
+    """Shuffled training batches in the runner's order; CIFAR augmentation when asked."""
+
+    def __init__(self, data: Dataset, batch_size: int, *, seed: int, augment: bool) -> None:
+        self.data = data
+        self.sampler = ResumableBatchSampler(
+            len(data), batch_size, shuffle=True, seed=seed, drop_last=True
+        )
+        self.augment = augment
+        self.gen = torch.Generator().manual_seed(seed + 777)
+        self.epoch = 0
+
+    def __iter__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        for idx in self.sampler.batches(epoch):
+            x = self.data.x[idx]
+            yield (augment_batch(x, self.gen) if self.augment else x), self.data.y[idx]
+
+
+def split_train(cfg: Config, seed: int) -> tuple[Dataset, list[tuple[torch.Tensor, ...]]]:
+    """(training part, held-out batches): a stratified held-out split of the training set."""
+    full = load_dataset(cfg.dataset, split="train")
+    held = stratified_indices(full.y, cfg.val_size, seed=seed)
+    keep = torch.ones(len(full), dtype=torch.bool)
+    keep[held] = False
+    train_part = dataclasses.replace(full, x=full.x[keep], y=full.y[keep], indices=None)
+    xv, yv = full.x[held], full.y[held]
+    val = [(xv[i : i + 1000], yv[i : i + 1000]) for i in range(0, len(yv), 1000)]
+    return train_part, val
+
+
+def range_test(
+    cfg: Config,
+    seed: int,
+    num_steps: int,
+    train_part: Dataset,
+    val: list,
+    *,
+    device: torch.device,
+    progress: bool,
+    curvature_check: bool | None = None,
+) -> RangeTestResult:
+    """One range test from the runner's initialisation for ``seed``."""
+    torch.manual_seed(seed)  # as train(): the initialisation draws from torch's RNG only
+    kwargs = {} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}
+    model = build_model(
+        cfg.model,
+        num_classes=train_part.num_classes,
+        in_channels=train_part.in_channels,
+        input_size=train_part.input_size,
+        **kwargs,
+    ).to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=max(cfg.start_lr, 1e-3),
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
+    batches = _Batches(
+        train_part, cfg.batch_size, seed=seed, augment=cfg.dataset.startswith("cifar")
+    )
+    return lr_range_test(
+        model,
+        optimizer,
+        batches,
+        loss_fn=nn.CrossEntropyLoss(),
+        start_lr=cfg.start_lr,
+        end_lr=cfg.end_lr,
+        num_steps=num_steps,
+        ramp="linear",
+        val_data=val,
+        val_every=max(1, num_steps // cfg.val_points),
+        smoothing=cfg.smoothing,
+        diverge_factor=cfg.diverge_factor,
+        device=device,
+        restore=False,
+        curvature_check=cfg.curvature_check if curvature_check is None else curvature_check,
+        generator=torch.Generator(device=device).manual_seed(seed),
+        progress=progress,
+    )
+
+
+def describe(res: RangeTestResult, *, margin: float = MARGIN) -> dict:
+    """The numbers the claim needs from one range test."""
+    s = res.suggestions
+    accs = [a for a in res.val_accuracies if a is not None and math.isfinite(a)]
+    peak = max(accs) if accs else None
+    peak_lr = res.val_lrs[res.val_accuracies.index(peak)] if accs else None
+    rises = accs and peak - accs[0] >= margin
+    falls = accs and (res.stopped_early or peak - accs[-1] >= margin)
+    cur = res.curvature
+    return {
+        "max_lr": s.max_lr.lr,
+        "base_lr_third": s.base_lr_third.lr,
+        "base_lr_quarter": s.base_lr_quarter.lr,
+        "steepest_lr": s.steepest.lr,
+        "suggestion_flags": {k: list(v.flags) for k, v in s.as_dict().items()},
+        "peak_val_accuracy": peak,
+        "peak_lr": peak_lr,
+        "first_val_accuracy": accs[0] if accs else None,
+        "last_val_accuracy": accs[-1] if accs else None,
+        "rises_then_falls": bool(rises and falls),
+        "plateau_lrs": s.plateau_lrs,
+        "plateau_ratio": s.plateau_ratio,
+        "stopped_early": res.stopped_early,
+        "stop_lr": res.lrs[-1] if res.stopped_early else None,
+        "stop_reason": res.stop_reason,
+        "lambda_max": None if cur is None else cur.lambda_max,
+        "two_over_lambda": None if cur is None else cur.two_over_lambda,
+        "seconds": res.seconds,
+    }
+
+
+def run_range_test(
+    cfg: Config, seed: int, num_steps: int, data, *, out: str, device: str, progress: bool
+) -> RangeTestResult:
+    """Run (or load, if finished) the range test ``len<num_steps>_seed<seed>``."""
+    run = Run(out, EXPERIMENT, f"len{num_steps}_seed{seed}")
+    path = run.dir / "range_test.json"
+    if run.status == "finished" and path.exists():
+        res = RangeTestResult.from_dict(read_json(path))
+        print(f"  {EXPERIMENT}/{run.name}: finished (cached)", flush=True)
+        return res
+    dev = resolve_device(device)
+    write_json_atomic(
+        run.config_path, {**dataclasses.asdict(cfg), "seed": seed, "num_steps": num_steps}
+    )
+    run.update_meta(
+        **run_metadata(device=str(dev), seed=seed),
+        status="running",
+        started=now(),
+        experiment=EXPERIMENT,
+    )
+    t0 = time.perf_counter()
+    try:
+        res = range_test(cfg, seed, num_steps, *data, device=dev, progress=progress)
+    except BaseException:
+        run.update_meta(status="failed")
+        raise
+    write_json_atomic(path, res.to_dict())
+    run.update_meta(status="finished", finished=now(), seconds=time.perf_counter() - t0)
+    peak = max((a for a in res.val_accuracies if a is not None), default=float("nan"))
+    print(
+        f"  {EXPERIMENT}/{run.name}: {len(res.lrs)} updates, "
+        f"{'stopped at lr ' + format(res.lrs[-1], '.3g') if res.stopped_early else 'no divergence'}"
+        f", peak val acc {100 * peak:.2f}%, max_lr {res.max_lr}, {res.seconds:.1f}s",
+        flush=True,
+    )
+    return res
+
+
+def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
+    runs: dict[str, dict] = {}
+    recommended = None
+    for seed in cfg.seeds:
+        data = split_train(cfg, seed)
+        for n in cfg.lengths:
+            res = run_range_test(cfg, seed, n, data, out=out, device=device, progress=progress)
+            name = f"len{n}_seed{seed}"
+            runs[name] = {"num_steps": n, "end_lr": cfg.end_lr, "seed": seed, **describe(res)}
+        if recommended is None:
+            name = f"len{max(cfg.lengths)}_seed{seed}"
+            r = runs[name]
+            recommended = {
+                "max_lr": r["max_lr"],
+                "base_lr_quarter": r["base_lr_quarter"],
+                "base_lr_third": r["base_lr_third"],
+                "from_run": name,
+            }
+    return {
+        "runs": runs,
+        "recommended": recommended,
+        "claim": {
+            "rises_then_falls_all": all(r["rises_then_falls"] for r in runs.values()),
+            "margin": MARGIN,
+        },
+    }
+
+
+if __name__ == "__main__":
+    cli(__doc__, PRESETS, main)
