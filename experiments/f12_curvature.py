@@ -11,18 +11,19 @@ each run the spectral density of that Hessian is estimated by stochastic Lanczos
 the density snapshots show it. For scale: gradient descent with heavy-ball momentum β is stable
 on a quadratic while LR·λ_max < 2 + 2β (Cohen et al. 2021), so a large LR caps λ_max.
 
-``train()`` deletes its weights at the end, so this script runs the same loop itself (the data
-order, model initialization, optimizer, schedule, probe and evaluation of
-``hessian_lr.train.train``; with the same ``TrainConfig`` its records equal train()'s) and
-computes the densities from the live weights at the chosen updates. It checkpoints every
-``checkpoint_every`` steps and resumes; finished runs are skipped.
+Each run is ``hessian_lr.train.train`` with the curvature probe on; a ``train()`` callback,
+``DensitySnapshots``, computes the densities from the live weights at the chosen updates (update
+0: the initial weights) on the probe's batch. train() checkpoints every ``checkpoint_every``
+steps and resumes (a density already on disk is not recomputed); finished runs are skipped.
 
 Runs (per seed s): ``onecycle_seed<s>``, ``pc_seed<s>``. Each run folder holds train()'s
 files (config.json with the TrainConfig, meta.json, records.jsonl with ``lambda_max`` and
-``trace`` at the probe steps) and ``density_u<updates>.json`` files with ``grid``, ``density``,
-``nodes``, ``weights`` (SLQ quadrature, one row per probe), ``sigma``, ``dim``,
-``updates`` (optimizer steps done), ``fraction``, ``lr`` (at that point), ``num_matvecs``,
-``seconds``, ``lambda_max_slq`` (largest node) and ``trace_slq``.
+``trace`` at the probe steps and ``density_file`` at the snapshot steps) and
+``density_u<updates>.json`` files with ``grid``, ``density``, ``nodes``, ``weights`` (SLQ
+quadrature, one row per probe), ``sigma``, ``dim``, ``updates`` (optimizer steps done),
+``fraction``, ``lr`` (the LR the optimizer holds at that point: the next update's, the last
+update's at the end), ``num_matvecs``, ``seconds``, ``lambda_max_slq`` (largest node) and
+``trace_slq``.
 
 summary.json (first seed):
 
@@ -38,8 +39,6 @@ summary.json (first seed):
 
 from __future__ import annotations
 
-import math
-import os
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -49,33 +48,13 @@ from typing import Any
 import torch
 from _common import cli, experiment_name
 from torch import nn
-from tqdm.auto import tqdm
 
-from hessian_lr.data import ResumableBatchSampler, augment_batch, load_dataset
+from hessian_lr.data import Dataset, load_dataset
 from hessian_lr.hvp import HessianOperator
 from hessian_lr.lanczos import spectral_density
-from hessian_lr.lr_scheduler import ScheduleLR
-from hessian_lr.models import build_model
-from hessian_lr.results import (
-    RecordWriter,
-    Run,
-    now,
-    read_json,
-    run_metadata,
-    write_json_atomic,
-)
+from hessian_lr.results import Run, read_json, write_json_atomic
 from hessian_lr.schedules import schedule_from_dict
-from hessian_lr.train import (
-    TrainConfig,
-    _current,
-    _CurvatureProbe,
-    _make_optimizer,
-    _rng_state,
-    _seed_everything,
-    _set_rng_state,
-    evaluate,
-    resolve_device,
-)
+from hessian_lr.train import TrainConfig, TrainResult, probe_batch, train
 
 EXPERIMENT = experiment_name(__file__)
 
@@ -210,164 +189,63 @@ def _density(
     }
 
 
-def train_with_densities(
-    tcfg: TrainConfig,
-    cfg: Config,
-    *,
-    out: str | os.PathLike,
-    run: str,
-    device: str,
-    progress: bool,
-) -> dict[str, Any]:
-    """train()'s loop for ``tcfg``, plus SLQ densities at ``density_updates``; resumable.
+class DensitySnapshots:
+    """``train()`` callback: the SLQ density of the probe batch's Hessian after chosen updates.
 
-    Returns ``{"status", "steps", "final_test_accuracy", "seconds", "resumed_from"}``.
+    Writes ``<run_dir>/density_u<updates>.json`` after each update count in
+    ``density_updates(cfg, tcfg.steps)`` (0: the initial weights, seen at the callback's step -1)
+    and names the file in that step's record (``density_file``). A file already on disk (written
+    before an interruption) is kept, so repeated calls after a resume are harmless.
     """
-    tcfg = replace(tcfg, device=device)
-    run_obj = Run(out, EXPERIMENT, run)
-    meta = run_obj.meta()
-    if meta.get("status") in ("finished", "diverged"):
-        return _result(run_obj, meta["status"], meta.get("steps_done"), meta.get("seconds"), None)
 
-    dev = resolve_device(tcfg.device)
-    _seed_everything(tcfg.seed)
-    train_data = load_dataset(tcfg.dataset, split="train", root=tcfg.data_root, seed=tcfg.seed)
-    test_data = load_dataset(tcfg.dataset, split="test", root=tcfg.data_root)
-    model = build_model(
-        tcfg.model,
-        num_classes=train_data.num_classes,
-        in_channels=train_data.x.shape[1],
-        input_size=train_data.x.shape[-1],
-        **tcfg.model_kwargs,
-    ).to(dev)
-    schedule = schedule_from_dict(tcfg.schedule)
-    optimizer = _make_optimizer(tcfg, model, lr=schedule.lr(0))
-    scheduler = ScheduleLR(optimizer, schedule)
-    loss_fn = nn.CrossEntropyLoss()
-    probe = _CurvatureProbe(tcfg, train_data, dev)
-    sampler = ResumableBatchSampler(
-        len(train_data.y), tcfg.batch_size, shuffle=True, seed=tcfg.seed, drop_last=True
-    )
-    aug_gen = torch.Generator().manual_seed(tcfg.seed + 777)
-    wanted = density_updates(cfg, tcfg.steps)
+    def __init__(self, tcfg: TrainConfig, cfg: Config, run_dir: Path, train_data: Dataset) -> None:
+        self.tcfg, self.cfg, self.run_dir = tcfg, cfg, Path(run_dir)
+        self.wanted = set(density_updates(cfg, tcfg.steps))
+        self.schedule = schedule_from_dict(tcfg.schedule)
+        self.batch = probe_batch(tcfg, train_data)  # CPU; moved to the model's device when used
 
-    start, resumed_from, elapsed = 0, None, 0.0
-    writer = RecordWriter(run_obj.records_path)
-    if run_obj.checkpoint_path.exists():
-        ckpt = torch.load(run_obj.checkpoint_path, map_location=dev, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        probe.load_state_dict(ckpt["probe"], dev)
-        aug_gen.set_state(ckpt["aug_gen"])
-        _set_rng_state(ckpt["rng"])
-        start = resumed_from = ckpt["step"]
-        elapsed = ckpt.get("seconds", 0.0)
-        writer.truncate_after(start - 1)
-    else:
-        writer.truncate_after(-1)
-        write_json_atomic(run_obj.config_path, tcfg)
-    run_obj.update_meta(
-        **run_metadata(device=str(dev), seed=tcfg.seed),
-        status="running",
-        started=meta.get("started", now()),
-        resumed_from=resumed_from,
-        experiment=EXPERIMENT,
-    )
-    t_start = time.perf_counter()
-
-    def snapshot_density(u: int) -> None:
-        path = run_obj.dir / f"density_u{u:06d}.json"
+    def __call__(self, step: int, model: nn.Module, record: dict[str, Any]) -> None:
+        u = step + 1  # optimizer updates done
+        if u not in self.wanted:
+            return
+        name = f"density_u{u:06d}.json"
+        if step >= 0:
+            record["density_file"] = name
+        path = self.run_dir / name
         if path.exists():  # computed before an interruption
             return
-        lr, _ = _current(optimizer)
-        info = _density(model, probe.batch, cfg, seed=tcfg.seed, u=u)
-        info.update(updates=u, fraction=u / tcfg.steps, lr=lr)
+        device = next(model.parameters()).device
+        if self.batch[0].device != device:
+            self.batch = tuple(t.to(device) for t in self.batch)
+        steps = self.tcfg.steps
+        info = _density(model, self.batch, self.cfg, seed=self.tcfg.seed, u=u)
+        # The LR the optimizer holds after u updates (ScheduleLR; not stepped after the last).
+        lr = self.schedule.lr(min(u, steps - 1))
+        info.update(updates=u, fraction=u / steps, lr=lr)
         write_json_atomic(path, info)
 
-    def checkpoint(step: int) -> None:
-        state = {
-            "step": step,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "probe": probe.state_dict(),
-            "aug_gen": aug_gen.get_state(),
-            "rng": _rng_state(),
-            "seconds": elapsed + time.perf_counter() - t_start,
-        }
-        tmp = run_obj.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, run_obj.checkpoint_path)
 
-    if start == 0 and 0 in wanted:
-        snapshot_density(0)
-    per_epoch = len(sampler)
-    status = "finished"
-    model.train()
-    bar = tqdm(total=tcfg.steps, initial=start, disable=not progress, desc=run, leave=False)
-    step = start
-    try:
-        for step in range(start, tcfg.steps):
-            epoch, pos = divmod(step, per_epoch)
-            idx = next(sampler.batches(epoch, pos))
-            x, y = train_data.x[idx], train_data.y[idx]
-            if tcfg.augment:
-                x = augment_batch(x, aug_gen)
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            lr, mom = _current(optimizer)
-            loss = loss_fn(model(x), y)
-            record: dict[str, Any] = {"step": step, "epoch": step / per_epoch, "lr": lr}
-            if mom is not None:
-                record["momentum"] = mom
-            loss_value = float(loss.detach())
-            record["train_loss"] = loss_value
-            if not math.isfinite(loss_value):
-                status = "diverged"
-                writer.write(record)
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step() if step + 1 < tcfg.steps else None
-            if step % tcfg.probe_every == 0 or step + 1 == tcfg.steps:
-                record.update(probe(model, step))
-            if step + 1 in wanted:
-                snapshot_density(step + 1)
-                record["density_file"] = f"density_u{step + 1:06d}.json"
-            if (step + 1) % tcfg.eval_every == 0 or step + 1 == tcfg.steps:
-                test_loss, acc = evaluate(model, test_data, batch_size=tcfg.eval_batch_size)
-                record.update(test_loss=test_loss, test_accuracy=acc)
-                bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{acc:.3f}")
-            writer.write(record)
-            bar.update(1)
-            if (step + 1) % tcfg.checkpoint_every == 0 and step + 1 < tcfg.steps:
-                checkpoint(step + 1)
-        else:
-            step = tcfg.steps
-    except BaseException:
-        run_obj.update_meta(status="interrupted", steps_done=step)
-        writer.close()
-        bar.close()
-        raise
-    bar.close()
-    writer.close()
-    seconds = elapsed + time.perf_counter() - t_start
-    run_obj.update_meta(status=status, finished=now(), steps_done=step, seconds=seconds)
-    if run_obj.checkpoint_path.exists():
-        run_obj.checkpoint_path.unlink()
-    return _result(run_obj, status, step, seconds, resumed_from)
-
-
-def _result(run_obj: Run, status: str, steps, seconds, resumed_from) -> dict[str, Any]:
-    accs = [r["test_accuracy"] for r in run_obj.records() if r.get("test_accuracy") is not None]
-    return {
-        "status": status,
-        "steps": steps,
-        "final_test_accuracy": accs[-1] if accs else None,
-        "seconds": seconds,
-        "resumed_from": resumed_from,
-    }
+def train_with_densities(
+    tcfg: TrainConfig, cfg: Config, *, out: str | Path, run: str, device: str, progress: bool
+) -> TrainResult:
+    """``train()`` for ``tcfg`` with ``DensitySnapshots`` as its callback; resumable."""
+    tcfg = replace(tcfg, device=device)
+    run_obj = Run(out, EXPERIMENT, run)
+    if run_obj.meta().get("status") in ("finished", "diverged"):  # train() returns it as is
+        return train(tcfg, root=out, experiment=EXPERIMENT, run=run, progress=progress)
+    train_data = load_dataset(
+        tcfg.dataset, split="train", root=tcfg.data_root, subset=tcfg.subset, seed=tcfg.seed
+    )
+    snapshots = DensitySnapshots(tcfg, cfg, run_obj.dir, train_data)
+    return train(
+        tcfg,
+        root=out,
+        experiment=EXPERIMENT,
+        run=run,
+        progress=progress,
+        train_data=train_data,
+        callback=snapshots,
+    )
 
 
 def summarize_run(run_dir: Path, records: list[dict], steps: int) -> dict[str, Any]:
@@ -416,11 +294,12 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
             res = train_with_densities(
                 tcfg, cfg, out=out, run=f"{name}_seed{seed}", device=device, progress=progress
             )
-            acc = res["final_test_accuracy"]
+            acc = res.final_test_accuracy
             acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
+            note = f" (resumed at step {res.resumed_from})" if res.resumed_from else ""
             print(
-                f"  {EXPERIMENT}/{name}_seed{seed}: {res['status']}, {res['steps']} steps, "
-                f"test acc {acc_text}, {time.perf_counter() - t0:.1f}s",
+                f"  {EXPERIMENT}/{name}_seed{seed}: {res.status}, {res.steps} steps, "
+                f"test acc {acc_text}, {time.perf_counter() - t0:.1f}s{note}",
                 flush=True,
             )
     seed = cfg.seeds[0]

@@ -8,7 +8,9 @@ per optimizer step (loss, LR, momentum; test loss/accuracy every ``eval_every`` 
 calling ``train`` again with the same arguments resumes from it and, on CPU, reproduces the
 uninterrupted records exactly (the batch order is a pure function of (seed, epoch, step), the
 augmentation generator and every stateful object are checkpointed). A non-finite loss ends the run
-with status ``diverged``: a result, not a crash.
+with status ``diverged``: a result, not a crash. ``callback`` sees the live model after every
+update (e.g. to take spectral-density snapshots at chosen steps, F12) and may add keys to the
+step's record.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ from .results import RecordWriter, Run, now, run_metadata, write_json_atomic
 from .schedules import schedule_from_dict
 from .trace import hutchinson_trace
 
-__all__ = ["TrainConfig", "TrainResult", "train", "resolve_device", "evaluate"]
+__all__ = ["TrainConfig", "TrainResult", "train", "resolve_device", "evaluate", "probe_batch"]
 
 
 @dataclass(frozen=True)
@@ -180,13 +183,28 @@ def _make_estimator(cfg: TrainConfig, model, optimizer, loss_fn):
     )
 
 
+def probe_batch(
+    cfg: TrainConfig, train_data: Dataset, *, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed training examples whose Hessian the curvature probe takes (``probe_every``).
+
+    ``cfg.probe_size`` examples of ``train_data`` drawn without replacement by a generator seeded
+    from ``cfg.seed`` (the global RNG is untouched), so a callback can evaluate other curvature
+    quantities on exactly the probe's batch.
+
+    Returns:
+        ``(x, y)``: x (probe_size, C, H, W) float32, y (probe_size,) int64, on ``device``.
+    """
+    g = torch.Generator().manual_seed(cfg.seed + 12345)
+    idx = torch.randperm(len(train_data.y), generator=g)[: cfg.probe_size]
+    return train_data.x[idx].to(device), train_data.y[idx].to(device)
+
+
 class _CurvatureProbe:
     """λ_max (warm-started Lanczos) and Hutchinson trace on a fixed batch, every k steps."""
 
     def __init__(self, cfg: TrainConfig, train_data: Dataset, device: torch.device) -> None:
-        g = torch.Generator().manual_seed(cfg.seed + 12345)
-        idx = torch.randperm(len(train_data.y), generator=g)[: cfg.probe_size]
-        self.batch = (train_data.x[idx].to(device), train_data.y[idx].to(device))
+        self.batch = probe_batch(cfg, train_data, device=device)
         self.trace_probes = cfg.trace_probes
         self.seed = cfg.seed
         self.v0: torch.Tensor | None = None
@@ -232,6 +250,7 @@ def train(
     progress: bool = True,
     train_data: Dataset | None = None,
     test_data: Dataset | None = None,
+    callback: Callable[[int, nn.Module, dict], None] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` into ``<root>/<experiment>/<run>/``, resuming if a checkpoint is there.
 
@@ -240,6 +259,19 @@ def train(
         root, experiment, run: where the run folder goes (``run`` defaults to ``seed<seed>``).
         progress: show a tqdm bar.
         train_data, test_data: preloaded datasets (else loaded from ``cfg``).
+        callback: ``callback(step, model, record)``, called after each optimizer step (``step``
+            is 0-based: the model has had ``step + 1`` updates) once that step's record is
+            complete (loss, LR, estimates, probe, evaluation) and before it is written, so it may
+            add JSON-able keys to ``record``. Before the first update of a run that starts from
+            scratch it is also called once with ``step = -1``, the initial model and an empty
+            record that is not written. It is not called for the non-finite step that ends a
+            diverged run, nor for a finished run found in place. On resume it is called only for
+            the steps from the checkpoint on (calls made between the checkpoint and a crash are
+            made again), so a callback that writes files must be idempotent per step. The model
+            is in train mode during the call; the callback must leave the model, its mode and the
+            global RNGs as it found them (``HessianOperator``, ``evaluate``, and ``lanczos`` or
+            ``spectral_density`` given a ``generator`` do), or the records stop being
+            reproducible.
 
     Returns:
         TrainResult. A finished or diverged run found in place is returned without training.
@@ -341,6 +373,8 @@ def train(
     )
     step = start_step
     try:
+        if callback is not None and start_step == 0:
+            callback(-1, model, {})
         for step in range(start_step, cfg.steps):
             epoch, pos = divmod(step, per_epoch)
             idx = next(sampler.batches(epoch, pos))
@@ -374,6 +408,8 @@ def train(
                 test_loss, acc = evaluate(model, test_data, batch_size=cfg.eval_batch_size)
                 record.update(test_loss=test_loss, test_accuracy=acc)
                 bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{acc:.3f}")
+            if callback is not None:
+                callback(step, model, record)
             writer.write(record)
             bar.update(1)
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
