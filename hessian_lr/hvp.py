@@ -72,13 +72,14 @@ def _default_batch_size(batch: Batch) -> int:
     )
 
 
-def _to_device(batch: Batch, device: torch.device) -> Batch:
+def move_to_device(batch: Batch, device: torch.device) -> Batch:
+    """Tensors of a batch (nested tuples, lists, dicts) moved to ``device``; the rest as is."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: move_to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (tuple, list)):
-        return type(batch)(_to_device(v, device) for v in batch)
+        return type(batch)(move_to_device(v, device) for v in batch)
     return batch
 
 
@@ -273,7 +274,7 @@ class HessianOperator(LinearOperator):
     def _batches(self) -> Iterator[tuple[int, Batch]]:
         count = 0
         for batch in self._data:
-            batch = _to_device(batch, self.device)
+            batch = move_to_device(batch, self.device)
             n = int(self._batch_size_fn(batch))
             if n <= 0:
                 raise ValueError("a batch has no samples")

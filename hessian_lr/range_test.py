@@ -56,6 +56,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .hvp import move_to_device
+
 __all__ = [
     "CurvatureCheck",
     "RangeTestResult",
@@ -697,16 +699,6 @@ def _is_single_batch(data: Any) -> bool:
     ) or isinstance(data, Mapping)
 
 
-def _to_device(batch: Batch, device: torch.device) -> Batch:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
-
-
 def _batch_size(batch: Batch) -> int:
     values = batch.values() if isinstance(batch, Mapping) else batch
     if isinstance(values, torch.Tensor):
@@ -915,7 +907,7 @@ def lr_range_test(
     try:
         stream = _Cycle(train_data)
         if curvature_check:
-            first = [_to_device(b, device) for b in stream.peek(accumulation_steps)]
+            first = [move_to_device(b, device) for b in stream.peek(accumulation_steps)]
             curvature = _curvature_check(model, optimizer, loss_fn, first, closure, generator)
 
         avg, best = 0.0, math.inf
@@ -937,7 +929,7 @@ def lr_range_test(
                 total: torch.Tensor | None = None
                 with torch.enable_grad():
                     for _ in range(accumulation_steps):
-                        batch = _to_device(next(stream), device)
+                        batch = move_to_device(next(stream), device)
                         if closure:
                             loss = loss_fn(model, batch)
                         else:
@@ -1061,7 +1053,7 @@ def _evaluate(
         model.eval()
         with torch.no_grad():
             for batch in batches:
-                batch = _to_device(batch, device)
+                batch = move_to_device(batch, device)
                 if closure:
                     n = _batch_size(batch)
                     loss = loss_fn(model, batch)
