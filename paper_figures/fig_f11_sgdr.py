@@ -1,0 +1,190 @@
+"""F11 -- SGDR anytime performance: test error vs epoch, default step schedule vs warm restarts.
+
+SGDR (Loshchilov & Hutter, ICLR 2017, arXiv:1608.03983) Fig. 2: WRN-28-10 on CIFAR-10, 200
+epochs; the step default (0.1 or 0.05, x0.2 at 60/120/160) against SGDR (η_max 0.05, T_0 = 1 or
+10, T_mult = 2). SGDR reaches a given error 2-4x sooner and ends comparable or better (4.17 %
+default vs 3.74-4.03 % SGDR). Reads ``f11_sgdr``: runs ``step_lr<lr>_seed<s>``,
+``sgdr_T0_<T_0>_seed<s>`` and ``summary.json`` (``epoch_steps``, ``restarts``, ``target``,
+``epochs_to_target``, ``checks``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import _plots, _style
+from ._data import Claim, MissingResults, arms, experiment_runs, finals, fmt_num, preset, summary
+
+FIGURE = "F11"
+NAME = "f11_sgdr"
+EXPERIMENTS = ("f11_sgdr",)
+PAPER_SOONER = "SGDR reaches the default's error 2–4× sooner (CIFAR-10/100, WRN-28-10)"
+PAPER_END = "final error 4.17% default vs 3.74–4.03% SGDR (CIFAR-10)"
+CHANCE_ERROR = 0.85  # final test error at or above this: the run never learned (10 classes)
+COLORS = {
+    "step_lr0.1": "#D55E00",
+    "step_lr0.05": "#E69F00",
+    "sgdr_T0_1": "#0b5d1e",
+    "sgdr_T0_10": "#CC79A7",
+}
+
+
+def _load(results):
+    groups = arms(experiment_runs(results, EXPERIMENTS[0]))
+    if not any(a.startswith("sgdr") for a in groups) or not any(
+        a.startswith("step") for a in groups
+    ):
+        raise MissingResults(EXPERIMENTS[0], results, "needs step_* and sgdr_* runs")
+    return groups, summary(results, EXPERIMENTS[0])
+
+
+def _label(arm: str) -> str:
+    if arm.startswith("step_lr"):
+        return f"default step, η₀ = {arm.removeprefix('step_lr')}"
+    if arm.startswith("sgdr_T0_"):
+        return f"SGDR T₀ = {arm.removeprefix('sgdr_T0_')}, T_mult = 2"
+    return arm
+
+
+def _order(groups) -> list[tuple[str, str]]:
+    """(arm, legend label) in drawing order; arms that never leave chance level say so."""
+    out = []
+    for a in _names(groups):
+        err = [1 - v for v in finals(groups[a])]
+        dead = err and min(err) >= CHANCE_ERROR
+        out.append((a, _label(a) + (" (stuck at chance)" if dead else "")))
+    return out
+
+
+def _names(groups) -> list[str]:
+    names = sorted(
+        (a for a in groups if a.startswith("step")), key=lambda a: -float(a.removeprefix("step_lr"))
+    ) + sorted(
+        (a for a in groups if a.startswith("sgdr")), key=lambda a: float(a.rsplit("_", 1)[1])
+    )
+    return names
+
+
+def _pct(values) -> str:
+    from ._data import mean_sd
+
+    m, s, n = mean_sd(values)
+    return f"{100 * m:.2f}%" + (f" ± {100 * s:.2f} ({n} seeds)" if n > 1 else "")
+
+
+def _why_not_sooner(err: dict[str, list[float]], speedup: dict) -> str:
+    dead = [a for a, e in err.items() if a.startswith("step") and e and min(e) >= CHANCE_ERROR]
+    best = max((v for v in speedup.values() if v is not None), default=None)
+    text = (
+        f"The best SGDR run gets there {fmt_num(best, 2)}× sooner, short of 2×: "
+        if best is not None
+        else "No SGDR run gets there sooner: "
+    )
+    text += (
+        "on this small model the tuned step schedule (η₀ = 0.05) converges nearly as fast, and "
+        "the early restarts each throw away part of the progress before the long last cycles."
+    )
+    if dead:
+        text += (
+            f" {', '.join(dead)} never left chance level (after an early loss spike at LR 0.1 "
+            "with Nesterov momentum the test loss sits at ln 10), so only the tuned default is a "
+            "real baseline here."
+        )
+    return text
+
+
+def claims(results) -> list[Claim]:
+    groups, summ = _load(results)
+    checks = summ.get("checks") or {}
+    tag = (
+        f"[{preset(results, EXPERIMENTS[0])}; {summ.get('epochs')} paper epochs of "
+        f"{summ.get('epoch_steps')} steps]"
+    )
+    err = {a: [1 - v for v in finals(groups[a])] for a, _ in _order(groups)}
+    target = summ.get("target")
+    sooner = checks.get("sgdr_sooner", {})
+    sp = sooner.get("speedup") or {}
+    reach = (
+        (summ.get("epochs_to_target") or {}).get(f"{target:.4f}", {}) if target is not None else {}
+    )
+    parts = [
+        f"{a}: "
+        + ("never" if reach.get(a) is None else f"epoch {fmt_num(reach[a], 4)}")
+        + (f" ({fmt_num(sp[a], 2)}×)" if sp.get(a) is not None else "")
+        for a in reach
+    ]
+    end = checks.get("sgdr_ends_comparable", {})
+    out = [
+        Claim(
+            "F11",
+            "SGDR reaches a given error 2–4× sooner",
+            PAPER_SOONER,
+            f"first epoch at the best step run's final error {fmt_num(100 * target, 3)}%: "
+            + "; ".join(parts)
+            + f" (criterion: some SGDR run ≥ 2× sooner than the step runs) {tag}",
+            None if "holds" not in sooner else bool(sooner["holds"]),
+            "" if sooner.get("holds", True) else _why_not_sooner(err, sp),
+        ),
+        Claim(
+            "F11",
+            "SGDR ends comparable or better",
+            PAPER_END,
+            "final test error "
+            + "; ".join(f"{a} {_pct(v)}" for a, v in err.items())
+            + f" (criterion: best SGDR ≤ best step + 0.5 points) {tag}",
+            None if "holds" not in end else bool(end["holds"]),
+            ""
+            if end.get("holds", True)
+            else "The last SGDR cycle ends at η = 0 like the step run's small LR, but with fewer "
+            "steps at small LRs; on a scaled-down epoch the annealing tail may be too short.",
+        ),
+    ]
+    return out
+
+
+def draw(results, out) -> list[Path]:
+    groups, summ = _load(results)
+    cl = claims(results)
+    spe = float(summ.get("epoch_steps") or 1)
+    order = _order(groups)
+    styles = {a: "--" if a.startswith("step") else "-" for a, _ in order}
+    fig, axes = _style.figure(1, 2, height=5.0, gridspec_kw={"width_ratios": [1.7, 1]})
+    ax, ax_lr = axes[0]
+    drawn = _plots.curves_panel(
+        ax, groups, order, error=True, per=spe, colors=COLORS, styles=styles
+    )
+    target = summ.get("target")
+    if target is not None:
+        ax.axhline(target, color="k", ls=":", lw=1.2, label=f"best step final {100 * target:.2f}%")
+    for a, ep in (summ.get("restarts") or {}).items():
+        for e in ep:
+            ax.axvline(e, color=COLORS.get(a, "#999999"), lw=0.6, alpha=0.35)
+    ax.set_yscale("log")
+    finals_ = [y[-1] for _, y in drawn.values()]
+    ax.set_ylim(min(finals_) * 0.8, min(1.0, max(finals_) * 4))
+    from matplotlib.ticker import FixedLocator, NullFormatter, PercentFormatter
+
+    ticks = [0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set(
+        xlabel=f"epoch (paper epochs of {int(spe)} steps)",
+        ylabel="test error (log)",
+        title="(a) test error (thin lines: SGDR restarts)",
+    )
+    ax.legend(loc="center right", fontsize=9.5)
+    _plots.lr_panel(ax_lr, groups, order, per=spe, log=True, colors=COLORS, styles=styles)
+    ax_lr.set_ylim(1e-4, 0.3)
+    ax_lr.set(xlabel="epoch", title="(b) LR schedules")
+    _style.title(
+        fig,
+        "F11 (SGDR Fig. 2): anytime test error, step default vs SGDR",
+        preset(results, EXPERIMENTS[0]),
+    )
+    _style.add_caption(
+        fig,
+        [f"Ours: {c.claim} — {c.verdict}: {c.ours}." for c in cl]
+        + [f"Paper: {PAPER_SOONER}; {PAPER_END}."],
+    )
+    return _style.save(fig, out, NAME)
