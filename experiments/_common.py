@@ -17,14 +17,23 @@ import json
 import sys
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from hessian_lr.results import read_json, write_json_atomic
 from hessian_lr.train import TrainConfig, TrainResult, train
 
-__all__ = ["cli", "run_train", "save_summary", "experiment_name", "load_summary"]
+__all__ = [
+    "cli",
+    "run_train",
+    "run_arms",
+    "train_kwargs",
+    "onecycle_pc_schedules",
+    "save_summary",
+    "experiment_name",
+    "load_summary",
+]
 
 
 def experiment_name(file: str) -> str:
@@ -32,13 +41,67 @@ def experiment_name(file: str) -> str:
     return Path(file).stem
 
 
+def train_kwargs(cfg: Any, seed: int) -> dict[str, Any]:
+    """The ``TrainConfig`` fields most experiments take straight from their ``Config``.
+
+    Reads ``dataset``, ``model``, ``batch_size``, ``weight_decay``, ``momentum`` and (when the
+    Config has it) ``bn_momentum`` (ResNet only); augments on CIFAR. Scripts add the rest
+    (steps, schedule, eval_every, ...).
+    """
+    bn_momentum = getattr(cfg, "bn_momentum", None)
+    return dict(
+        dataset=cfg.dataset,
+        model=cfg.model,
+        model_kwargs={} if bn_momentum is None else {"bn_momentum": bn_momentum},
+        batch_size=cfg.batch_size,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        seed=seed,
+        augment=cfg.dataset.startswith("cifar"),
+    )
+
+
+def onecycle_pc_schedules(cfg: Any, n1: int, n2: int) -> dict[str, dict[str, Any]]:
+    """The F3 pair of schedules: ``{"onecycle": ..., "pc": ...}`` (``Schedule.to_dict()`` form).
+
+    1cycle over ``n1`` steps (``cfg.base_lr`` -> ``cfg.max_lr`` -> ``cfg.base_lr``, two
+    half-cycles of ``int(0.45 * n1)`` steps, then the annihilation tail) and the piecewise-constant
+    baseline over ``n2`` steps (``cfg.pc_lr``, x0.1 at 62.5 % and 87.5 % of ``n2``).
+    """
+    onecycle = {
+        "type": "OneCycle",
+        "base_lr": cfg.base_lr,
+        "max_lr": cfg.max_lr,
+        "step_size": int(0.45 * n1),  # two half-cycles over 90 % of the run, then the tail
+        "total_steps": n1,
+    }
+    pc = {
+        "type": "MultiStep",
+        "base_lr": cfg.pc_lr,
+        "milestones": [int(0.625 * n2), int(0.875 * n2)],
+        "gamma": 0.1,
+    }
+    return {"onecycle": onecycle, "pc": pc}
+
+
 def run_train(
-    cfg: TrainConfig, *, out: str | Path, experiment: str, run: str, device: str, progress: bool
+    cfg: TrainConfig,
+    *,
+    out: str | Path,
+    experiment: str,
+    run: str,
+    device: str,
+    progress: bool,
+    train_fn: Callable[..., TrainResult] = train,
 ) -> TrainResult:
-    """Train (or resume, or skip if finished) one run and print one line about it."""
+    """Train (or resume, or skip if finished) one run and print one line about it.
+
+    ``train_fn`` is called as ``train_fn(cfg, root=, experiment=, run=, progress=)`` (default:
+    ``hessian_lr.train.train``); a script that needs a callback or preloaded data wraps it.
+    """
     cfg = dataclasses.replace(cfg, device=device)
     t0 = time.perf_counter()
-    result = train(cfg, root=out, experiment=experiment, run=run, progress=progress)
+    result = train_fn(cfg, root=out, experiment=experiment, run=run, progress=progress)
     acc = (
         "n/a" if result.final_test_accuracy is None else f"{100 * result.final_test_accuracy:.2f}%"
     )
@@ -49,6 +112,42 @@ def run_train(
         flush=True,
     )
     return result
+
+
+def run_arms(
+    configs_for_seed: Callable[[int], dict[str, TrainConfig]],
+    seeds: Iterable[int],
+    *,
+    out: str | Path,
+    experiment: str,
+    device: str,
+    progress: bool,
+    train_fn: Callable[..., TrainResult] = train,
+) -> dict[str, list[TrainResult]]:
+    """Run every arm of every seed (seed-major) as ``<arm>_seed<seed>``.
+
+    Args:
+        configs_for_seed: ``seed -> {arm name: TrainConfig}``; the same names for every seed.
+        seeds: the seeds, in run order.
+        out, experiment, device, progress, train_fn: as in ``run_train``.
+
+    Returns:
+        ``{arm name: [TrainResult per seed, in seed order]}``, arms in ``configs_for_seed`` order.
+    """
+    results: dict[str, list[TrainResult]] = {}
+    for seed in seeds:
+        for name, tcfg in configs_for_seed(seed).items():
+            res = run_train(
+                tcfg,
+                out=out,
+                experiment=experiment,
+                run=f"{name}_seed{seed}",
+                device=device,
+                progress=progress,
+                train_fn=train_fn,
+            )
+            results.setdefault(name, []).append(res)
+    return results
 
 
 def save_summary(out: str | Path, experiment: str, summary: dict[str, Any]) -> Path:

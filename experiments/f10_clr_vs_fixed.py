@@ -38,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from _common import cli, experiment_name, run_train
+from _common import cli, experiment_name, run_arms, train_kwargs
 
 from hessian_lr.results import Run
 from hessian_lr.train import TrainConfig
@@ -111,17 +111,7 @@ def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
 
 
 def configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
-    common = dict(
-        dataset=cfg.dataset,
-        model=cfg.model,
-        batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-        eval_every=cfg.eval_every,
-        steps=cfg.steps,
-        seed=seed,
-        augment=cfg.dataset.startswith("cifar"),
-    )
+    common = dict(train_kwargs(cfg, seed), eval_every=cfg.eval_every, steps=cfg.steps)
     return {arm: TrainConfig(**common, schedule=s) for arm, s in schedules(cfg).items()}
 
 
@@ -137,20 +127,16 @@ def first_reaching(points: list[list[float]], target: float) -> int | None:
 
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
-    finals: dict[str, list[float]] = {a: [] for a in ARMS}
-    bests: dict[str, list[float]] = {a: [] for a in ARMS}
-    for seed in cfg.seeds:
-        for name, tcfg in configs(cfg, seed).items():
-            res = run_train(
-                tcfg,
-                out=out,
-                experiment=EXPERIMENT,
-                run=f"{name}_seed{seed}",
-                device=device,
-                progress=progress,
-            )
-            finals[name].append(res.final_test_accuracy)
-            bests[name].append(res.best_test_accuracy)
+    results = run_arms(
+        lambda seed: configs(cfg, seed),
+        cfg.seeds,
+        out=out,
+        experiment=EXPERIMENT,
+        device=device,
+        progress=progress,
+    )
+    finals = {a: [r.final_test_accuracy for r in results[a]] for a in ARMS}
+    bests = {a: [r.best_test_accuracy for r in results[a]] for a in ARMS}
     seed = cfg.seeds[0]
     curves = {a: curve(Run(out, EXPERIMENT, f"{a}_seed{seed}").records()) for a in ARMS}
     target = finals["fixed"][0]

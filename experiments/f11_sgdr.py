@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from _common import cli, experiment_name, run_train
+from _common import cli, experiment_name, run_arms, train_kwargs
 
 from hessian_lr.data import dataset_info
 from hessian_lr.results import Run
@@ -115,16 +115,10 @@ def restarts(cfg: Config) -> dict[str, list[int]]:
 def configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
     k = epoch_steps(cfg)
     common = dict(
-        dataset=cfg.dataset,
-        model=cfg.model,
-        batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
+        train_kwargs(cfg, seed),
         optimizer=cfg.optimizer,
         steps=cfg.epochs * k,
         eval_every=cfg.eval_every_epochs * k,
-        seed=seed,
-        augment=cfg.dataset.startswith("cifar"),
     )
     return {name: TrainConfig(**common, schedule=s) for name, s in schedules(cfg).items()}
 
@@ -144,20 +138,16 @@ def first_epoch_below(points: list[list[float]], target: float) -> float | None:
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     names = list(schedules(cfg))
-    finals: dict[str, list[float]] = {n: [] for n in names}
-    bests: dict[str, list[float]] = {n: [] for n in names}
-    for seed in cfg.seeds:
-        for name, tcfg in configs(cfg, seed).items():
-            res = run_train(
-                tcfg,
-                out=out,
-                experiment=EXPERIMENT,
-                run=f"{name}_seed{seed}",
-                device=device,
-                progress=progress,
-            )
-            finals[name].append(1.0 - res.final_test_accuracy)
-            bests[name].append(1.0 - res.best_test_accuracy)
+    results = run_arms(
+        lambda seed: configs(cfg, seed),
+        cfg.seeds,
+        out=out,
+        experiment=EXPERIMENT,
+        device=device,
+        progress=progress,
+    )
+    finals = {n: [1.0 - r.final_test_accuracy for r in results[n]] for n in names}
+    bests = {n: [1.0 - r.best_test_accuracy for r in results[n]] for n in names}
     k = epoch_steps(cfg)
     seed = cfg.seeds[0]
     curves = {n: curve(Run(out, EXPERIMENT, f"{n}_seed{seed}").records(), k) for n in names}

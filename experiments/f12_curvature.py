@@ -40,13 +40,13 @@ summary.json (first seed):
 from __future__ import annotations
 
 import statistics
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import cli, experiment_name
+from _common import cli, experiment_name, onecycle_pc_schedules, run_arms, train_kwargs
 from torch import nn
 
 from hessian_lr.data import Dataset, load_dataset
@@ -122,36 +122,17 @@ PRESETS = {
 
 def configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
     """The two runs of one seed (the F3 schedules), with the curvature probe on."""
-    model_kwargs = {} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}
     common = dict(
-        dataset=cfg.dataset,
-        model=cfg.model,
-        model_kwargs=model_kwargs,
-        batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-        seed=seed,
-        augment=cfg.dataset.startswith("cifar"),
+        train_kwargs(cfg, seed),
         probe_size=cfg.probe_size,
         trace_probes=cfg.trace_probes,
         checkpoint_every=cfg.checkpoint_every,
     )
     n1, n2 = cfg.onecycle_steps, cfg.pc_steps
-    onecycle = {
-        "type": "OneCycle",
-        "base_lr": cfg.base_lr,
-        "max_lr": cfg.max_lr,
-        "step_size": int(0.45 * n1),
-        "total_steps": n1,
-    }
-    pc = {
-        "type": "MultiStep",
-        "base_lr": cfg.pc_lr,
-        "milestones": [int(0.625 * n2), int(0.875 * n2)],
-        "gamma": 0.1,
-    }
+    schedules = onecycle_pc_schedules(cfg, n1, n2)
     out = {}
-    for name, n, sched in (("onecycle", n1, onecycle), ("pc", n2, pc)):
+    for name, n in (("onecycle", n1), ("pc", n2)):
+        sched = schedules[name]
         out[name] = TrainConfig(
             **common,
             steps=n,
@@ -226,21 +207,29 @@ class DensitySnapshots:
 
 
 def train_with_densities(
-    tcfg: TrainConfig, cfg: Config, *, out: str | Path, run: str, device: str, progress: bool
+    tcfg: TrainConfig,
+    *,
+    cfg: Config,
+    root: str | Path,
+    experiment: str,
+    run: str,
+    progress: bool,
 ) -> TrainResult:
-    """``train()`` for ``tcfg`` with ``DensitySnapshots`` as its callback; resumable."""
-    tcfg = replace(tcfg, device=device)
-    run_obj = Run(out, EXPERIMENT, run)
+    """``train()`` for ``tcfg`` with ``DensitySnapshots`` as its callback; resumable.
+
+    Called as ``train()`` is (``cfg`` bound), so it serves as ``run_arms``' ``train_fn``.
+    """
+    run_obj = Run(root, experiment, run)
     if run_obj.meta().get("status") in ("finished", "diverged"):  # train() returns it as is
-        return train(tcfg, root=out, experiment=EXPERIMENT, run=run, progress=progress)
+        return train(tcfg, root=root, experiment=experiment, run=run, progress=progress)
     train_data = load_dataset(
         tcfg.dataset, split="train", root=tcfg.data_root, subset=tcfg.subset, seed=tcfg.seed
     )
     snapshots = DensitySnapshots(tcfg, cfg, run_obj.dir, train_data)
     return train(
         tcfg,
-        root=out,
-        experiment=EXPERIMENT,
+        root=root,
+        experiment=experiment,
         run=run,
         progress=progress,
         train_data=train_data,
@@ -288,20 +277,15 @@ def summarize_run(run_dir: Path, records: list[dict], steps: int) -> dict[str, A
 
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
-    for seed in cfg.seeds:
-        for name, tcfg in configs(cfg, seed).items():
-            t0 = time.perf_counter()
-            res = train_with_densities(
-                tcfg, cfg, out=out, run=f"{name}_seed{seed}", device=device, progress=progress
-            )
-            acc = res.final_test_accuracy
-            acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
-            note = f" (resumed at step {res.resumed_from})" if res.resumed_from else ""
-            print(
-                f"  {EXPERIMENT}/{name}_seed{seed}: {res.status}, {res.steps} steps, "
-                f"test acc {acc_text}, {time.perf_counter() - t0:.1f}s{note}",
-                flush=True,
-            )
+    run_arms(
+        lambda seed: configs(cfg, seed),
+        cfg.seeds,
+        out=out,
+        experiment=EXPERIMENT,
+        device=device,
+        progress=progress,
+        train_fn=partial(train_with_densities, cfg=cfg),
+    )
     seed = cfg.seeds[0]
     runs = {}
     for name, tcfg in configs(cfg, seed).items():

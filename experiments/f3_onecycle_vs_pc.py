@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from _common import cli, experiment_name, run_train
+from _common import cli, experiment_name, onecycle_pc_schedules, run_arms, train_kwargs
 
 from hessian_lr.train import TrainConfig
 
@@ -58,55 +58,28 @@ PRESETS = {
 
 def configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
     """The two runs of one seed, as TrainConfigs."""
-    model_kwargs = {} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}
-    common = dict(
-        dataset=cfg.dataset,
-        model=cfg.model,
-        model_kwargs=model_kwargs,
-        batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-        eval_every=cfg.eval_every,
-        seed=seed,
-        augment=cfg.dataset.startswith("cifar"),
-    )
-    n1 = cfg.onecycle_steps
-    step_size = int(0.45 * n1)  # two half-cycles over 90 % of the run, then the tail
-    onecycle = {
-        "type": "OneCycle",
-        "base_lr": cfg.base_lr,
-        "max_lr": cfg.max_lr,
-        "step_size": step_size,
-        "total_steps": n1,
-    }
-    n2 = cfg.pc_steps
-    pc = {
-        "type": "MultiStep",
-        "base_lr": cfg.pc_lr,
-        "milestones": [int(0.625 * n2), int(0.875 * n2)],
-        "gamma": 0.1,
-    }
+    common = dict(train_kwargs(cfg, seed), eval_every=cfg.eval_every)
+    n1, n2 = cfg.onecycle_steps, cfg.pc_steps
+    sched = onecycle_pc_schedules(cfg, n1, n2)
     return {
-        "onecycle": TrainConfig(**common, steps=n1, schedule=onecycle),
-        "pc": TrainConfig(**common, steps=n2, schedule=pc),
+        "onecycle": TrainConfig(**common, steps=n1, schedule=sched["onecycle"]),
+        "pc": TrainConfig(**common, steps=n2, schedule=sched["pc"]),
     }
 
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
-    finals: dict[str, list[float]] = {"onecycle": [], "pc": []}
-    for seed in cfg.seeds:
-        for name, tcfg in configs(cfg, seed).items():
-            res = run_train(
-                tcfg,
-                out=out,
-                experiment=EXPERIMENT,
-                run=f"{name}_seed{seed}",
-                device=device,
-                progress=progress,
-            )
-            finals[name].append(res.final_test_accuracy)
+    results = run_arms(
+        lambda seed: configs(cfg, seed),
+        cfg.seeds,
+        out=out,
+        experiment=EXPERIMENT,
+        device=device,
+        progress=progress,
+    )
     return {
-        "final_test_accuracy": finals,
+        "final_test_accuracy": {
+            name: [r.final_test_accuracy for r in results[name]] for name in ("onecycle", "pc")
+        },
         "steps": {"onecycle": cfg.onecycle_steps, "pc": cfg.pc_steps},
     }
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from _common import cli, experiment_name, run_train
+from _common import cli, experiment_name, run_arms
 
 from hessian_lr.train import TrainConfig
 
@@ -93,20 +93,16 @@ def config(cfg: Config, steps: int, seed: int) -> TrainConfig:
 
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
-    final: dict[str, list] = {}
-    best: dict[str, list] = {}
-    for seed in cfg.seeds:
-        for n in cfg.lengths:
-            res = run_train(
-                config(cfg, n, seed),
-                out=out,
-                experiment=EXPERIMENT,
-                run=f"onecycle_{n}_seed{seed}",
-                device=device,
-                progress=progress,
-            )
-            final.setdefault(str(n), []).append(res.final_test_accuracy)
-            best.setdefault(str(n), []).append(res.best_test_accuracy)
+    results = run_arms(
+        lambda seed: {f"onecycle_{n}": config(cfg, n, seed) for n in cfg.lengths},
+        cfg.seeds,
+        out=out,
+        experiment=EXPERIMENT,
+        device=device,
+        progress=progress,
+    )
+    final = {str(n): [r.final_test_accuracy for r in results[f"onecycle_{n}"]] for n in cfg.lengths}
+    best = {str(n): [r.best_test_accuracy for r in results[f"onecycle_{n}"]] for n in cfg.lengths}
     mean = {k: statistics.fmean(v) for k, v in final.items()}
     keys = [str(n) for n in sorted(cfg.lengths)]
     longest, shortest = mean[keys[-1]], mean[keys[0]]

@@ -51,7 +51,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from _common import cli, experiment_name, run_train
+from _common import cli, experiment_name, run_arms, train_kwargs
 
 from hessian_lr.results import Run
 from hessian_lr.train import TrainConfig
@@ -127,18 +127,7 @@ def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
 
 def configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
     """The four runs of one seed: ``<arm>`` (all methods every k) and ``<arm>_every1``."""
-    model_kwargs = {} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}
-    common = dict(
-        dataset=cfg.dataset,
-        model=cfg.model,
-        model_kwargs=model_kwargs,
-        batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-        eval_every=cfg.eval_every,
-        seed=seed,
-        augment=cfg.dataset.startswith("cifar"),
-    )
+    common = dict(train_kwargs(cfg, seed), eval_every=cfg.eval_every)
     out = {}
     for arm, sched in schedules(cfg).items():
         out[arm] = TrainConfig(
@@ -292,16 +281,14 @@ def checks(arms: dict[str, Any], cfg: Config) -> dict[str, Any]:
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     arms: dict[str, Any] = {}
-    for seed in cfg.seeds:
-        for name, tcfg in configs(cfg, seed).items():
-            run_train(
-                tcfg,
-                out=out,
-                experiment=EXPERIMENT,
-                run=f"{name}_seed{seed}",
-                device=device,
-                progress=progress,
-            )
+    run_arms(
+        lambda seed: configs(cfg, seed),
+        cfg.seeds,
+        out=out,
+        experiment=EXPERIMENT,
+        device=device,
+        progress=progress,
+    )
     seed = cfg.seeds[0]
     for arm in schedules(cfg):
         main_recs = Run(out, EXPERIMENT, f"{arm}_seed{seed}").records()

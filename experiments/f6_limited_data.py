@@ -30,7 +30,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from _common import cli, experiment_name, run_train
+from _common import cli, experiment_name, onecycle_pc_schedules, run_arms, train_kwargs
 
 from hessian_lr.results import read_records
 from hessian_lr.train import TrainConfig
@@ -93,34 +93,15 @@ def key(fraction: float) -> str:
 def configs(cfg: Config, fraction: float, seed: int) -> dict[str, TrainConfig]:
     """The 1cycle and PC runs on ``fraction`` of the training set for ``seed``."""
     common = dict(
-        dataset=cfg.dataset,
-        model=cfg.model,
-        model_kwargs={} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum},
+        train_kwargs(cfg, seed),
         subset=None if fraction >= 1.0 else fraction,
-        batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
         eval_every=cfg.eval_every,
-        seed=seed,
-        augment=cfg.dataset.startswith("cifar"),
     )
     n1, n2 = cfg.onecycle_steps, cfg.pc_factor * cfg.onecycle_steps
-    onecycle = {
-        "type": "OneCycle",
-        "base_lr": cfg.base_lr,
-        "max_lr": cfg.max_lr,
-        "step_size": int(0.45 * n1),
-        "total_steps": n1,
-    }
-    pc = {
-        "type": "MultiStep",
-        "base_lr": cfg.pc_lr,
-        "milestones": [int(0.625 * n2), int(0.875 * n2)],
-        "gamma": 0.1,
-    }
+    sched = onecycle_pc_schedules(cfg, n1, n2)
     return {
-        "onecycle": TrainConfig(**common, steps=n1, schedule=onecycle),
-        "pc": TrainConfig(**common, steps=n2, schedule=pc),
+        "onecycle": TrainConfig(**common, steps=n1, schedule=sched["onecycle"]),
+        "pc": TrainConfig(**common, steps=n2, schedule=sched["pc"]),
     }
 
 
@@ -135,28 +116,33 @@ def steps_to_reach(run_dir, target: float | None) -> int | None:
 
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
-    final: dict[str, dict[str, list]] = {}
-    reach: dict[str, list] = {}
-    for seed in cfg.seeds:
-        for fraction in cfg.fractions:
-            k = key(fraction)
-            res = {
-                arm: run_train(
-                    tcfg,
-                    out=out,
-                    experiment=EXPERIMENT,
-                    run=f"{arm}_{k}_seed{seed}",
-                    device=device,
-                    progress=progress,
-                )
-                for arm, tcfg in configs(cfg, fraction, seed).items()
-            }
-            slot = final.setdefault(k, {"onecycle": [], "pc": []})
-            for arm, r in res.items():
-                slot[arm].append(r.final_test_accuracy)
-            reach.setdefault(k, []).append(
-                steps_to_reach(res["onecycle"].run_dir, res["pc"].final_test_accuracy)
-            )
+    results = run_arms(
+        lambda seed: {
+            f"{arm}_{key(fraction)}": tcfg
+            for fraction in cfg.fractions
+            for arm, tcfg in configs(cfg, fraction, seed).items()
+        },
+        cfg.seeds,
+        out=out,
+        experiment=EXPERIMENT,
+        device=device,
+        progress=progress,
+    )
+    keys = [key(fraction) for fraction in cfg.fractions]
+    final = {
+        k: {
+            arm: [r.final_test_accuracy for r in results[f"{arm}_{k}"]]
+            for arm in ("onecycle", "pc")
+        }
+        for k in keys
+    }
+    reach = {
+        k: [
+            steps_to_reach(one.run_dir, pc.final_test_accuracy)
+            for one, pc in zip(results[f"onecycle_{k}"], results[f"pc_{k}"])
+        ]
+        for k in keys
+    }
     mean = {k: {arm: statistics.fmean(v) for arm, v in arms.items()} for k, arms in final.items()}
     gain = {k: 100 * (m["onecycle"] - m["pc"]) for k, m in mean.items()}
     per_seed = {

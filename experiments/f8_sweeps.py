@@ -32,7 +32,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from _common import cli, experiment_name, run_train
+from _common import cli, experiment_name, run_arms
 
 from hessian_lr.train import TrainConfig
 
@@ -94,7 +94,7 @@ def _fmt(kind: str, value: float) -> str:
 
 
 def run_configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
-    """{run name: TrainConfig} for one seed (the base run once)."""
+    """{arm name: TrainConfig} for one seed (the base run once; run ``<arm>_seed<seed>``)."""
     if cfg.batch_protocol not in ("epochs", "steps"):
         raise ValueError(f"batch_protocol must be 'epochs' or 'steps', got {cfg.batch_protocol!r}")
 
@@ -125,15 +125,15 @@ def run_configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
         )
 
     base = dict(wd=cfg.weight_decay, momentum=tuple(cfg.cyclical_momentum), batch=cfg.batch_size)
-    runs = {f"base_seed{seed}": make(**base)}
+    runs = {"base": make(**base)}
     for wd in cfg.weight_decays:
         if wd != cfg.weight_decay:
-            runs[f"{_fmt('wd', wd)}_seed{seed}"] = make(**{**base, "wd": wd})
+            runs[_fmt("wd", wd)] = make(**{**base, "wd": wd})
     for m in cfg.momenta:
-        runs[f"{_fmt('mom', m)}_seed{seed}"] = make(**{**base, "momentum": (m, m)})
+        runs[_fmt("mom", m)] = make(**{**base, "momentum": (m, m)})
     for b in cfg.batch_sizes:
         if b != cfg.batch_size:
-            runs[f"{_fmt('bs', b)}_seed{seed}"] = make(**{**base, "batch": b})
+            runs[_fmt("bs", b)] = make(**{**base, "batch": b})
     return runs
 
 
@@ -143,14 +143,17 @@ def _mean(d: dict[str, list]) -> dict[str, float]:
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     acc: dict[str, dict[str, list]] = {"weight_decay": {}, "momentum": {}, "batch_size": {}}
-    steps: dict[str, int] = {}
-    for seed in cfg.seeds:
-        results = {}
-        for name, tcfg in run_configs(cfg, seed).items():
-            results[name.rsplit("_seed", 1)[0]] = run_train(
-                tcfg, out=out, experiment=EXPERIMENT, run=name, device=device, progress=progress
-            )
-            steps[str(tcfg.batch_size)] = tcfg.steps
+    runs = run_arms(
+        lambda seed: run_configs(cfg, seed),
+        cfg.seeds,
+        out=out,
+        experiment=EXPERIMENT,
+        device=device,
+        progress=progress,
+    )
+    steps = {str(t.batch_size): t.steps for t in run_configs(cfg, cfg.seeds[0]).values()}
+    for i in range(len(cfg.seeds)):
+        results = {name: per_seed[i] for name, per_seed in runs.items()}
         base = results["base"].final_test_accuracy
         for wd in sorted({*cfg.weight_decays, cfg.weight_decay}, reverse=True):
             r = base if wd == cfg.weight_decay else results[_fmt("wd", wd)].final_test_accuracy

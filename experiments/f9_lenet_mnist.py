@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from _common import cli, experiment_name, run_train
+from _common import cli, experiment_name, run_arms
 
 from hessian_lr.data import dataset_info
 from hessian_lr.results import Run
@@ -147,22 +147,17 @@ def first_epoch_reaching(points: list[list[float]], target: float) -> float | No
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     names = ("onecycle", *BASELINES)
-    finals: dict[str, list[float]] = {n: [] for n in names}
-    bests: dict[str, list[float]] = {n: [] for n in names}
-    steps: dict[str, int] = {}
-    for seed in cfg.seeds:
-        for name, tcfg in configs(cfg, seed).items():
-            res = run_train(
-                tcfg,
-                out=out,
-                experiment=EXPERIMENT,
-                run=f"{name}_seed{seed}",
-                device=device,
-                progress=progress,
-            )
-            finals[name].append(res.final_test_accuracy)
-            bests[name].append(res.best_test_accuracy)
-            steps[name] = tcfg.steps
+    results = run_arms(
+        lambda seed: configs(cfg, seed),
+        cfg.seeds,
+        out=out,
+        experiment=EXPERIMENT,
+        device=device,
+        progress=progress,
+    )
+    finals = {n: [r.final_test_accuracy for r in results[n]] for n in names}
+    bests = {n: [r.best_test_accuracy for r in results[n]] for n in names}
+    steps = {n: t.steps for n, t in configs(cfg, cfg.seeds[0]).items()}
     spe = steps_per_epoch(cfg)
     seed = cfg.seeds[0]
     curves = {n: curve(Run(out, EXPERIMENT, f"{n}_seed{seed}").records(), spe) for n in names}

@@ -1,4 +1,4 @@
-"""Test-wide settings: one torch thread (small ops are faster and steadier so on a shared machine)."""
+"""Test-wide settings: one torch thread (small ops run faster and steadier on a shared CPU)."""
 
 import torch
 

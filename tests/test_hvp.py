@@ -27,7 +27,10 @@ def dense_hessian(model, loss_fn, batches, names, bn_train=False):
     def f(flat):
         ps = {**params, **dict(zip(names, vector_to_params(flat, sel)))}
         total = sum(x.shape[0] for x, _ in batches)
-        return sum(x.shape[0] * loss_fn(functional_call(model, ps, (x,)), y) for x, y in batches) / total
+        return (
+            sum(x.shape[0] * loss_fn(functional_call(model, ps, (x,)), y) for x, y in batches)
+            / total
+        )
 
     H = jacfwd(grad(f))(torch.cat([p.reshape(-1) for p in sel]))
     assert torch.allclose(H, H.T, rtol=0, atol=1e-12 * H.abs().max()), "reference not symmetric"
@@ -52,7 +55,9 @@ def bn_cnn():
 
 def data(shape, n=12, classes=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, *shape, generator=g, dtype=DT), torch.randint(0, classes, (n,), generator=g)
+    return torch.randn(n, *shape, generator=g, dtype=DT), torch.randint(
+        0, classes, (n,), generator=g
+    )
 
 
 def rel(a, b):
@@ -154,7 +159,11 @@ def test_parameter_subset(backend):
     H = dense_hessian(model, nn.CrossEntropyLoss(), [(x, y)], names)
     by_name = HessianOperator(model, nn.CrossEntropyLoss(), (x, y), params=names, backend=backend)
     by_tensor = HessianOperator(
-        model, nn.CrossEntropyLoss(), (x, y), params=[model[2].weight, model[0].bias], backend=backend
+        model,
+        nn.CrossEntropyLoss(),
+        (x, y),
+        params=[model[2].weight, model[0].bias],
+        backend=backend,
     )
     assert by_name.shape == (21 + 7, 21 + 7)
     v = torch.randn(28, 3, dtype=DT)
@@ -184,7 +193,9 @@ def test_closure_loss_with_dict_batch():
     H = dense_hessian(model, nn.CrossEntropyLoss(), [(x, y)], names)
     v = torch.randn(H.shape[0], 2, dtype=DT)
     for backend in EXACT:
-        op = HessianOperator(model, closure, {"image": x, "label": y}, closure=True, backend=backend)
+        op = HessianOperator(
+            model, closure, {"image": x, "label": y}, closure=True, backend=backend
+        )
         assert rel(op @ v, H @ v) < 1e-10
 
 
@@ -210,7 +221,11 @@ def test_finite_difference_converges_at_expected_order(scheme, order):
     errs = []
     for eps in (1e-2, 5e-3, 2.5e-3):
         op = HessianOperator(
-            model, nn.CrossEntropyLoss(), (x, y), backend="finite-difference", fd_scheme=scheme,
+            model,
+            nn.CrossEntropyLoss(),
+            (x, y),
+            backend="finite-difference",
+            fd_scheme=scheme,
             fd_eps=eps,
         )
         errs.append(rel(op @ v, hv))
@@ -240,7 +255,9 @@ def test_dict_helpers_round_trip():
     d = op.vector_to_dict(v)
     assert d["0.weight"].shape == (7, 5)
     assert torch.equal(op.dict_to_vector(d), v)
-    assert torch.equal(op.parameter_vector(), torch.cat([p.reshape(-1) for p in model.parameters()]))
+    assert torch.equal(
+        op.parameter_vector(), torch.cat([p.reshape(-1) for p in model.parameters()])
+    )
 
 
 def test_scipy_export_matches():
