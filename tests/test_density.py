@@ -5,24 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from spectra import NaNOperator, gen, spectrum_op
 
 from hessian_lr.lanczos import SpectralDensity, spectral_density
-from hessian_lr.linop import DenseOperator, LinearOperator
-
-
-def spectrum_op(eigenvalues, seed: int = 0) -> tuple[DenseOperator, np.ndarray]:
-    """Q diag(λ) Qᵀ with a random orthogonal Q; returns the operator and the dense matrix."""
-    lam = np.asarray(eigenvalues, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((lam.size, lam.size)))
-    A = (Q * lam) @ Q.T
-    A = (A + A.T) / 2
-    return DenseOperator(torch.from_numpy(A)), A
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
 
 # A Hessian-like spectrum: outliers (one negative) and a bulk around zero.
 HESSIAN_LIKE = np.concatenate(
@@ -151,14 +136,6 @@ def test_custom_grid_and_sigma():
     np.testing.assert_allclose(sd.density, mixture / np.trapezoid(mixture, grid), atol=1e-12)
     with pytest.warns(RuntimeWarning, match="under-resolved"):
         spectral_density(op, num_steps=10, sigma=1e-4, num_grid=50, generator=gen(5))
-
-
-class NaNOperator(LinearOperator):
-    def __init__(self, n: int = 5) -> None:
-        super().__init__(n, torch.float64, "cpu")
-
-    def _matmat(self, V):
-        return torch.full_like(V, float("nan"))
 
 
 def test_bad_inputs():

@@ -6,25 +6,11 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg
 import torch
+from spectra import NaNOperator, NonSquare, gen, spectrum_op
 
 from hessian_lr.lanczos import LanczosResult, lanczos
-from hessian_lr.linop import DenseOperator, LinearOperator
+from hessian_lr.linop import DenseOperator
 from hessian_lr.power import power_iteration
-
-
-def spectrum_op(eigenvalues, seed: int = 0) -> tuple[DenseOperator, np.ndarray]:
-    """Q diag(λ) Qᵀ with a random orthogonal Q; returns the operator and the dense matrix."""
-    lam = np.asarray(eigenvalues, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((lam.size, lam.size)))
-    A = (Q * lam) @ Q.T
-    A = (A + A.T) / 2
-    return DenseOperator(torch.from_numpy(A)), A
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
 
 SPECTRA = {
     "indefinite": np.concatenate([[-9.0, 12.0, 10.5, -8.0], np.linspace(-4, 6, 196)]),
@@ -192,23 +178,6 @@ def test_float32_operator_terminates():
     assert res.converged
     assert res.eigenvectors.dtype == torch.float32
     np.testing.assert_allclose(res.eigenvalues.numpy(), [50.0, 20.0, 10.0], rtol=1e-5)
-
-
-class NaNOperator(LinearOperator):
-    def __init__(self, n: int = 5) -> None:
-        super().__init__(n, torch.float64, "cpu")
-
-    def _matmat(self, V):
-        return torch.full_like(V, float("nan"))
-
-
-class NonSquare:
-    shape = (3, 4)
-    dtype = torch.float64
-    device = torch.device("cpu")
-
-    def __matmul__(self, v):
-        raise AssertionError("never called")
 
 
 def test_bad_inputs():

@@ -5,23 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from spectra import NaNOperator, NonSquare, gen, spectrum_op
 
-from hessian_lr.linop import DenseOperator, LinearOperator
+from hessian_lr.linop import DenseOperator
 from hessian_lr.power import PowerIterationResult, power_iteration
-
-
-def spectrum_op(eigenvalues, seed: int = 0) -> tuple[DenseOperator, np.ndarray]:
-    """Q diag(λ) Qᵀ with a random orthogonal Q; returns the operator and the dense matrix."""
-    lam = np.asarray(eigenvalues, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((lam.size, lam.size)))
-    A = (Q * lam) @ Q.T
-    A = (A + A.T) / 2
-    return DenseOperator(torch.from_numpy(A)), A
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def test_diag_doctest_value():
@@ -120,23 +107,6 @@ def test_float32_operator():
     res = power_iteration(op32, k=2, tol=1e-6, generator=gen())
     assert res.eigenvectors.dtype == torch.float32
     np.testing.assert_allclose(res.eigenvalues.numpy(), [4.0, 2.0], rtol=1e-4)
-
-
-class NaNOperator(LinearOperator):
-    def __init__(self, n: int = 5) -> None:
-        super().__init__(n, torch.float64, "cpu")
-
-    def _matmat(self, V):
-        return torch.full_like(V, float("nan"))
-
-
-class NonSquare:
-    shape = (3, 4)
-    dtype = torch.float64
-    device = torch.device("cpu")
-
-    def __matmul__(self, v):
-        raise AssertionError("never called")
 
 
 def test_bad_inputs():

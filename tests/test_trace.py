@@ -5,23 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from spectra import NaNOperator, gen, spectrum_op
 
-from hessian_lr.linop import DenseOperator, LinearOperator
+from hessian_lr.linop import DenseOperator
 from hessian_lr.trace import TraceResult, hutchinson_trace, hutchpp_trace
-
-
-def spectrum_op(eigenvalues, seed: int = 0) -> tuple[DenseOperator, np.ndarray]:
-    """Q diag(λ) Qᵀ with a random orthogonal Q; returns the operator and the dense matrix."""
-    lam = np.asarray(eigenvalues, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((lam.size, lam.size)))
-    A = (Q * lam) @ Q.T
-    A = (A + A.T) / 2
-    return DenseOperator(torch.from_numpy(A)), A
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def test_hutchinson_unbiased_and_std_error_calibrated():
@@ -103,14 +90,6 @@ def test_hutchpp_exact_when_sketch_spans_the_space():
     assert res.estimate == pytest.approx(np.trace(A), abs=1e-10)
     assert res.std_error == 0.0 and res.method == "hutch++"
     assert res.num_matvecs == op.num_matvecs - before == 10 + 8
-
-
-class NaNOperator(LinearOperator):
-    def __init__(self, n: int = 5) -> None:
-        super().__init__(n, torch.float64, "cpu")
-
-    def _matmat(self, V):
-        return torch.full_like(V, float("nan"))
 
 
 def test_bad_inputs():
