@@ -222,9 +222,7 @@ def find_runs(root: str | Path, experiment: str) -> list[Run]:
     if not base.is_dir():
         return []
     return [
-        Run(root, experiment, d.name)
-        for d in sorted(base.iterdir())
-        if (d / "meta.json").exists()
+        Run(root, experiment, d.name) for d in sorted(base.iterdir()) if (d / "meta.json").exists()
     ]
 
 
