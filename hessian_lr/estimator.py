@@ -52,23 +52,11 @@ from .estimate import (
 )
 from .hvp import HessianOperator, NonFiniteError
 from .linop import params_to_vector
+from .results import to_jsonable
 
 __all__ = ["LREstimator"]
 
 _STATE_VERSION = 1
-
-
-def _jsonable(x: Any) -> Any:
-    """Floats that are NaN/inf -> None; tuples -> lists; recursively (strict JSON)."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return _jsonable(x.tolist())
-    return x
 
 
 def _nonfinite_secant(lr: float, steps: int, norm: str) -> SecantResult:
@@ -399,7 +387,7 @@ class LREstimator:
         estimates = {m: r.as_dict() for m, r in results.items()}
         if "sharpness" in estimates:
             estimates["sharpness"]["warm_start"] = warm
-        record = _jsonable(
+        record = to_jsonable(
             {
                 "step": t,
                 "lr": lr_now,
@@ -409,7 +397,8 @@ class LREstimator:
                 "num_hvps": num_hvps,
                 "seconds": time.perf_counter() - t0,
                 "caveats": list(self.caveats),
-            }
+            },
+            inf_as_string=False,
         )
         self._history.append(record)
         self._latest = results

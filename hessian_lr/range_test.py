@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from .hvp import move_to_device
+from .results import to_jsonable
 
 __all__ = [
     "CurvatureCheck",
@@ -267,7 +268,7 @@ class RangeTestResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as plain JSON-able Python (non-finite floats become None)."""
-        return _jsonable(dataclasses.asdict(self))
+        return to_jsonable(dataclasses.asdict(self), inf_as_string=False)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RangeTestResult:
@@ -401,20 +402,6 @@ def _json_float(x: Any) -> Any:
 
 def _float_or_inf(x: Any) -> float:
     return math.inf if x is None else float(x)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (bool, int, str)) or obj is None:
-        return obj
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (tuple, list)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return _jsonable(obj.item())
-    return str(obj)
 
 
 # ----------------------------------------------------------------------------- suggestions

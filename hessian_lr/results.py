@@ -23,7 +23,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +35,35 @@ __all__ = [
     "run_metadata",
     "Run",
     "find_runs",
+    "to_jsonable",
 ]
 
 
-def _jsonable(obj: Any) -> Any:
-    """Convert dataclasses, tensors, numpy scalars/arrays, paths and tuples to JSON types."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None if math.isnan(obj) else str(obj)
-    if hasattr(obj, "tolist"):  # torch / numpy scalars and arrays
-        return _jsonable(obj.tolist())
-    return obj
+def to_jsonable(obj: Any, *, inf_as_string: bool = True) -> Any:
+    """Convert dataclasses, tensors, numpy scalars/arrays, paths and tuples to JSON types.
+
+    NaN becomes ``null``; ±inf becomes ``"inf"``/``"-inf"`` (or ``null`` when
+    ``inf_as_string=False``), so the output is strict JSON.
+    """
+
+    def conv(o: Any) -> Any:
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return {f.name: conv(getattr(o, f.name)) for f in dataclasses.fields(o)}
+        if isinstance(o, Mapping):
+            return {str(k): conv(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [conv(v) for v in o]
+        if isinstance(o, Path):
+            return str(o)
+        if isinstance(o, float):
+            if math.isfinite(o):
+                return o
+            return str(o) if inf_as_string and not math.isnan(o) else None
+        if hasattr(o, "tolist"):  # torch / numpy scalars and arrays
+            return conv(o.tolist())
+        return o
+
+    return conv(obj)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -61,7 +72,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as f:
-        json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
+        json.dump(to_jsonable(obj), f, indent=2, sort_keys=True)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
@@ -98,7 +109,7 @@ class RecordWriter:
                 f.truncate(data.rfind(b"\n") + 1)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(_jsonable(record), sort_keys=True, allow_nan=False) + "\n"
+        line = json.dumps(to_jsonable(record), sort_keys=True, allow_nan=False) + "\n"
         os.write(self._fd, line.encode())
         if self._fsync:
             os.fsync(self._fd)
@@ -228,8 +239,3 @@ def find_runs(root: str | Path, experiment: str) -> list[Run]:
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def as_records(items: Iterable[Any]) -> list[dict[str, Any]]:
-    """Dataclasses or mappings -> JSON-able dicts."""
-    return [_jsonable(i) for i in items]

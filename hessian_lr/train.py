@@ -15,7 +15,6 @@ step's record.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import random
@@ -437,10 +436,3 @@ def train(
         seconds,
         resumed_from,
     )
-
-
-def config_replace(cfg: TrainConfig, **changes: Any) -> TrainConfig:
-    """``dataclasses.replace`` that also accepts ``schedule=`` updates as a partial dict."""
-    if "schedule_update" in changes:
-        changes["schedule"] = {**cfg.schedule, **changes.pop("schedule_update")}
-    return dataclasses.replace(cfg, **changes)
