@@ -45,7 +45,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import random
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -58,6 +57,7 @@ from torch import nn
 
 from .hvp import move_to_device
 from .results import to_jsonable
+from .rng import get_rng_state, set_rng_state
 
 __all__ = [
     "CurvatureCheck",
@@ -608,14 +608,7 @@ class _Snapshot:
         self.opt_groups = [
             {k: _clone(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups
         ]
-        self.torch_rng = torch.get_rng_state()
-        self.cuda_rng = (
-            torch.cuda.get_rng_state_all()
-            if torch.cuda.is_available() and torch.cuda.is_initialized()
-            else None
-        )
-        self.numpy_rng = np.random.get_state()  # noqa: NPY002 (the legacy global RNG)
-        self.python_rng = random.getstate()
+        self.rng = get_rng_state()
         self.generators = [(g, g.get_state()) for g in _data_generators(data)]
 
     @torch.no_grad()
@@ -651,11 +644,7 @@ class _Snapshot:
                     cur.copy_(v)  # keep the tensor object (e.g. a tensor LR) that others hold
                 else:
                     group[k] = _clone(v)
-        torch.set_rng_state(self.torch_rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-        np.random.set_state(self.numpy_rng)  # noqa: NPY002
-        random.setstate(self.python_rng)
+        set_rng_state(self.rng)
         for g, state in self.generators:
             g.set_state(state)
 

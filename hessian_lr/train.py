@@ -35,6 +35,7 @@ from .lanczos import lanczos
 from .lr_scheduler import ScheduleLR
 from .models import build_model
 from .results import RecordWriter, Run, now, run_metadata, write_json_atomic
+from .rng import get_rng_state, set_rng_state
 from .schedules import schedule_from_dict
 from .trace import hutchinson_trace
 
@@ -107,25 +108,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (global state, as users' code)
     torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @torch.no_grad()
@@ -328,7 +310,7 @@ def train(
         if probe is not None:
             probe.load_state_dict(ckpt["probe"], device)
         aug_gen.set_state(ckpt["aug_gen"])
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         start_step = resumed_from = ckpt["step"]
         elapsed = ckpt.get("seconds", 0.0)
         writer.truncate_after(start_step - 1)
@@ -352,7 +334,7 @@ def train(
             "estimator": estimator.state_dict() if estimator is not None else None,
             "probe": probe.state_dict() if probe is not None else None,
             "aug_gen": aug_gen.get_state(),
-            "rng": _rng_state(),
+            "rng": get_rng_state(),
             "seconds": elapsed + time.perf_counter() - t_start,
         }
         tmp = run_obj.checkpoint_path.with_suffix(".tmp")
