@@ -52,7 +52,7 @@ from .estimate import (
 )
 from .hvp import HessianOperator, NonFiniteError
 from .linop import params_to_vector
-from .results import to_jsonable
+from .results import append_record, to_jsonable
 
 __all__ = ["LREstimator"]
 
@@ -403,10 +403,7 @@ class LREstimator:
         self._history.append(record)
         self._latest = results
         if self.record_path is not None:
-            self.record_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.record_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, allow_nan=False) + "\n")
-                f.flush()
+            append_record(self.record_path, record)
         return dict(results)
 
     def _secant(self, theta: torch.Tensor) -> SecantResult:

@@ -29,6 +29,7 @@ from typing import Any
 
 __all__ = [
     "RecordWriter",
+    "append_record",
     "read_records",
     "write_json_atomic",
     "read_json",
@@ -84,6 +85,21 @@ def read_json(path: str | Path) -> Any:
         return json.load(f)
 
 
+def _record_line(record: Mapping[str, Any]) -> bytes:
+    return (json.dumps(to_jsonable(record), sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+def append_record(path: str | Path, record: Mapping[str, Any]) -> None:
+    """Append one record to a JSONL file with a single ``write`` (no open descriptor kept)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, _record_line(record))
+    finally:
+        os.close(fd)
+
+
 class RecordWriter:
     """Append-only JSONL writer: one ``os.write`` per record, so lines are never torn.
 
@@ -109,8 +125,7 @@ class RecordWriter:
                 f.truncate(data.rfind(b"\n") + 1)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(to_jsonable(record), sort_keys=True, allow_nan=False) + "\n"
-        os.write(self._fd, line.encode())
+        os.write(self._fd, _record_line(record))
         if self._fsync:
             os.fsync(self._fd)
 
