@@ -403,16 +403,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make_optimizer(name: str, params, *, lr: float, momentum: float, weight_decay: float):
-    import torch
-
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
-    return torch.optim.SGD(
-        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=name == "nesterov"
-    )
-
-
 def _cmd_range_test(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     import torch
@@ -424,7 +414,7 @@ def _cmd_range_test(args: argparse.Namespace) -> int:
     from .models import build_model
     from .range_test import lr_range_test
     from .results import write_json_atomic
-    from .train import resolve_device
+    from .train import make_optimizer, resolve_device
 
     device = resolve_device(args.device)
     train_data = load_dataset(
@@ -450,7 +440,7 @@ def _cmd_range_test(args: argparse.Namespace) -> int:
         **args.model_kwargs,
     ).to(device)
     initial_lr = args.start_lr if args.start_lr > 0 else 1e-3
-    optimizer = _make_optimizer(
+    optimizer = make_optimizer(
         args.optimizer,
         model.parameters(),
         lr=initial_lr,

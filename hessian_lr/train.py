@@ -39,7 +39,15 @@ from .rng import get_rng_state, set_rng_state
 from .schedules import schedule_from_dict
 from .trace import hutchinson_trace
 
-__all__ = ["TrainConfig", "TrainResult", "train", "resolve_device", "evaluate", "probe_batch"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "resolve_device",
+    "evaluate",
+    "make_optimizer",
+    "probe_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -135,18 +143,16 @@ def evaluate(
     return loss_sum / n, correct / n
 
 
-def _make_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(
-            params, lr=lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay
-        )
+def make_optimizer(
+    name: str, params: Any, *, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """``"sgd"``, ``"nesterov"`` or ``"adam"`` (``momentum`` is Adam's beta1)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
+    if name not in ("sgd", "nesterov"):
+        raise ValueError(f"optimizer must be sgd, nesterov or adam, got {name!r}")
     return torch.optim.SGD(
-        params,
-        lr=lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        nesterov=cfg.optimizer == "nesterov",
+        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=name == "nesterov"
     )
 
 
@@ -288,7 +294,13 @@ def train(
         **cfg.model_kwargs,
     ).to(device)
     schedule = schedule_from_dict(cfg.schedule)
-    optimizer = _make_optimizer(cfg, model, lr=schedule.lr(0))
+    optimizer = make_optimizer(
+        cfg.optimizer,
+        model.parameters(),
+        lr=schedule.lr(0),
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
     scheduler = ScheduleLR(optimizer, schedule)
     loss_fn = nn.CrossEntropyLoss()
     estimator = _make_estimator(cfg, model, optimizer, loss_fn)
