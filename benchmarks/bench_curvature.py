@@ -8,8 +8,8 @@ batch each, at initialization (seed 0), every module in eval mode (BatchNorm on 
   files are absent, said in the output);
 * ``lenet``: LeNet-5 (ReLU, max pooling) on the same 1,024 images;
 * ``resnet20``: CIFAR ResNet-20 (He et al. 2016; ReLU, BatchNorm) on a batch of 128
-  (CIFAR-10 when a CIFAR folder is found by ``hessian_lr.data``, else synthetic CIFAR-shaped
-  data, said in the output).
+  (CIFAR-10 when a CIFAR folder is found by ``hessian_lr.training.data``, else synthetic
+  CIFAR-shaped data, said in the output).
 
 Sections: [1] HVP time / gradient time per back end, where the gradient is one
 ``torch.autograd.grad`` of the mean loss (forward included: the work of a training step's
@@ -54,9 +54,9 @@ for _p in (str(_HERE), str(_HERE.parent)):
 
 from _timing import configure_threads, interleaved, median, paired_ratio, timed  # noqa: E402
 
-from hessian_lr.hvp import HessianOperator  # noqa: E402
-from hessian_lr.lanczos import lanczos, spectral_density  # noqa: E402
-from hessian_lr.power import power_iteration  # noqa: E402
+from hessian_lr.curvature.hessian import HessianOperator  # noqa: E402
+from hessian_lr.curvature.lanczos import lanczos, spectral_density  # noqa: E402
+from hessian_lr.curvature.power import power_iteration  # noqa: E402
 
 MODEL_KEYS = ("mlp", "lenet", "resnet20")
 PEER_KEYS = ("pyhessian", "curvlinops", "eigenthings")
@@ -167,13 +167,13 @@ class Case:
 
 
 def _local_models() -> Any:
-    """``hessian_lr.models`` (the package's MLP, LeNet5, CifarResNet)."""
-    return importlib.import_module("hessian_lr.models")
+    """``hessian_lr.training.models`` (the package's MLP, LeNet5, CifarResNet)."""
+    return importlib.import_module("hessian_lr.training.models")
 
 
 def _image_data(n: int, *, synthetic: bool, root: str | None, seed: int) -> tuple[Any, str]:
     """1,024 (or n) Fashion-MNIST training images, or synthetic ones of the same shape."""
-    data = importlib.import_module("hessian_lr.data")
+    data = importlib.import_module("hessian_lr.training.data")
     if not synthetic:
         try:
             ds = data.load_dataset("fashion-mnist", root=root, subset=n, seed=seed)
@@ -187,7 +187,7 @@ def _image_data(n: int, *, synthetic: bool, root: str | None, seed: int) -> tupl
 
 
 def _cifar_data(n: int, *, synthetic: bool, root: str | None, seed: int) -> tuple[Any, str]:
-    data = importlib.import_module("hessian_lr.data")
+    data = importlib.import_module("hessian_lr.training.data")
     if not synthetic:
         try:
             ds = data.load_dataset("cifar10", root=root, subset=n, seed=seed)

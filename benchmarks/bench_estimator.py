@@ -36,7 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import configure_threads  # noqa: E402
 
-from hessian_lr.estimator import LREstimator  # noqa: E402
+from hessian_lr.lr.estimator import LREstimator  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ RUNS = {
 
 def lenet() -> nn.Module:
     try:
-        from hessian_lr.models import LeNet5
+        from hessian_lr.training.models import LeNet5
 
         return LeNet5(1, 10, input_size=28)
     except ImportError:  # a local LeNet-5 (same layer stack) if models.py is absent
@@ -80,7 +80,7 @@ def lenet() -> nn.Module:
 
 def load_data(cfg: Config) -> tuple[torch.Tensor, torch.Tensor, str]:
     try:
-        from hessian_lr.data import load_dataset
+        from hessian_lr.training.data import load_dataset
 
         ds = load_dataset("fashion-mnist", subset=cfg.images, seed=cfg.seed)
         return ds.x, ds.y, f"Fashion-MNIST ({len(ds)} training images)"

@@ -4,7 +4,7 @@ Each script defines a frozen ``Config`` dataclass, ``PRESETS = {"paper": ..., "c
 "smoke": ...}`` and ``main(cfg, *, out, device, progress) -> dict`` (a summary), and ends with
 ``cli(__doc__, PRESETS, main)``. Flags: ``--preset``, ``--out``, ``--device``, ``--seeds`` and
 ``--<field> value`` for any field of the Config. Results land in ``<out>/<experiment>/<run>/``
-(``hessian_lr.results``); the summary in ``<out>/<experiment>/summary.json``, next to the
+(``hessian_lr.records``); the summary in ``<out>/<experiment>/summary.json``, next to the
 config that produced it (``experiment_config.json``). Rerunning resumes unfinished runs and skips
 finished ones, so an interrupted sweep loses nothing already computed.
 """
@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from hessian_lr.results import read_json, write_json_atomic
-from hessian_lr.train import TrainConfig, TrainResult, train
+from hessian_lr.records import read_json, write_json_atomic
+from hessian_lr.training.runner import TrainConfig, TrainResult, train
 
 __all__ = [
     "cli",

@@ -40,8 +40,8 @@ from typing import Any
 
 from _common import cli, experiment_name, run_arms, train_kwargs
 
-from hessian_lr.results import Run
-from hessian_lr.train import TrainConfig
+from hessian_lr.records import Run
+from hessian_lr.training.runner import TrainConfig
 
 EXPERIMENT = experiment_name(__file__)
 ARMS = ("fixed", "exp", "triangular2", "exp_range")

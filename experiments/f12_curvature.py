@@ -49,12 +49,12 @@ import torch
 from _common import cli, experiment_name, onecycle_pc_schedules, run_arms, train_kwargs
 from torch import nn
 
-from hessian_lr.data import Dataset, load_dataset
-from hessian_lr.hvp import HessianOperator
-from hessian_lr.lanczos import spectral_density
-from hessian_lr.results import Run, read_json, write_json_atomic
-from hessian_lr.schedules import schedule_from_dict
-from hessian_lr.train import TrainConfig, TrainResult, probe_batch, train
+from hessian_lr.curvature.hessian import HessianOperator
+from hessian_lr.curvature.lanczos import spectral_density
+from hessian_lr.records import Run, read_json, write_json_atomic
+from hessian_lr.schedules.closed_form import schedule_from_dict
+from hessian_lr.training.data import Dataset, load_dataset
+from hessian_lr.training.runner import TrainConfig, TrainResult, probe_batch, train
 
 EXPERIMENT = experiment_name(__file__)
 

@@ -41,17 +41,17 @@ import torch
 from _common import cli, experiment_name
 from torch import nn
 
-from hessian_lr.data import (
+from hessian_lr.records import Run, now, read_json, run_metadata, write_json_atomic
+from hessian_lr.schedules.range_test import RangeTestResult, lr_range_test
+from hessian_lr.training.data import (
     Dataset,
     ResumableBatchSampler,
     augment_batch,
     load_dataset,
     stratified_indices,
 )
-from hessian_lr.models import build_model
-from hessian_lr.range_test import RangeTestResult, lr_range_test
-from hessian_lr.results import Run, now, read_json, run_metadata, write_json_atomic
-from hessian_lr.train import resolve_device
+from hessian_lr.training.models import build_model
+from hessian_lr.training.runner import resolve_device
 
 EXPERIMENT = experiment_name(__file__)
 MARGIN = 0.02  # accuracy change (fraction) that counts as "rose" / "fell"

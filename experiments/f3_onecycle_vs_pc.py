@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from _common import cli, experiment_name, onecycle_pc_schedules, run_arms, train_kwargs
 
-from hessian_lr.train import TrainConfig
+from hessian_lr.training.runner import TrainConfig
 
 EXPERIMENT = experiment_name(__file__)
 

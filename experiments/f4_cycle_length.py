@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from _common import cli, experiment_name, run_arms
 
-from hessian_lr.train import TrainConfig
+from hessian_lr.training.runner import TrainConfig
 
 EXPERIMENT = experiment_name(__file__)
 COMPETITIVE_POINTS = 2.0  # "competitive": within this many accuracy points of the longest cycle

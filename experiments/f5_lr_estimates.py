@@ -10,7 +10,7 @@ above the LR in use; under the fixed LR 0.1 the estimate spikes to ≈ 3 and the
 late. (The ``paper`` preset's cycle, 0.1 → 3.0 → 0.1 with stepsize 5k of 10k iterations, is the
 methods notes' §6 reference cycle; the figure's exact CLR bounds are an assumption.) The paper
 derives Eq. 8 for plain SGD but trains with momentum 0.9 (so do we; under heavy-ball momentum β
-the secant estimates roughly (1 − β)·Σ|g|/Σ|Hg|: see ``hessian_lr.estimator``).
+the secant estimates roughly (1 − β)·Σ|g|/Σ|Hg|: see ``hessian_lr.lr.estimator``).
 
 On the same runs we also compute the exact-HVP estimates -- ``secant_hvp`` (Σ|g|/Σ|Hg|),
 ``quadratic`` (gᵀg/gᵀHg) and ``sharpness`` (1/λ_max and 2/λ_max, warm-started Lanczos) -- on
@@ -53,8 +53,8 @@ from typing import Any
 
 from _common import cli, experiment_name, run_arms, train_kwargs
 
-from hessian_lr.results import Run
-from hessian_lr.train import TrainConfig
+from hessian_lr.records import Run
+from hessian_lr.training.runner import TrainConfig
 
 EXPERIMENT = experiment_name(__file__)
 HVP_METHODS = ("secant_hvp", "quadratic", "sharpness")

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from _common import cli, experiment_name, run_arms
 
-from hessian_lr.train import TrainConfig
+from hessian_lr.training.runner import TrainConfig
 
 EXPERIMENT = experiment_name(__file__)
 

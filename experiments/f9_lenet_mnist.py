@@ -30,9 +30,9 @@ from typing import Any
 
 from _common import cli, experiment_name, run_arms
 
-from hessian_lr.data import dataset_info
-from hessian_lr.results import Run
-from hessian_lr.train import TrainConfig
+from hessian_lr.records import Run
+from hessian_lr.training.data import dataset_info
+from hessian_lr.training.runner import TrainConfig
 
 EXPERIMENT = experiment_name(__file__)
 BASELINES = ("inv", "step")

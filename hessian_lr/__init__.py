@@ -5,25 +5,25 @@ spectral density), learning-rate estimates from it (``estimate_lr``, ``LREstimat
 schedules around it (CLR, 1cycle, SGDR) and the LR range test. No logic lives here.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # Curvature: operators and HVPs
-from .hvp import BACKENDS, HessianOperator, NonFiniteError
-from .linop import DenseOperator, LinearOperator, params_to_vector, vector_to_params
+from .curvature.hessian import BACKENDS, HessianOperator, NonFiniteError
+from .curvature.linop import DenseOperator, LinearOperator, params_to_vector, vector_to_params
 
 # Spectrum and trace
-from .lanczos import LanczosResult, SpectralDensity, lanczos, spectral_density
-from .power import PowerIterationResult, power_iteration
-from .trace import TraceResult, hutchinson_trace, hutchpp_trace
+from .curvature.lanczos import LanczosResult, SpectralDensity, lanczos, spectral_density
+from .curvature.power import PowerIterationResult, power_iteration
+from .curvature.trace import TraceResult, hutchinson_trace, hutchpp_trace
 
 # Learning-rate estimation
-from .estimate import CurvatureError, LREstimate, SecantResult, estimate_lr, secant_lr
-from .estimator import LREstimator
-from .curvature_lr import CurvatureLR
+from .lr.estimate import CurvatureError, LREstimate, SecantResult, estimate_lr, secant_lr
+from .lr.estimator import LREstimator
+from .lr.curvature_lr import CurvatureLR
 
 # Schedules and the range test
-from .lr_scheduler import ScheduleLR
-from .range_test import (
+from .schedules.scheduler import ScheduleLR
+from .schedules.range_test import (
     CurvatureCheck,
     RangeTestResult,
     RangeTestSuggestion,
@@ -31,7 +31,7 @@ from .range_test import (
     lr_range_test,
     suggest_lrs,
 )
-from .schedules import (
+from .schedules.closed_form import (
     SGDR,
     Constant,
     Cyclic,
@@ -46,8 +46,8 @@ from .schedules import (
 )
 
 # Data, models, training runs
-from .data import Dataset, DatasetNotFoundError, load_dataset
-from .models import build_model
+from .training.data import Dataset, DatasetNotFoundError, load_dataset
+from .training.models import build_model
 
 __all__ = [
     "__version__",
@@ -102,3 +102,8 @@ __all__ = [
     "DatasetNotFoundError",
     "build_model",
 ]
+
+# Old flat module paths (hessian_lr.hvp, ...) keep working, with a DeprecationWarning.
+from . import _compat  # noqa: E402
+
+_compat.install()

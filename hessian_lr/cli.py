@@ -30,7 +30,7 @@ from typing import Any
 
 __all__ = ["main", "build_parser", "parse_schedule", "repo_root", "find_experiment"]
 
-# Shorthand names for ``--schedule`` -> the schedule classes of ``hessian_lr.schedules``.
+# Shorthand names for ``--schedule`` -> schedule classes (``hessian_lr.schedules``).
 SCHEDULE_ALIASES = {
     "constant": "Constant",
     "fixed": "Constant",
@@ -108,7 +108,7 @@ def parse_schedule(text: str, *, steps: int | None = None) -> dict[str, Any]:
         >>> parse_schedule("onecycle:max_lr=0.2", steps=100)["step_size"]
         45
     """
-    from .schedules import schedule_from_dict
+    from .schedules.closed_form import schedule_from_dict
 
     text = text.strip()
     if not text:
@@ -129,7 +129,7 @@ def parse_schedule(text: str, *, steps: int | None = None) -> dict[str, Any]:
             pass
         name, _, rest = text.partition(":")
         key = name.strip().lower().replace("_", "-")
-        from .schedules import _REGISTRY
+        from .schedules.closed_form import _REGISTRY
 
         cls = SCHEDULE_ALIASES.get(key) or next(
             (c for c in _REGISTRY if c.lower() == key.replace("-", "")), None
@@ -242,7 +242,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _train_field_arg(p: argparse.ArgumentParser, f: dataclasses.Field, hint: Any) -> None:
-    from .train import TrainConfig
+    from .training.runner import TrainConfig
 
     default = getattr(TrainConfig(), f.name)
     flag = "--" + f.name.replace("_", "-")
@@ -344,14 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser(
         "train",
-        help="train one configuration (hessian_lr.train), resumable, with records",
+        help="train one configuration (hessian_lr.training.runner), resumable, with records",
         description="Train one TrainConfig into <out>/<experiment>/<run>/ (config.json, "
         "meta.json, records.jsonl). Rerunning the same command resumes from the last checkpoint "
         "or skips a finished run.\n\n" + SCHEDULE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tr.set_defaults(subparser=tr)  # for its error messages
-    from .train import TrainConfig
+    from .training.runner import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
@@ -409,12 +409,12 @@ def _cmd_range_test(args: argparse.Namespace) -> int:
     from matplotlib.figure import Figure
     from torch import nn
 
-    from .data import load_dataset, make_loader
     from .demo import describe_range_test
-    from .models import build_model
-    from .range_test import lr_range_test
-    from .results import write_json_atomic
-    from .train import make_optimizer, resolve_device
+    from .records import write_json_atomic
+    from .schedules.range_test import lr_range_test
+    from .training.data import load_dataset, make_loader
+    from .training.models import build_model
+    from .training.runner import make_optimizer, resolve_device
 
     device = resolve_device(args.device)
     train_data = load_dataset(
@@ -494,7 +494,7 @@ def _cmd_range_test(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .train import TrainConfig, train
+    from .training.runner import TrainConfig, train
 
     changes = {
         f.name: getattr(args, f.name)

@@ -17,7 +17,7 @@ decay 5e-4), on a CPU:
    summary, wall time).
 
 Everything goes under ``out`` (default ``./demo_out``); the two runs are ordinary run folders
-(``<out>/runs/demo/{onecycle,pc}/``, see :mod:`hessian_lr.results`). Nothing here is imported by
+(``<out>/runs/demo/{onecycle,pc}/``, see :mod:`hessian_lr.records`). Nothing here is imported by
 the rest of the library.
 """
 
@@ -63,7 +63,7 @@ class DemoConfig:
     """What the demo runs. Steps are optimizer updates (batches of ``batch_size``).
 
     Attributes:
-        dataset, model: data and network (``hessian_lr.data`` / ``hessian_lr.models`` names).
+        dataset, model: data and network (``training.data`` / ``training.models`` names).
         batch_size, momentum, weight_decay: SGD settings of the range test and both runs.
         range_start_lr, range_end_lr, range_steps: the range test's linear ramp.
         range_val_every: test accuracy every this many range-test updates.
@@ -167,9 +167,9 @@ def _range_test(cfg: DemoConfig, train_data, test_data, device, progress: bool):
     import torch
     from torch import nn
 
-    from .data import make_loader
-    from .models import build_model
-    from .range_test import lr_range_test
+    from .schedules.range_test import lr_range_test
+    from .training.data import make_loader
+    from .training.models import build_model
 
     torch.manual_seed(cfg.seed)
     model = build_model(
@@ -227,8 +227,8 @@ def _bounds(cfg: DemoConfig, rt: Any) -> dict[str, Any]:
 
 
 def _train_configs(cfg: DemoConfig, bounds: dict[str, Any], device: str) -> dict[str, Any]:
-    from .schedules import MultiStep, OneCycle
-    from .train import TrainConfig
+    from .schedules.closed_form import MultiStep, OneCycle
+    from .training.runner import TrainConfig
 
     common = dict(
         dataset=cfg.dataset,
@@ -581,9 +581,9 @@ def run_demo(
     """
     import torch
 
-    from .data import load_dataset
-    from .results import Run, write_json_atomic
-    from .train import resolve_device, train
+    from .records import Run, write_json_atomic
+    from .training.data import load_dataset
+    from .training.runner import resolve_device, train
 
     cfg = config if config is not None else (QUICK if quick else DEFAULT)
     t0 = time.perf_counter()

@@ -3,7 +3,7 @@
 One module per figure (``fig_f1_schedules`` ... ``fig_f12_curvature``), each with ``FIGURE``
 ("F3"), ``NAME`` (the output stem), ``EXPERIMENTS`` (the result folders it reads),
 ``claims(results) -> list[Claim]`` and ``draw(results, out) -> [png, pdf]``. Figures only read
-``results/`` through ``hessian_lr.results`` and JSON; they never train. ``python -m paper_figures``
+``results/`` through ``hessian_lr.records`` and JSON; they never train. ``python -m paper_figures``
 draws all or some; :mod:`paper_figures.claims` writes ``CLAIMS.md``.
 
 Papers: Smith, "Cyclical Learning Rates for Training Neural Networks" (WACV 2017,

@@ -1,7 +1,7 @@
 """Reading experiment results for the figures: runs, curves, seeds, and the claims they support.
 
-Everything here reads the run folders written by ``hessian_lr.train`` through
-``hessian_lr.results`` (``find_runs``, ``Run.records()``, ``read_json``); nothing trains. A missing
+Everything here reads the run folders written by ``hessian_lr.training.runner`` through
+``hessian_lr.records`` (``find_runs``, ``Run.records()``, ``read_json``); nothing trains. A missing
 experiment raises :class:`MissingResults`, whose message is the command that produces it.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from hessian_lr.results import Run, find_runs, read_json
+from hessian_lr.records import Run, find_runs, read_json
 
 __all__ = [
     "MissingResults",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hessian_lr.results import read_json
+from hessian_lr.records import read_json
 
 from . import _style
 from ._data import Claim, MissingResults, arms, experiment_runs, fmt_num, preset, series, summary

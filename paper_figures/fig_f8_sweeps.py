@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hessian_lr.results import read_json
+from hessian_lr.records import read_json
 
 from . import _style
 from ._data import Claim, experiment_runs, fmt_num, mean_sd, preset, summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hessian_lr.linop import DenseOperator, LinearOperator
+from hessian_lr.curvature.linop import DenseOperator, LinearOperator
 
 
 def spectrum_op(eigenvalues, seed: int = 0) -> tuple[DenseOperator, np.ndarray]:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from hessian_lr.hvp import HessianOperator
+from hessian_lr.curvature.hessian import HessianOperator
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 DT = torch.float64
@@ -42,8 +42,8 @@ def test_hvp_cuda_matches_cpu(backend, bn_mode):
 
 
 def test_lanczos_cuda_matches_eigh():
-    from hessian_lr.lanczos import lanczos
-    from hessian_lr.linop import DenseOperator
+    from hessian_lr.curvature.lanczos import lanczos
+    from hessian_lr.curvature.linop import DenseOperator
 
     g = torch.Generator().manual_seed(0)
     Q, _ = torch.linalg.qr(torch.randn(300, 300, dtype=DT, generator=g))
@@ -55,7 +55,7 @@ def test_lanczos_cuda_matches_eigh():
 
 
 def test_train_on_cuda(tmp_path):
-    from hessian_lr.train import TrainConfig, train
+    from hessian_lr.training.runner import TrainConfig, train
 
     cfg = TrainConfig(
         dataset="digits",

@@ -1,0 +1,29 @@
+"""Curvature as linear operators: the Hessian operator, and solvers that see only ``@``.
+
+Imports nothing from ``lr``, ``schedules`` or ``training``.
+"""
+
+from .hessian import BACKENDS, HessianOperator, NonFiniteError
+from .lanczos import LanczosResult, SpectralDensity, lanczos, spectral_density
+from .linop import DenseOperator, LinearOperator, params_to_vector, vector_to_params
+from .power import PowerIterationResult, power_iteration
+from .trace import TraceResult, hutchinson_trace, hutchpp_trace
+
+__all__ = [
+    "BACKENDS",
+    "HessianOperator",
+    "NonFiniteError",
+    "LinearOperator",
+    "DenseOperator",
+    "params_to_vector",
+    "vector_to_params",
+    "lanczos",
+    "LanczosResult",
+    "spectral_density",
+    "SpectralDensity",
+    "power_iteration",
+    "PowerIterationResult",
+    "hutchinson_trace",
+    "hutchpp_trace",
+    "TraceResult",
+]

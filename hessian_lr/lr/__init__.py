@@ -1,0 +1,18 @@
+"""Learning rates from curvature: pure rules, ``estimate_lr``, ``LREstimator``, ``CurvatureLR``.
+
+Uses ``curvature``; imports nothing from ``schedules`` or ``training``.
+"""
+
+from .curvature_lr import CurvatureLR
+from .estimate import CurvatureError, LREstimate, SecantResult, estimate_lr, secant_lr
+from .estimator import LREstimator
+
+__all__ = [
+    "estimate_lr",
+    "LREstimate",
+    "secant_lr",
+    "SecantResult",
+    "CurvatureError",
+    "LREstimator",
+    "CurvatureLR",
+]

@@ -1,0 +1,73 @@
+"""The rooms' import graph runs one way (checked on the source, not on what happens to load)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "hessian_lr"
+
+# room -> rooms (and top-level modules) it must never import
+FORBIDDEN = {
+    "curvature": {"lr", "schedules", "training", "integrations", "cli", "demo"},
+    "lr": {"schedules", "training", "integrations", "cli", "demo"},
+    "schedules": {"training", "integrations", "cli", "demo"},
+    "training": {"integrations", "cli", "demo"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute dotted names a module imports (relative imports resolved against its package)."""
+    pkg_parts = ["hessian_lr", *path.relative_to(PKG).parent.parts]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg_parts[: len(pkg_parts) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names)
+    return out
+
+
+def test_rooms_import_one_way():
+    bad = []
+    for room, forbidden in FORBIDDEN.items():
+        for path in (PKG / room).rglob("*.py"):
+            for name in _imports(path):
+                parts = name.split(".")
+                if parts[0] == "hessian_lr" and len(parts) > 1 and parts[1] in forbidden:
+                    bad.append(f"{path.relative_to(PKG)} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_library_never_imports_experiments_or_figures():
+    bad = [
+        f"{p.relative_to(PKG)} imports {n}"
+        for p in PKG.rglob("*.py")
+        for n in _imports(p)
+        if n.split(".")[0] in {"experiments", "paper_figures", "benchmarks", "tests"}
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_import_checker_sees_a_violation(tmp_path):
+    """The checker itself can fail: a relative import two levels up is resolved to its room."""
+    fake = PKG / "curvature" / "_layout_probe_tmp.py"
+    fake.write_text("from ..lr import estimate_lr\n")
+    try:
+        assert "hessian_lr.lr.estimate_lr" in _imports(fake)
+    finally:
+        fake.unlink()
+
+
+def test_import_hessian_lr_in_a_fresh_interpreter():
+    code = "import hessian_lr, sys; print(len(hessian_lr.__all__))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) > 40
