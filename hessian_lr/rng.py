@@ -7,12 +7,14 @@ trace (the LR range test restores the states it found).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["get_rng_state", "set_rng_state"]
+__all__ = ["get_rng_state", "set_rng_state", "preserved_rng"]
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -34,3 +36,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block and put every global random state back as it was (also on an exception).
+
+    A measurement inside a training loop (an HVP over a shuffling loader, a cold Lanczos start)
+    must not change which random numbers training draws next.
+    """
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
