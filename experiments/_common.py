@@ -1,8 +1,11 @@
 """What every experiment script shares: presets, flags, and where results go.
 
-Each script defines a frozen ``Config`` dataclass, ``PRESETS = {"paper": ..., "cpu": ...,
-"smoke": ...}`` and ``main(cfg, *, out, device, progress) -> dict`` (a summary), and ends with
-``cli(__doc__, PRESETS, main)``. Flags: ``--preset``, ``--out``, ``--device``, ``--seeds`` and
+Each script defines a frozen ``Config`` dataclass derived from ``_presets.Base``, ``PRESETS =
+presets(Config, paper=..., gpu=..., cpu=..., smoke=...)`` and ``main(cfg, *, out, device,
+progress) -> dict`` (a summary), and ends with ``cli(__doc__, PRESETS, main)``. Its units of work
+(one training run or one range test each) are listed by ``arms(cfg, seed)`` (training runs) or
+by its own ``plan(cfg)`` / ``run_unit(cfg, name, ...)``, so ``run_all.py`` can run the units of
+every experiment in parallel processes and then call ``main`` with ``--summarize-only``. Flags: ``--preset``, ``--out``, ``--device``, ``--seeds`` and
 ``--<field> value`` for any field of the Config. Results land in ``<out>/<experiment>/<run>/``
 (``hessian_lr.records``); the summary in ``<out>/<experiment>/summary.json``, next to the
 config that produced it (``experiment_config.json``). Rerunning resumes unfinished runs and skips
@@ -21,11 +24,19 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from hessian_lr.records import read_json, write_json_atomic
+from _presets import scaled, train_fields, train_macs
+
+from hessian_lr.records import Run, read_json, write_json_atomic
 from hessian_lr.training.runner import TrainConfig, TrainResult, train
 
 __all__ = [
     "cli",
+    "plan",
+    "run_unit",
+    "request_stop",
+    "stop_check",
+    "StopRequested",
+    "result_from_folder",
     "run_train",
     "run_arms",
     "train_kwargs",
@@ -42,23 +53,70 @@ def experiment_name(file: str) -> str:
 
 
 def train_kwargs(cfg: Any, seed: int) -> dict[str, Any]:
-    """The ``TrainConfig`` fields most experiments take straight from their ``Config``.
+    """The ``TrainConfig`` fields taken straight from the base preset (``_presets.train_fields``)."""
+    return train_fields(cfg, seed)
 
-    Reads ``dataset``, ``model``, ``batch_size``, ``weight_decay``, ``momentum`` and (when the
-    Config has it) ``bn_momentum`` (ResNet only); augments on CIFAR. Scripts add the rest
-    (steps, schedule, eval_every, ...).
+
+# ------------------------------------------------------------------ modes: stop, summarize-only
+_STATE = {"stop": False, "summarize_only": False}
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised inside a run when ``run_all`` asked this process to stop (at a checkpoint)."""
+
+
+def request_stop(*_: Any) -> None:
+    """Signal handler: stop the running unit at its next checkpoint boundary."""
+    _STATE["stop"] = True
+
+
+def stop_check(step: int, every: int) -> None:
+    """Raise ``StopRequested`` if a stop was requested and ``step`` sits on a checkpoint.
+
+    ``train()`` writes its checkpoint for step ``s`` at the end of update ``s - 1`` when
+    ``s % checkpoint_every == 0``; raising in the callback of update ``s`` (before its record is
+    written) loses nothing, and a resumed run continues from there.
     """
-    bn_momentum = getattr(cfg, "bn_momentum", None)
-    return dict(
-        dataset=cfg.dataset,
-        model=cfg.model,
-        model_kwargs={} if bn_momentum is None else {"bn_momentum": bn_momentum},
-        batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-        seed=seed,
-        augment=cfg.dataset.startswith("cifar"),
+    if _STATE["stop"] and step >= 0 and step % max(1, every) == 0:
+        raise StopRequested(f"stop requested at step {step}")
+
+
+def _stop_callback(every: int) -> Callable[[int, Any, dict], None]:
+    def callback(step: int, model: Any, record: dict) -> None:
+        stop_check(step, every)
+
+    return callback
+
+
+def result_from_folder(out: str | Path, experiment: str, run: str) -> TrainResult:
+    """A ``TrainResult`` read from a run folder without training (summarize-only mode).
+
+    ``status`` is the folder's (``finished``, ``diverged``), ``interrupted`` for a run that
+    stopped part-way (its records are kept), or ``missing`` when it never started.
+    """
+    run_obj = Run(out, experiment, run)
+    if not run_obj.dir.exists():
+        return TrainResult(run_obj.dir, "missing", 0, None, None, 0.0, None)
+    meta = run_obj.meta()
+    status = meta.get("status", "missing")
+    if status not in ("finished", "diverged"):
+        status = "interrupted"
+    recs = run_obj.records() if run_obj.records_path.exists() else []
+    accs = [r["test_accuracy"] for r in recs if r.get("test_accuracy") is not None]
+    return TrainResult(
+        run_obj.dir,
+        status,
+        meta.get("steps_done", len(recs)),
+        accs[-1] if accs else None,
+        max(accs) if accs else None,
+        meta.get("seconds", 0.0),
+        None,
     )
+
+
+def summarize_only() -> bool:
+    """True when ``--summarize-only`` was given: units are read, never trained."""
+    return _STATE["summarize_only"]
 
 
 def onecycle_pc_schedules(cfg: Any, n1: int, n2: int) -> dict[str, dict[str, Any]]:
@@ -96,12 +154,24 @@ def run_train(
 ) -> TrainResult:
     """Train (or resume, or skip if finished) one run and print one line about it.
 
-    ``train_fn`` is called as ``train_fn(cfg, root=, experiment=, run=, progress=)`` (default:
-    ``hessian_lr.train.train``); a script that needs a callback or preloaded data wraps it.
+    ``train_fn`` is called as ``train_fn(cfg, root=, experiment=, run=, progress=, callback=)``
+    (default: ``hessian_lr.training.runner.train``; ``callback`` stops the run at a checkpoint
+    when ``run_all`` asks); a script that needs its own callback or preloaded data wraps it and
+    calls ``stop_check`` from its callback. In summarize-only mode nothing trains: the result is
+    read from the folder (``result_from_folder``).
     """
+    if _STATE["summarize_only"]:
+        return result_from_folder(out, experiment, run)
     cfg = dataclasses.replace(cfg, device=device)
     t0 = time.perf_counter()
-    result = train_fn(cfg, root=out, experiment=experiment, run=run, progress=progress)
+    result = train_fn(
+        cfg,
+        root=out,
+        experiment=experiment,
+        run=run,
+        progress=progress,
+        callback=_stop_callback(cfg.checkpoint_every),
+    )
     acc = (
         "n/a" if result.final_test_accuracy is None else f"{100 * result.final_test_accuracy:.2f}%"
     )
@@ -150,6 +220,65 @@ def run_arms(
     return results
 
 
+def _test_size(dataset: str) -> int:
+    return {"digits": 359, "cifar10": 10_000, "cifar100": 10_000}.get(dataset, 10_000)
+
+
+def train_cost(cfg: Any, tcfg: TrainConfig) -> float:
+    """Estimated multiply-accumulates of one run: its steps, plus its evaluations of the test set.
+
+    ``cfg`` is the experiment's Config (model and width); ``tcfg`` the run.
+    """
+    steps = tcfg.steps
+    evals = steps // max(1, tcfg.eval_every) + 1
+    per_image = train_macs(cfg, 1, batch_size=1) / 3.0
+    return train_macs(cfg, steps, batch_size=tcfg.batch_size) + evals * _test_size(
+        tcfg.dataset
+    ) * per_image
+
+
+def arm_units(module: Any, cfg: Any) -> list[tuple[str, TrainConfig]]:
+    """``[(run name, TrainConfig)]`` of an experiment's ``arms(cfg, seed)``, seed-major."""
+    return [
+        (f"{name}_seed{seed}", tcfg)
+        for seed in cfg.seeds
+        for name, tcfg in module.arms(cfg, seed).items()
+    ]
+
+
+def plan(module: Any, cfg: Any) -> list[dict[str, Any]]:
+    """The experiment's units of work: ``[{"name", "seed", "macs"}]`` in run order.
+
+    A module with its own ``plan(cfg)`` (range tests) gives it; otherwise every arm of
+    ``arms(cfg, seed)`` is one unit.
+    """
+    if hasattr(module, "plan"):
+        return module.plan(cfg)
+    factor = getattr(module, "COST_FACTOR", 1.0)  # e.g. curvature probes on top of training
+    return [
+        {"name": name, "seed": tcfg.seed, "macs": factor * train_cost(cfg, tcfg)}
+        for name, tcfg in arm_units(module, cfg)
+    ]
+
+
+def run_unit(module: Any, cfg: Any, name: str, *, out: str | Path, device: str) -> Any:
+    """Run (or resume, or skip if finished) one unit of ``plan(module, cfg)`` by name."""
+    if hasattr(module, "run_unit"):
+        return module.run_unit(cfg, name, out=out, device=device)
+    for run, tcfg in arm_units(module, cfg):
+        if run == name:
+            return run_train(
+                tcfg,
+                out=out,
+                experiment=module.EXPERIMENT,
+                run=run,
+                device=device,
+                progress=False,
+                train_fn=module.train_fn_for(cfg) if hasattr(module, "train_fn_for") else train,
+            )
+    raise KeyError(f"{module.EXPERIMENT} has no unit {name!r}")
+
+
 def save_summary(out: str | Path, experiment: str, summary: dict[str, Any]) -> Path:
     """Write ``<out>/<experiment>/summary.json`` atomically and return its path."""
     path = Path(out) / experiment / "summary.json"
@@ -159,6 +288,19 @@ def save_summary(out: str | Path, experiment: str, summary: dict[str, Any]) -> P
 
 def load_summary(out: str | Path, experiment: str) -> dict[str, Any]:
     return read_json(Path(out) / experiment / "summary.json")
+
+
+def unit_status(module: Any, cfg: Any, out: str | Path) -> dict[str, dict[str, Any]]:
+    """``{unit: {"status", "steps"}}`` read from the run folders (``missing`` if absent)."""
+    status = {}
+    for unit in plan(module, cfg):
+        run = Run(out, module.EXPERIMENT, unit["name"])
+        meta = run.meta() if run.dir.exists() else {}
+        state = meta.get("status", "missing")
+        if state not in ("finished", "diverged", "missing"):
+            state = "interrupted"
+        status[unit["name"]] = {"status": state, "steps": meta.get("steps_done")}
+    return status
 
 
 def _parse_value(text: str, annotation: Any) -> Any:
@@ -200,13 +342,27 @@ def cli(
         "--preset",
         choices=sorted(presets),
         default="cpu",
-        help="paper: the paper's setting (GPU); cpu: same protocol scaled to a 2-core CPU in "
-        "minutes; smoke: seconds, for tests (default: cpu)",
+        help="paper: the paper's setting (GPU days); gpu: the paper's protocol at a size one GPU "
+        "runs in minutes; cpu: the same protocol for one CPU core per run; smoke: seconds, for "
+        "tests (default: cpu). See experiments/_presets.py",
     )
     parser.add_argument("--out", default="results", help="results folder (default: results)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the preset's iteration counts by this (its Config's SCALED fields; "
+        "run_all.py's --scale)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    parser.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="train nothing: summarise the runs found in --out (unfinished ones are marked "
+        "incomplete); run_all.py uses it after its parallel workers",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -229,7 +385,8 @@ def cli(
         import torch
 
         torch.set_num_threads(args.threads)
-    cfg = presets[args.preset]
+    _STATE["summarize_only"] = args.summarize_only
+    cfg = scaled(presets[args.preset], args.scale)
     changes = {}
     for f in dataclasses.fields(cfg):
         raw = getattr(args, f"override_{f.name}", None)
@@ -242,18 +399,30 @@ def cli(
     print(f"{experiment} [{args.preset}] -> {Path(args.out) / experiment}", flush=True)
     write_json_atomic(
         Path(args.out) / experiment / "experiment_config.json",
-        {"preset": args.preset, "config": cfg},
+        {"preset": args.preset, "scale": args.scale, "config": cfg},
     )
     t0 = time.perf_counter()
-    summary = main(cfg, out=args.out, device=args.device, progress=not args.no_progress)
+    module = sys.modules[main.__module__]
+    status = None
+    if args.summarize_only or hasattr(module, "arms") or hasattr(module, "plan"):
+        status = unit_status(module, cfg, args.out)
+    try:
+        summary = main(cfg, out=args.out, device=args.device, progress=not args.no_progress)
+    except Exception as e:  # noqa: BLE001 - a partial set of runs may not summarise
+        if not args.summarize_only:
+            raise
+        summary = {"error": f"{type(e).__name__}: {e}"}
     summary = {"experiment": experiment, "preset": args.preset, **summary}
+    if status is not None:
+        summary["complete"] = all(s["status"] in ("finished", "diverged") for s in status.values())
+        summary["units"] = status
     # Wall time summed over invocations (a resumed or skipped rerun adds its own, not replaces).
     previous = Path(args.out) / experiment / "summary.json"
     before = 0.0
     if previous.exists():
         old = read_json(previous)
         before = old.get("seconds", 0.0) if old.get("preset") == args.preset else 0.0
-    summary["seconds"] = before + time.perf_counter() - t0
+    summary["seconds"] = before + (0.0 if args.summarize_only else time.perf_counter() - t0)
     path = save_summary(args.out, experiment, summary)
     print(f"summary: {path} ({summary['seconds']:.0f}s)", flush=True)
     return summary

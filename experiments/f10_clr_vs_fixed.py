@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from _common import cli, experiment_name, run_arms, train_kwargs
+from _presets import Base, presets
 
 from hessian_lr.records import Run
 from hessian_lr.training.runner import TrainConfig
@@ -49,24 +50,25 @@ CLR_ARMS = ("triangular2", "exp_range")
 
 
 @dataclass(frozen=True)
-class Config:
-    dataset: str = "fashion-mnist"
-    model: str = "lenet5"
-    batch_size: int = 100
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
+class Config(Base):
     steps: int = 1800
-    base_lr: float = 0.01  # the fixed LR and the CLR lower bound
     fixed_drops: tuple[float, ...] = (60 / 70, 65 / 70)  # x0.1 at these fractions of the run
-    max_lr: float = 0.06  # CLR upper bound (the paper: 6 x base)
     step_size: int = 225  # CLR half cycle (the paper: 2,000 of 70,000)
     gamma: float = 0.997669  # exp and exp_range: gamma^steps = 0.99994^70000 = 0.015
     eval_every: int = 150
-    seeds: tuple[int, ...] = (0,)
+
+    SCALED = ()
 
 
-PRESETS = {
-    "paper": Config(
+# CLR's small CNN stays a LeNet-5: base_lr is the fixed LR and the CLR lower bound, max_lr the
+# CLR upper bound (the paper: 6 x base).
+_LENET = dict(
+    model="lenet5", width=None, bn_momentum=None, weight_decay=5e-4, base_lr=0.01, max_lr=0.06
+)
+PRESETS = presets(
+    Config,
+    paper=dict(
+        _LENET,
         dataset="cifar10",
         batch_size=100,
         weight_decay=4e-3,
@@ -77,11 +79,13 @@ PRESETS = {
         gamma=0.99994,
         eval_every=1000,
     ),
-    "cpu": Config(),
-    "smoke": Config(
-        dataset="digits", batch_size=64, steps=48, step_size=6, gamma=0.93, eval_every=8
+    # A fifth of the paper's iterations, the same cycle-to-run proportions (gamma^steps = 0.015).
+    gpu=dict(
+        _LENET, batch_size=100, steps=14_000, step_size=400, gamma=0.9997, eval_every=250, seeds=(0,)
     ),
-}
+    cpu=dict(_LENET, batch_size=100, steps=1800, eval_every=150, seeds=(0,)),
+    smoke=dict(_LENET, batch_size=64, steps=48, step_size=6, gamma=0.93, eval_every=8),
+)
 
 
 def fixed_schedule(cfg: Config) -> dict[str, Any]:
@@ -110,7 +114,7 @@ def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
     }
 
 
-def configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
+def arms(cfg: Config, seed: int) -> dict[str, TrainConfig]:
     common = dict(train_kwargs(cfg, seed), eval_every=cfg.eval_every, steps=cfg.steps)
     return {arm: TrainConfig(**common, schedule=s) for arm, s in schedules(cfg).items()}
 
@@ -128,7 +132,7 @@ def first_reaching(points: list[list[float]], target: float) -> int | None:
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     results = run_arms(
-        lambda seed: configs(cfg, seed),
+        lambda seed: arms(cfg, seed),
         cfg.seeds,
         out=out,
         experiment=EXPERIMENT,

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from _common import cli, experiment_name, run_arms, train_kwargs
+from _presets import Base, presets
 
 from hessian_lr.records import Run
 from hessian_lr.training.data import dataset_info
@@ -44,12 +45,7 @@ EXPERIMENT = experiment_name(__file__)
 
 
 @dataclass(frozen=True)
-class Config:
-    dataset: str = "fashion-mnist"
-    model: str = "lenet5"
-    batch_size: int = 128
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
+class Config(Base):
     optimizer: str = "nesterov"
     epochs: int = 200  # paper epochs
     epoch_steps: int | None = 7  # optimizer steps per paper epoch; None: a real epoch
@@ -61,14 +57,21 @@ class Config:
     sgdr_T0s: tuple[int, ...] = (1, 10)
     sgdr_T_mult: int = 2
     eval_every_epochs: int = 10
-    seeds: tuple[int, ...] = (0,)
+
+    SCALED = ()
 
 
-PRESETS = {
-    "paper": Config(dataset="cifar10", model="resnet56", epoch_steps=None, eval_every_epochs=1),
-    "cpu": Config(),
-    "smoke": Config(dataset="digits", batch_size=64, epoch_steps=1, eval_every_epochs=50),
-}
+# SGDR's setting (WRN-28-10 on CIFAR: Nesterov, WD 5e-4, batch 128); our models per family.
+_SGDR = dict(weight_decay=5e-4, batch_size=128)
+PRESETS = presets(
+    Config,
+    paper=dict(_SGDR, epoch_steps=None, eval_every_epochs=1),
+    # 200 paper epochs of 10 steps at batch 128 (2,000 iterations, 4.3 real epochs per arm).
+    gpu=dict(_SGDR, epoch_steps=10, eval_every_epochs=5, seeds=(0,)),
+    # 200 paper epochs of 7 steps at batch 128 (1,400 iterations, 3 real epochs per arm).
+    cpu=dict(_SGDR, epoch_steps=7, eval_every_epochs=10),
+    smoke=dict(weight_decay=5e-4, epoch_steps=1, eval_every_epochs=50),
+)
 
 
 def epoch_steps(cfg: Config) -> int:
@@ -112,7 +115,7 @@ def restarts(cfg: Config) -> dict[str, list[int]]:
     return out
 
 
-def configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
+def arms(cfg: Config, seed: int) -> dict[str, TrainConfig]:
     k = epoch_steps(cfg)
     common = dict(
         train_kwargs(cfg, seed),
@@ -139,7 +142,7 @@ def first_epoch_below(points: list[list[float]], target: float) -> float | None:
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     names = list(schedules(cfg))
     results = run_arms(
-        lambda seed: configs(cfg, seed),
+        lambda seed: arms(cfg, seed),
         cfg.seeds,
         out=out,
         experiment=EXPERIMENT,

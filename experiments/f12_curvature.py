@@ -46,7 +46,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import cli, experiment_name, onecycle_pc_schedules, run_arms, train_kwargs
+from _common import (
+    cli,
+    experiment_name,
+    onecycle_pc_schedules,
+    result_from_folder,
+    run_arms,
+    summarize_only,
+    train_kwargs,
+)
+from _presets import Base, presets
 from torch import nn
 
 from hessian_lr.curvature.hessian import HessianOperator
@@ -57,20 +66,13 @@ from hessian_lr.training.data import Dataset, load_dataset
 from hessian_lr.training.runner import TrainConfig, TrainResult, probe_batch, train
 
 EXPERIMENT = experiment_name(__file__)
+COST_FACTOR = 2.5  # probes and densities on top of training (run_all's scheduling estimate)
 
 
 @dataclass(frozen=True)
-class Config:
-    dataset: str = "fashion-mnist"
-    model: str = "lenet5"
-    batch_size: int = 128
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    onecycle_steps: int = 600
-    pc_steps: int = 2400  # 4x (F3 uses 8x; shortened for the probes' cost on CPU)
-    base_lr: float = 0.01
-    max_lr: float = 0.2
-    pc_lr: float = 0.05
+class Config(Base):
+    onecycle_steps: int = 700
+    pc_steps: int = 2800  # 4x (F3 uses 8x; shortened for the probes' cost)
     evals_per_run: int = 8
     probes_per_run: int = 12  # λ_max and trace every steps / probes_per_run
     probe_size: int = 256
@@ -78,22 +80,15 @@ class Config:
     density_fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
     density_steps: int = 60  # Lanczos steps (quadrature nodes) per SLQ probe
     density_probes: int = 1
-    checkpoint_every: int = 500
-    seeds: tuple[int, ...] = (0,)
-    bn_momentum: float | None = None
+
+    SCALED = ("onecycle_steps", "pc_steps")
 
 
-PRESETS = {
-    "paper": Config(
-        dataset="cifar10",
-        model="resnet56",
-        batch_size=1000,
-        weight_decay=1e-4,
+PRESETS = presets(
+    Config,
+    paper=dict(
         onecycle_steps=10_000,
         pc_steps=80_000,
-        base_lr=0.1,
-        max_lr=3.0,
-        pc_lr=0.35,
         evals_per_run=20,
         probes_per_run=40,
         probe_size=1000,
@@ -101,13 +96,20 @@ PRESETS = {
         density_fractions=(0.0, 0.1, 0.25, 0.5, 0.75, 1.0),
         density_steps=100,
         density_probes=3,
-        checkpoint_every=1000,
-        bn_momentum=0.05,
     ),
-    "cpu": Config(),
-    "smoke": Config(
-        dataset="digits",
-        batch_size=64,
+    gpu=dict(
+        onecycle_steps=300,
+        pc_steps=1200,
+        evals_per_run=12,
+        probes_per_run=16,
+        probe_size=512,
+        trace_probes=20,
+        density_steps=80,
+        density_probes=2,
+        seeds=(0,),
+    ),
+    cpu=dict(onecycle_steps=700, pc_steps=2800, seeds=(0,)),
+    smoke=dict(
         onecycle_steps=24,
         pc_steps=48,
         evals_per_run=2,
@@ -117,16 +119,15 @@ PRESETS = {
         density_fractions=(0.0, 1.0),
         density_steps=12,
     ),
-}
+)
 
 
-def configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
+def arms(cfg: Config, seed: int) -> dict[str, TrainConfig]:
     """The two runs of one seed (the F3 schedules), with the curvature probe on."""
     common = dict(
         train_kwargs(cfg, seed),
         probe_size=cfg.probe_size,
         trace_probes=cfg.trace_probes,
-        checkpoint_every=cfg.checkpoint_every,
     )
     n1, n2 = cfg.onecycle_steps, cfg.pc_steps
     schedules = onecycle_pc_schedules(cfg, n1, n2)
@@ -214,11 +215,15 @@ def train_with_densities(
     experiment: str,
     run: str,
     progress: bool,
+    callback: Any = None,
 ) -> TrainResult:
     """``train()`` for ``tcfg`` with ``DensitySnapshots`` as its callback; resumable.
 
-    Called as ``train()`` is (``cfg`` bound), so it serves as ``run_arms``' ``train_fn``.
+    Called as ``train()`` is (``cfg`` bound), so it serves as ``run_arms``' ``train_fn``;
+    ``callback`` (``run_all``'s stop check) runs after the snapshot of each step.
     """
+    if summarize_only():
+        return result_from_folder(root, experiment, run)
     run_obj = Run(root, experiment, run)
     if run_obj.meta().get("status") in ("finished", "diverged"):  # train() returns it as is
         return train(tcfg, root=root, experiment=experiment, run=run, progress=progress)
@@ -226,6 +231,12 @@ def train_with_densities(
         tcfg.dataset, split="train", root=tcfg.data_root, subset=tcfg.subset, seed=tcfg.seed
     )
     snapshots = DensitySnapshots(tcfg, cfg, run_obj.dir, train_data)
+
+    def both(step: int, model: nn.Module, record: dict[str, Any]) -> None:
+        snapshots(step, model, record)
+        if callback is not None:
+            callback(step, model, record)
+
     return train(
         tcfg,
         root=root,
@@ -233,8 +244,13 @@ def train_with_densities(
         run=run,
         progress=progress,
         train_data=train_data,
-        callback=snapshots,
+        callback=both,
     )
+
+
+def train_fn_for(cfg: Config):
+    """The ``train_fn`` of this experiment's runs (``run_all`` and ``main`` use it)."""
+    return partial(train_with_densities, cfg=cfg)
 
 
 def summarize_run(run_dir: Path, records: list[dict], steps: int) -> dict[str, Any]:
@@ -278,17 +294,17 @@ def summarize_run(run_dir: Path, records: list[dict], steps: int) -> dict[str, A
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     run_arms(
-        lambda seed: configs(cfg, seed),
+        lambda seed: arms(cfg, seed),
         cfg.seeds,
         out=out,
         experiment=EXPERIMENT,
         device=device,
         progress=progress,
-        train_fn=partial(train_with_densities, cfg=cfg),
+        train_fn=train_fn_for(cfg),
     )
     seed = cfg.seeds[0]
     runs = {}
-    for name, tcfg in configs(cfg, seed).items():
+    for name, tcfg in arms(cfg, seed).items():
         run_obj = Run(out, EXPERIMENT, f"{name}_seed{seed}")
         runs[name] = summarize_run(run_obj.dir, run_obj.records(), tcfg.steps)
     one, pc = runs["onecycle"], runs["pc"]

@@ -38,7 +38,8 @@ import time
 from dataclasses import dataclass
 
 import torch
-from _common import cli, experiment_name
+from _common import cli, experiment_name, summarize_only
+from _presets import Base, presets, train_fields, train_macs
 from torch import nn
 
 from hessian_lr.records import Run, now, read_json, run_metadata, write_json_atomic
@@ -58,44 +59,45 @@ MARGIN = 0.02  # accuracy change (fraction) that counts as "rose" / "fell"
 
 
 @dataclass(frozen=True)
-class Config:
-    dataset: str = "fashion-mnist"
-    model: str = "lenet5"
-    batch_size: int = 128
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
+class Config(Base):
     start_lr: float = 0.0
-    end_lr: float = 0.6
-    lengths: tuple[int, ...] = (250, 500, 1000, 2000)  # updates per range test
+    end_lr: float = 3.0
+    lengths: tuple[int, ...] = (500, 1000, 2000)  # updates per range test
     val_size: int = 5000  # held-out training examples (stratified)
     val_points: int = 40  # evaluations per test
     diverge_factor: float = 4.0
     smoothing: float = 0.98
     curvature_check: bool = True
-    seeds: tuple[int, ...] = (0,)
-    bn_momentum: float | None = None  # ResNet only: 0.05 = Caffe's 0.95 moving average
+
+    SCALED = ("lengths",)
 
 
-PRESETS = {
-    "paper": Config(
-        dataset="cifar10",
-        model="resnet56",
-        batch_size=1000,
-        weight_decay=1e-4,
-        end_lr=3.0,
-        lengths=(5000, 10000, 20000, 40000),
-        bn_momentum=0.05,
-    ),
-    "cpu": Config(),
-    "smoke": Config(
-        dataset="digits",
-        batch_size=64,
-        end_lr=2.0,
-        lengths=(20, 40),
-        val_size=300,
-        val_points=5,
-    ),
-}
+PRESETS = presets(
+    Config,
+    paper=dict(end_lr=3.0, lengths=(5000, 10000, 20000, 40000)),
+    gpu=dict(end_lr=3.0, lengths=(250, 500, 1000), seeds=(0,)),
+    cpu=dict(end_lr=3.0, lengths=(500, 1000, 2000), seeds=(0,)),
+    smoke=dict(end_lr=2.0, lengths=(20, 40), val_size=300, val_points=5),
+)
+
+
+def plan(cfg: Config) -> list[dict]:
+    """One unit per range test: ``len<n>_seed<s>`` (range tests run whole; not resumable)."""
+    evals = cfg.val_points * cfg.val_size / (3.0 * cfg.batch_size)  # forward-only, in steps
+    return [
+        {"name": f"len{n}_seed{seed}", "seed": seed, "macs": train_macs(cfg, n + round(evals))}
+        for seed in cfg.seeds
+        for n in cfg.lengths
+    ]
+
+
+def run_unit(cfg: Config, name: str, *, out: str, device: str) -> RangeTestResult | None:
+    for seed in cfg.seeds:
+        for n in cfg.lengths:
+            if name == f"len{n}_seed{seed}":
+                data = split_train(cfg, seed)
+                return run_range_test(cfg, seed, n, data, out=out, device=device, progress=False)
+    raise KeyError(f"{EXPERIMENT} has no unit {name!r}")
 
 
 class _Batches:
@@ -142,7 +144,7 @@ def range_test(
 ) -> RangeTestResult:
     """One range test from the runner's initialisation for ``seed``."""
     torch.manual_seed(seed)  # as train(): the initialisation draws from torch's RNG only
-    kwargs = {} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}
+    kwargs = train_fields(cfg, seed)["model_kwargs"]
     model = build_model(
         cfg.model,
         num_classes=train_part.num_classes,
@@ -213,14 +215,19 @@ def describe(res: RangeTestResult, *, margin: float = MARGIN) -> dict:
 
 def run_range_test(
     cfg: Config, seed: int, num_steps: int, data, *, out: str, device: str, progress: bool
-) -> RangeTestResult:
-    """Run (or load, if finished) the range test ``len<num_steps>_seed<seed>``."""
+) -> RangeTestResult | None:
+    """Run (or load, if finished) the range test ``len<num_steps>_seed<seed>``.
+
+    In summarize-only mode an unfinished test gives ``None`` (nothing is run).
+    """
     run = Run(out, EXPERIMENT, f"len{num_steps}_seed{seed}")
     path = run.dir / "range_test.json"
     if run.status == "finished" and path.exists():
         res = RangeTestResult.from_dict(read_json(path))
         print(f"  {EXPERIMENT}/{run.name}: finished (cached)", flush=True)
         return res
+    if summarize_only():
+        return None
     dev = resolve_device(device)
     write_json_atomic(
         run.config_path, {**dataclasses.asdict(cfg), "seed": seed, "num_steps": num_steps}
@@ -253,13 +260,16 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     runs: dict[str, dict] = {}
     recommended = None
     for seed in cfg.seeds:
-        data = split_train(cfg, seed)
+        data = None if summarize_only() else split_train(cfg, seed)
         for n in cfg.lengths:
             res = run_range_test(cfg, seed, n, data, out=out, device=device, progress=progress)
+            if res is None:
+                continue
             name = f"len{n}_seed{seed}"
             runs[name] = {"num_steps": n, "end_lr": cfg.end_lr, "seed": seed, **describe(res)}
-        if recommended is None:
-            name = f"len{max(cfg.lengths)}_seed{seed}"
+        done = [n for n in sorted(cfg.lengths) if f"len{n}_seed{seed}" in runs]
+        if recommended is None and done:
+            name = f"len{done[-1]}_seed{seed}"
             r = runs[name]
             recommended = {
                 "max_lr": r["max_lr"],
@@ -271,7 +281,8 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
         "runs": runs,
         "recommended": recommended,
         "claim": {
-            "rises_then_falls_all": all(r["rises_then_falls"] for r in runs.values()),
+            "rises_then_falls_all": bool(runs)
+            and all(r["rises_then_falls"] for r in runs.values()),
             "margin": MARGIN,
         },
     }

@@ -17,8 +17,8 @@ summary.json: ``lengths`` (iterations), ``final_test_accuracy`` {length: [per se
 ``best_test_accuracy`` {length: [per seed]}, ``mean_final_accuracy`` {length: mean},
 ``gap_to_longest_points`` {length: mean final of the longest minus this one, in points},
 ``claim`` {longer_gains: the longest cycle's mean final accuracy exceeds the shortest's,
-gain_points: that difference, shortest_competitive: the shortest is within
-``competitive_points`` of the longest, competitive_points, monotone: mean final accuracy never
+gain_points: that difference, shortest_competitive: the shortest cycle's error rate is at most
+``competitive_error_ratio`` x the longest's, competitive_error_ratio, monotone: mean final accuracy never
 decreases with length}.
 """
 
@@ -27,43 +27,32 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from _common import cli, experiment_name, run_arms
+from _common import cli, experiment_name, run_arms, train_kwargs
+from _presets import Base, presets
 
 from hessian_lr.training.runner import TrainConfig
 
 EXPERIMENT = experiment_name(__file__)
-COMPETITIVE_POINTS = 2.0  # "competitive": within this many accuracy points of the longest cycle
+# "Competitive" (SC §4, Fig. 1b): the shortest cycle keeps most of the longest cycle's accuracy
+# gain over chance -- within this share of the longest cycle's error rate. A fixed point gap
+# fails on the paper's own numbers (its shortest cycle is 3 points below its longest).
+COMPETITIVE_ERROR_RATIO = 1.5
 
 
 @dataclass(frozen=True)
-class Config:
-    dataset: str = "fashion-mnist"
-    model: str = "lenet5"
-    batch_size: int = 128
-    weight_decay: float = 5e-4
-    lengths: tuple[int, ...] = (300, 600, 1200, 2400)  # total iterations of each 1cycle run
-    base_lr: float = 0.04  # max_lr / 4 (SC)
-    max_lr: float = 0.16  # accuracy peak of the F2 cpu range test (0.165, 2000 updates)
-    eval_every: int = 150
-    seeds: tuple[int, ...] = (0,)
-    bn_momentum: float | None = None  # ResNet only: 0.05 = Caffe's 0.95 moving average
+class Config(Base):
+    lengths: tuple[int, ...] = (350, 700, 1400, 2800)  # total iterations of each 1cycle run
+
+    SCALED = ("lengths",)
 
 
-PRESETS = {
-    "paper": Config(
-        dataset="cifar10",
-        model="resnet56",
-        batch_size=1000,
-        weight_decay=1e-4,
-        lengths=(5000, 10_000, 20_000, 40_000),
-        base_lr=0.1,
-        max_lr=3.0,
-        eval_every=1000,
-        bn_momentum=0.05,
-    ),
-    "cpu": Config(),
-    "smoke": Config(dataset="digits", batch_size=64, lengths=(10, 20), eval_every=10),
-}
+PRESETS = presets(
+    Config,
+    paper=dict(lengths=(5000, 10_000, 20_000, 40_000)),
+    gpu=dict(lengths=(150, 300, 600, 1200), seeds=(0,)),
+    cpu=dict(lengths=(350, 700, 1400, 2800)),
+    smoke=dict(lengths=(10, 20)),
+)
 
 
 def onecycle(steps: int, base_lr: float, max_lr: float) -> dict:
@@ -79,22 +68,20 @@ def onecycle(steps: int, base_lr: float, max_lr: float) -> dict:
 
 def config(cfg: Config, steps: int, seed: int) -> TrainConfig:
     return TrainConfig(
-        dataset=cfg.dataset,
-        model=cfg.model,
-        model_kwargs={} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum},
-        batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay,
+        **train_kwargs(cfg, seed),
         steps=steps,
         schedule=onecycle(steps, cfg.base_lr, cfg.max_lr),
-        eval_every=min(cfg.eval_every, steps),
-        seed=seed,
-        augment=cfg.dataset.startswith("cifar"),
+        eval_every=max(1, steps // cfg.evals_per_run),
     )
+
+
+def arms(cfg: Config, seed: int) -> dict[str, TrainConfig]:
+    return {f"onecycle_{n}": config(cfg, n, seed) for n in cfg.lengths}
 
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     results = run_arms(
-        lambda seed: {f"onecycle_{n}": config(cfg, n, seed) for n in cfg.lengths},
+        lambda seed: arms(cfg, seed),
         cfg.seeds,
         out=out,
         experiment=EXPERIMENT,
@@ -116,8 +103,8 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
         "claim": {
             "longer_gains": longest > shortest,
             "gain_points": gain,
-            "shortest_competitive": gain <= COMPETITIVE_POINTS,
-            "competitive_points": COMPETITIVE_POINTS,
+            "shortest_competitive": (1 - shortest) <= COMPETITIVE_ERROR_RATIO * (1 - longest),
+            "competitive_error_ratio": COMPETITIVE_ERROR_RATIO,
             "monotone": all(mean[a] <= mean[b] for a, b in zip(keys, keys[1:])),
         },
     }

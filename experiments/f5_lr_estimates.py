@@ -1,309 +1,371 @@
-"""F5 -- the simplified Hessian-free LR estimate vs iteration, under a fixed LR and under CLR.
+"""F5 -- the simplified Hessian-free LR estimate vs iteration, fixed vs CLR, against its null.
 
-Super-Convergence (Smith & Topin 2017, arXiv:1708.07120), Sec. 5 and Fig. 5 (v3: Fig. 3).
-From three consecutive iterates of SGD the paper estimates the locally optimal LR (Eq. 8,
-``secant``: ε* = ε Σ|θ_{i+1} − θ_i| / Σ|2θ_{i+1} − θ_i − θ_{i+2}|, no extra gradient), smoothed by
-an EMA (α = 0.1, initial value 0.1). Paper (ResNet-56, CIFAR-10): (a) every iteration for the
-first few hundred; (b) every 10th over the whole run. The estimates are large (≈ 2–6) -- far
-above the LR in use; under the fixed LR 0.1 the estimate spikes to ≈ 3 and then collapses to
-≈ 0.2; under CLR it stays high, peaks (≈ 6.7) where the LR peaks and settles (≈ 0.5) only
-late. (The ``paper`` preset's cycle, 0.1 → 3.0 → 0.1 with stepsize 5k of 10k iterations, is the
-methods notes' §6 reference cycle; the figure's exact CLR bounds are an assumption.) The paper
-derives Eq. 8 for plain SGD but trains with momentum 0.9 (so do we; under heavy-ball momentum β
-the secant estimates roughly (1 − β)·Σ|g|/Σ|Hg|: see ``hessian_lr.lr.estimator``).
+Super-Convergence (Smith & Topin 2017, arXiv:1708.07120), Sec. 5 and Fig. 5 (v3: Fig. 3). Eq. 8
+estimates the locally optimal LR from three iterates, ε* = ε_i Σ|θ_{i+s} − θ_i| /
+Σ|2θ_{i+s} − θ_i − θ_{i+2s}|, smoothed by an EMA (α = 0.1, started at 0.1). Paper (ResNet-56,
+CIFAR-10, momentum 0.9): (a) every iteration (s = 1) for the first few hundred; (b) every 10th
+(s = 10) over the whole run; estimates ≈ 2–6, far above the LR; under the fixed LR 0.1 the
+estimate spikes to ≈ 3 and falls to ≈ 0.2; under CLR 0.1 → 3 → 0.1 it stays high, peaks (≈ 6.7)
+with the LR and settles (≈ 0.5) late.
 
-On the same runs we also compute the exact-HVP estimates -- ``secant_hvp`` (Σ|g|/Σ|Hg|),
-``quadratic`` (gᵀg/gᵀHg) and ``sharpness`` (1/λ_max and 2/λ_max, warm-started Lanczos) -- on
-the training batch just used, every ``estimator_every`` steps (with the secant at that spacing).
-One ``LREstimator`` has one spacing, so panel (a)'s every-iteration secant comes from a second,
-shorter run of the same configuration and seed: on CPU training is deterministic and the
-estimators never touch the model or the optimizer, so its first ``every1_steps`` steps are the
-main run's steps (checked: ``replay_max_abs_loss_diff`` in the summary, 0.0 when identical).
+Redone (issue 12): the **paper's convention** (the spaced estimate multiplies by the single-step
+ε_i, as the authors' script), a **BatchNorm ResNet** (CIFAR-style, option-A shortcuts: the cpu/gpu
+family model of ``_presets``) on Fashion-MNIST with Caffe-style momentum 0.9, beside LeNet-5 as a
+second model; every arm also records
 
-Runs (per seed s): ``fixed_seed<s>`` and ``clr_seed<s>`` (all methods every k steps: records
-``estimates`` / ``estimates_smoothed``), ``fixed_every1_seed<s>`` and ``clr_every1_seed<s>``
-(secant every step, the first ``every1_steps`` steps only).
+* the **momentum-noise null** ε·c(μ, s) (``hessian_lr.lr.noise.noise_null``): what Eq. 8
+  returns when the steps are pure minibatch noise through momentum, whatever the curvature;
+* the **same-batch secant** Σ|Δθ|/Σ|∇f_B(θ_{t+1}) − ∇f_B(θ_t)| (one extra gradient on the batch
+  that took the step), which removes the batch-to-batch noise;
+* the exact-HVP estimates on a fixed held-out batch in **both** BatchNorm modes (``train``: batch
+  statistics, the loss SGD descends; ``eval``: running statistics): Σ|g|/Σ|Hg|, gᵀg/gᵀHg,
+  1/λ_max (Lanczos).
 
-summary.json (first seed's runs; numbers from the records, no recomputation needed):
+One arm per (model, schedule, seed), ``<model>_<fixed|clr>_seed<s>`` (the BN ResNet's model
+prefix is ``bn``, LeNet's ``lenet``); s = 1 and s = 10 come from the same trajectory. Each arm is
+one process (``jobs`` in parallel, one torch thread each; ``run_all.py`` runs them as units).
 
-* ``lr``: the fixed LR and the CLR bounds, ``lr_peak_step`` (CLR), ``steps``, ``every``.
-* ``arms.<fixed|clr>``:
-  ``final_test_accuracy``; ``replay_max_abs_loss_diff``;
-  ``panel_a`` (secant every step) and ``panel_b.<method>`` for ``secant``, ``secant_hvp``,
-  ``quadratic``, ``sharpness`` (1/λ_max) and ``sharpness_stable`` (2/λ_max), each with
-  ``smoothed`` (the EMA as recorded; for 2/λ_max the EMA with the same α and initial value)
-  and ``raw`` statistics: ``peak``, ``peak_step``,
-  ``final``, ``median``, ``median_over_lr``, ``peak_over_lr``, ``final_over_lr``, ``n``;
-  ``raw`` also has ``final_mean`` (mean of the last 10 % of the estimates; raw values are
-  noisy) and ``peak_smooth`` / ``peak_smooth_step`` (maximum of a centered 5-point median).
-* ``checks``: the figure's claims on these numbers (each ``{"holds": bool, ...numbers}``):
-  ``far_above_lr`` (median smoothed secant / LR > 1 in both arms; the paper: 20–60x),
-  ``fixed_spike_then_collapse`` (fixed arm's raw smoothed-median peak in the first third of
-  the run and final ≤ 0.5 × peak), ``clr_stays_high`` (CLR final > fixed final, secant),
-  ``clr_peaks_with_lr`` (CLR secant peak within 20 % of the run of the LR peak). The checks
-  use the ``raw`` peak of a 5-point running median, since the EMA's initial value 0.1 dominates
-  its first ~20 values.
+summary.json: ``null`` (c(μ, s) per spacing), ``arms.<arm>`` (per spacing: median ratio
+estimate/ε over the run and its first/last thirds, ratio to the null; same-batch median ratio;
+EMA statistics in LR units; exact-HVP medians per BN mode; log-log correlation of the s = 1
+estimate with the LR), and ``checks`` (the paper's four claims re-judged in the paper's
+convention on the BN ResNet, plus the null and BN-mode findings), each with the deciding number.
 """
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any
 
-from _common import cli, experiment_name, run_arms, train_kwargs
-
-from hessian_lr.records import Run
-from hessian_lr.training.runner import TrainConfig
+import numpy as np
+from _common import cli, experiment_name, summarize_only
+from _presets import Base, forward_macs, presets
+from _secant_lab import ArmSpec, arm_macs, load_arm, run_arm, run_arms_parallel
+from _secant_stats import EMA_INIT, ema, estimates, med, running_median, series
 
 EXPERIMENT = experiment_name(__file__)
-HVP_METHODS = ("secant_hvp", "quadratic", "sharpness")
-EMA_ALPHA, EMA_INIT = 0.1, 0.1  # the paper's (and LREstimator's default) EMA
+RESUMABLE = True  # units checkpoint and stop cleanly on run_all's SIGUSR1 (_common.request_stop)
+AT_NULL = (0.8, 1.25)  # a median ratio/c inside this band is "at the momentum-noise null"
 
 
 @dataclass(frozen=True)
-class Config:
-    dataset: str = "fashion-mnist"
-    model: str = "lenet5"
-    batch_size: int = 128
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    steps: int = 1200  # the whole run (panel b)
-    fixed_lr: float = 0.01
-    clr_base_lr: float = 0.01
-    clr_max_lr: float = 0.2
-    clr_step_size: int = 600  # half cycle; steps = 2 x step_size is one triangle as in the paper
-    every1_steps: int = 300  # panel (a): secant every iteration over the first steps
-    estimator_every: int = 20  # panel (b): every k-th step, all methods
-    eval_every: int = 100
-    seeds: tuple[int, ...] = (0,)
-    bn_momentum: float | None = None  # ResNet only: 0.05 = Caffe's 0.95 moving average
+class Config(Base):
+    steps: int = 600
+    fixed_lr: float = 0.1  # the paper's
+    clr_base_lr: float = 0.1  # the paper's CLR 0.1 -> 3.0 -> 0.1, one triangle over the run
+    clr_max_lr: float = 3.0
+    spacings: tuple[int, ...] = (1, 10)
+    same_batch_every: int = 5
+    probe_every: int = 30
+    probe_batch: int = 128
+    lanczos_tol: float = 1e-2
+    lanczos_max_iter: int = 30
+    eval_size: int = 2000
+    # The second model (LeNet-5, no BN; its own LRs as the old cpu preset); "" to skip.
+    second_model: str = "lenet5"
+    second_fixed_lr: float = 0.01
+    second_clr_base_lr: float = 0.01
+    second_clr_max_lr: float = 0.2
+    second_weight_decay: float = 5e-4
+    data_root: str = ""  # a folder holding the dataset ("" = the usual search path)
+    jobs: int = 1  # arms run in parallel processes (1: in this process)
+    checkpoint_seconds: float = 60.0
+
+    SCALED = ("steps", "probe_every")
 
 
-PRESETS = {
-    "paper": Config(
-        dataset="cifar10",
-        model="resnet56",
-        batch_size=1000,
-        weight_decay=1e-4,
-        steps=10_000,
-        fixed_lr=0.1,
-        clr_base_lr=0.1,
-        clr_max_lr=3.0,
-        clr_step_size=5000,
-        every1_steps=300,
-        estimator_every=10,
-        eval_every=500,
-        bn_momentum=0.05,
+PRESETS = presets(
+    Config,
+    paper=dict(steps=10_000, probe_every=100, probe_batch=1000, seeds=(0,), jobs=4),
+    # ResNet-20 on Fashion-MNIST, batch 512: 3000 iterations = 26 epochs.
+    gpu=dict(
+        steps=3000,
+        same_batch_every=1,
+        probe_every=100,
+        probe_batch=512,
+        seeds=(0,),
+        jobs=4,
+        eval_size=10_000,
     ),
-    "cpu": Config(),
-    "smoke": Config(
-        dataset="digits",
-        batch_size=64,
-        steps=40,
-        clr_step_size=20,
-        every1_steps=12,
-        estimator_every=5,
-        eval_every=20,
+    # ResNet-8 (16 filters), batch 128: 600 iterations = 1.3 epochs; ~5 min per BN arm.
+    cpu=dict(seeds=(0,)),
+    smoke=dict(
+        steps=30,
+        probe_every=10,
+        probe_batch=32,
+        same_batch_every=2,
+        eval_size=100,
+        seeds=(0,),
+        lanczos_max_iter=8,
     ),
-}
+)
 
 
-def schedules(cfg: Config) -> dict[str, dict[str, Any]]:
-    """The two arms' schedules (CLR triangular, momentum held at ``cfg.momentum``)."""
+def _model_kwargs(cfg: Config) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if cfg.width is not None:
+        kw["width"] = cfg.width
+    if cfg.bn_momentum is not None:
+        kw["bn_momentum"] = cfg.bn_momentum
+    return kw
+
+
+def _schedules(base: float, peak: float, fixed: float, steps: int, mom: float) -> dict:
     return {
-        "fixed": {"type": "Constant", "base_lr": cfg.fixed_lr},
+        "fixed": {"type": "Constant", "base_lr": fixed},
         "clr": {
             "type": "Cyclic",
-            "base_lr": cfg.clr_base_lr,
-            "max_lr": cfg.clr_max_lr,
-            "step_size_up": cfg.clr_step_size,
+            "base_lr": base,
+            "max_lr": peak,
+            "step_size_up": max(1, steps // 2),
             "mode": "triangular",
-            "base_momentum": cfg.momentum,
-            "max_momentum": cfg.momentum,
+            "base_momentum": mom,
+            "max_momentum": mom,
         },
     }
 
 
-def configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
-    """The four runs of one seed: ``<arm>`` (all methods every k) and ``<arm>_every1``."""
-    common = dict(train_kwargs(cfg, seed), eval_every=cfg.eval_every)
-    out = {}
-    for arm, sched in schedules(cfg).items():
-        out[arm] = TrainConfig(
-            **common,
-            steps=cfg.steps,
-            schedule=sched,
-            estimator_methods=("secant", *HVP_METHODS),
-            estimator_every=cfg.estimator_every,
+def specs(cfg: Config) -> list[ArmSpec]:
+    """Every arm of the experiment (all seeds)."""
+    out = []
+    common = dict(
+        steps=cfg.steps,
+        dataset=cfg.dataset,
+        data_root=cfg.data_root,
+        batch_size=cfg.batch_size,
+        momentum=cfg.momentum,
+        spacings=tuple(cfg.spacings),
+        same_batch_every=cfg.same_batch_every,
+        probe_every=cfg.probe_every,
+        probe_batch=cfg.probe_batch,
+        lanczos_tol=cfg.lanczos_tol,
+        lanczos_max_iter=cfg.lanczos_max_iter,
+        eval_size=cfg.eval_size,
+        checkpoint_seconds=cfg.checkpoint_seconds,
+    )
+    models = [
+        (
+            "bn",
+            cfg.model,
+            _model_kwargs(cfg),
+            cfg.weight_decay,
+            _schedules(cfg.clr_base_lr, cfg.clr_max_lr, cfg.fixed_lr, cfg.steps, cfg.momentum),
         )
-        out[f"{arm}_every1"] = TrainConfig(
-            **common,
-            steps=min(cfg.every1_steps, cfg.steps),
-            schedule=sched,
-            estimator_methods=("secant",),
-            estimator_every=1,
+    ]
+    if cfg.second_model:
+        models.append(
+            (
+                "lenet" if "lenet" in cfg.second_model else "second",
+                cfg.second_model,
+                {},
+                cfg.second_weight_decay,
+                _schedules(
+                    cfg.second_clr_base_lr,
+                    cfg.second_clr_max_lr,
+                    cfg.second_fixed_lr,
+                    cfg.steps,
+                    cfg.momentum,
+                ),
+            )
         )
+    for seed in cfg.seeds:
+        for prefix, model, kw, wd, scheds in models:
+            for arm, sched in scheds.items():
+                out.append(
+                    ArmSpec(
+                        name=f"{prefix}_{arm}_seed{seed}",
+                        schedule=sched,
+                        model=model,
+                        model_kwargs=kw,
+                        weight_decay=wd,
+                        seed=seed,
+                        **common,
+                    )
+                )
     return out
+
+
+def plan(cfg: Config) -> list[dict[str, Any]]:
+    """The units for ``run_all``: one per arm, with its estimated multiply-accumulates."""
+    out = []
+    for s in specs(cfg):
+        fwd = forward_macs(s.model, dataset=cfg.dataset, width=s.model_kwargs.get("width"))
+        out.append({"name": s.name, "seed": s.seed, "macs": arm_macs(s, fwd)})
+    return out
+
+
+def run_unit(cfg: Config, name: str, *, out: str, device: str) -> dict:
+    """Run (or resume, or skip) one arm by name."""
+    for s in specs(cfg):
+        if s.name == name:
+            return run_arm(s, out, EXPERIMENT, device, stop=_stop_requested)
+    raise KeyError(f"{EXPERIMENT} has no unit {name!r}")
+
+
+def _stop_requested() -> bool:
+    import _common
+
+    return bool(_common._STATE.get("stop"))
 
 
 # ----------------------------------------------------------------------------------- summary
-def _ema(values: list[float]) -> list[float]:
-    out, s = [], EMA_INIT
-    for v in values:
-        s = EMA_ALPHA * v + (1 - EMA_ALPHA) * s
-        out.append(s)
-    return out
+def _third(steps: list[int], vals: list[float], n: int, which: str) -> float:
+    lo, hi = {"first": (0, n / 3), "last": (2 * n / 3, n + 1), "all": (0, n + 1)}[which]
+    return med([v for t, v in zip(steps, vals) if lo <= t < hi])
 
 
-def _running_median(values: list[float], width: int = 5) -> list[float]:
-    h = width // 2
-    return [statistics.median(values[max(0, i - h) : i + h + 1]) for i in range(len(values))]
-
-
-def _stats(steps: list[int], values: list[float], lrs: list[float], *, raw: bool) -> dict:
-    """Peak, final, median (and their ratios to the LR in use) of one estimate series."""
-    if not values:
-        return {"n": 0}
-    i = max(range(len(values)), key=values.__getitem__)
-    ratios = [v / lr for v, lr in zip(values, lrs)]
-    out = {
-        "n": len(values),
-        "peak": values[i],
-        "peak_step": steps[i],
-        "final": values[-1],
-        "median": statistics.median(values),
-        "peak_over_lr": ratios[i],
-        "final_over_lr": ratios[-1],
-        "median_over_lr": statistics.median(ratios),
+def summarize_arm(arm: dict[str, Any]) -> dict[str, Any]:
+    """Numbers of one arm (see the module docstring)."""
+    n = arm["steps_done"]
+    spec = arm["spec"]
+    out: dict[str, Any] = {
+        "status": arm["status"],
+        "model": spec["model"],
+        "final_test_accuracy": arm["final_test_accuracy"],
+        "seconds_per_step": arm["seconds_per_step"],
+        "secant": {},
     }
-    if raw:
-        tail = values[-max(1, len(values) // 10) :]
-        out["final_mean"] = sum(tail) / len(tail)
-        smooth = _running_median(values)
-        j = max(range(len(smooth)), key=smooth.__getitem__)
-        out["peak_smooth"] = smooth[j]
-        out["peak_smooth_step"] = steps[j]
-    return out
-
-
-def _series(records: list[dict], method: str, field: str = "lr") -> tuple[list, list, list]:
-    """(steps, raw values, LRs) of one method's finite estimates."""
-    steps, values, lrs = [], [], []
-    for r in records:
-        est = (r.get("estimates") or {}).get(method)
-        if est is None or est.get(field) is None:
-            continue
-        steps.append(r["step"])
-        values.append(float(est[field]))
-        lrs.append(float(r["lr"]))
-    return steps, values, lrs
-
-
-def _smoothed(records: list[dict], method: str) -> tuple[list, list, list]:
-    steps, values, lrs = [], [], []
-    for r in records:
-        sm = r.get("estimates_smoothed") or {}
-        if method in sm and sm[method] is not None and method in (r.get("estimates") or {}):
-            steps.append(r["step"])
-            values.append(float(sm[method]))
-            lrs.append(float(r["lr"]))
-    return steps, values, lrs
-
-
-def summarize_arm(main: list[dict], every1: list[dict]) -> dict[str, Any]:
-    """Statistics of every estimate series of one arm (see the module docstring)."""
-    panel_b: dict[str, Any] = {}
-    for method in ("secant", *HVP_METHODS):
-        s, v, lr = _series(main, method)
-        ss, sv, slr = _smoothed(main, method)
-        panel_b[method] = {
-            "raw": _stats(s, v, lr, raw=True),
-            "smoothed": _stats(ss, sv, slr, raw=False),
+    lrs = np.asarray([np.nan if v is None else v for v in arm["lr"]], dtype=float)
+    for s_txt, c in arm["null"].items():
+        s = int(s_txt)
+        steps, ratios = series(arm, "secant", s)
+        _, est = estimates(arm, "secant", s)
+        sm = ema(est)
+        entry = {
+            "null": c,
+            "n": len(ratios),
+            "median_ratio": med(ratios),
+            "median_ratio_first_third": _third(steps, ratios, n, "first"),
+            "median_ratio_last_third": _third(steps, ratios, n, "last"),
         }
-    s, v, lr = _series(main, "sharpness", "lr_stable")
-    panel_b["sharpness_stable"] = {
-        "raw": _stats(s, v, lr, raw=True),
-        "smoothed": _stats(s, _ema(v), lr, raw=False),
-    }
-    s, v, lr = _series(every1, "secant")
-    ss, sv, slr = _smoothed(every1, "secant")
-    panel_a = {"raw": _stats(s, v, lr, raw=True), "smoothed": _stats(ss, sv, slr, raw=False)}
-    common = min(len(main), len(every1))
-    diffs = [
-        abs(a["train_loss"] - b["train_loss"])
-        for a, b in zip(main[:common], every1[:common])
-        if a.get("train_loss") is not None and b.get("train_loss") is not None
-    ]
-    accs = [r["test_accuracy"] for r in main if r.get("test_accuracy") is not None]
-    return {
-        "final_test_accuracy": accs[-1] if accs else None,
-        "replay_max_abs_loss_diff": max(diffs) if diffs else None,
-        "panel_a": panel_a,
-        "panel_b": panel_b,
-    }
+        entry["median_ratio_over_null"] = entry["median_ratio"] / c
+        if est:
+            rm = running_median(est)
+            j = int(np.argmax(rm))
+            tail = est[-max(1, len(est) // 10) :]
+            ratio_sm = [v / lrs[t] for v, t in zip(sm, steps)]
+            entry.update(
+                peak_smooth=rm[j],
+                peak_smooth_step=steps[j],
+                final_mean=float(np.mean(tail)),
+                ema_median_over_lr=med(ratio_sm),
+                ema_final=sm[-1],
+                ema_peak=max(sm),
+            )
+            loglr = np.log(lrs[steps])
+            if np.std(loglr) > 1e-12:
+                entry["loglog_corr_with_lr"] = float(np.corrcoef(np.log(est), loglr)[0, 1])
+        out["secant"][s_txt] = entry
+    _, sb = series(arm, "same_batch")
+    out["same_batch_median_ratio"] = med(sb)
+    out["exact"] = {}
+    for mode in arm["spec"]["bn_modes"]:
+        vals = arm["probes"].get(mode) or {}
+        out["exact"][mode] = {
+            k: med(vals.get(k, [])) for k in ("secant_hvp", "quadratic", "newton", "lambda_max")
+        }
+    return out
 
 
-def checks(arms: dict[str, Any], cfg: Config) -> dict[str, Any]:
-    """The F5 claims, evaluated on the secant numbers (see the module docstring)."""
-    fixed = arms["fixed"]["panel_b"]["secant"]
-    clr = arms["clr"]["panel_b"]["secant"]
-    if not fixed["raw"].get("n") or not clr["raw"].get("n"):
+def checks(arms: dict[str, Any], prefix: str = "bn") -> dict[str, Any]:
+    """The F5 claims on one model's fixed/clr arms (first seed), in the paper's convention."""
+    fx, cl = arms.get(f"{prefix}_fixed"), arms.get(f"{prefix}_clr")
+    if not fx or not cl or "10" not in fx["secant"] or not fx["secant"]["10"].get("n"):
         return {}
-    medians = {a: arms[a]["panel_b"]["secant"]["smoothed"]["median_over_lr"] for a in arms}
-    f_peak, f_step = fixed["raw"]["peak_smooth"], fixed["raw"]["peak_smooth_step"]
-    f_final = fixed["raw"]["final_mean"]
-    c_step = clr["raw"]["peak_smooth_step"]
-    return {
+    f10, c10 = fx["secant"]["10"], cl["secant"]["10"]
+    total = max(fx.get("steps", 0), 1)
+    f1, c1 = fx["secant"].get("1", {}), cl["secant"].get("1", {})
+    out = {
         "far_above_lr": {
-            "holds": all(m > 1 for m in medians.values()),
-            "median_smoothed_over_lr": medians,
+            "holds": f10["ema_median_over_lr"] > 1 and c10["ema_median_over_lr"] > 1,
+            "median_ema_over_lr": {
+                "fixed": f10["ema_median_over_lr"],
+                "clr": c10["ema_median_over_lr"],
+            },
+            "null": f10["null"],
         },
         "fixed_spike_then_collapse": {
-            "holds": f_step <= cfg.steps / 3 and f_final <= 0.5 * f_peak,
-            "peak": f_peak,
-            "peak_step": f_step,
-            "final": f_final,
-            "final_over_peak": f_final / f_peak,
+            "holds": f10["peak_smooth_step"] <= total / 3
+            and f10["final_mean"] <= 0.5 * f10["peak_smooth"],
+            "peak": f10["peak_smooth"],
+            "peak_step": f10["peak_smooth_step"],
+            "final": f10["final_mean"],
+            "final_over_peak": f10["final_mean"] / f10["peak_smooth"],
         },
         "clr_stays_high": {
-            "holds": clr["raw"]["final_mean"] > f_final,
-            "clr_final": clr["raw"]["final_mean"],
-            "fixed_final": f_final,
+            "holds": c10["final_mean"] > f10["final_mean"],
+            "clr_final": c10["final_mean"],
+            "fixed_final": f10["final_mean"],
         },
         "clr_peaks_with_lr": {
-            "holds": abs(c_step - cfg.clr_step_size) <= 0.2 * cfg.steps,
-            "estimate_peak_step": c_step,
-            "lr_peak_step": cfg.clr_step_size,
+            "holds": abs(c10["peak_smooth_step"] - total // 2) <= 0.2 * total,
+            "estimate_peak_step": c10["peak_smooth_step"],
+            "lr_peak_step": total // 2,
         },
     }
+    if f1.get("n") and c1.get("n"):
+        r = {"fixed": f1["median_ratio_over_null"], "clr": c1["median_ratio_over_null"]}
+        out["every_iteration_at_null"] = {
+            "holds": all(AT_NULL[0] <= v <= AT_NULL[1] for v in r.values()),
+            "ratio_over_null": r,
+            "median_ratio": {"fixed": f1["median_ratio"], "clr": c1["median_ratio"]},
+            "null": f1["null"],
+            "band": list(AT_NULL),
+        }
+        if "loglog_corr_with_lr" in c1:
+            out["clr_tracks_lr"] = {
+                "holds": c1["loglog_corr_with_lr"] >= 0.9,
+                "corr": c1["loglog_corr_with_lr"],
+            }
+    ex = fx.get("exact", {})
+    if "train" in ex and "eval" in ex:
+        tr, ev = ex["train"].get("newton"), ex["eval"].get("newton")
+        if tr and ev and math.isfinite(tr) and math.isfinite(ev):
+            out["bn_modes_differ"] = {
+                "holds": max(tr / ev, ev / tr) >= 2.0,
+                "newton_train_over_eval": tr / ev,
+            }
+    return out
+
+
+def summarize(cfg: Config, out: str) -> dict[str, Any]:
+    seed = cfg.seeds[0]
+    arms: dict[str, Any] = {}
+    for s in specs(cfg):
+        if s.seed != seed:
+            continue
+        arm = load_arm(out, EXPERIMENT, s.name)
+        if arm is not None:
+            key = s.name.rsplit("_seed", 1)[0]
+            arms[key] = {**summarize_arm(arm), "steps": s.steps}
+    result = {
+        "seed": seed,
+        "steps": cfg.steps,
+        "spacings": list(cfg.spacings),
+        "momentum": cfg.momentum,
+        "ema": {"alpha": 0.1, "init": EMA_INIT},
+        "lr": {"fixed": cfg.fixed_lr, "clr": [cfg.clr_base_lr, cfg.clr_max_lr]},
+        "second_lr": {
+            "fixed": cfg.second_fixed_lr,
+            "clr": [cfg.second_clr_base_lr, cfg.second_clr_max_lr],
+        },
+        "at_null_band": list(AT_NULL),
+        "arms": arms,
+        "checks": checks(arms, "bn"),
+        "checks_second": checks(arms, "lenet"),
+    }
+    return result
 
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
-    arms: dict[str, Any] = {}
-    run_arms(
-        lambda seed: configs(cfg, seed),
-        cfg.seeds,
-        out=out,
-        experiment=EXPERIMENT,
-        device=device,
-        progress=progress,
-    )
-    seed = cfg.seeds[0]
-    for arm in schedules(cfg):
-        main_recs = Run(out, EXPERIMENT, f"{arm}_seed{seed}").records()
-        every1 = Run(out, EXPERIMENT, f"{arm}_every1_seed{seed}").records()
-        arms[arm] = summarize_arm(main_recs, every1)
-    return {
-        "lr": {"fixed": cfg.fixed_lr, "clr": [cfg.clr_base_lr, cfg.clr_max_lr]},
-        "lr_peak_step": cfg.clr_step_size,
-        "steps": cfg.steps,
-        "every": cfg.estimator_every,
-        "every1_steps": min(cfg.every1_steps, cfg.steps),
-        "seed": seed,
-        "arms": arms,
-        "checks": checks(arms, cfg),
-    }
+    if not summarize_only():
+        run_arms_parallel(specs(cfg), out, EXPERIMENT, device=device, jobs=cfg.jobs)
+    return summarize(cfg, out)
+
+
+def smoke_config(**changes: Any) -> Config:
+    return replace(PRESETS["smoke"], **changes)
 
 
 if __name__ == "__main__":

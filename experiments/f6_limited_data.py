@@ -31,6 +31,7 @@ import statistics
 from dataclasses import dataclass
 
 from _common import cli, experiment_name, onecycle_pc_schedules, run_arms, train_kwargs
+from _presets import Base, presets
 
 from hessian_lr.records import read_records
 from hessian_lr.training.runner import TrainConfig
@@ -39,49 +40,21 @@ EXPERIMENT = experiment_name(__file__)
 
 
 @dataclass(frozen=True)
-class Config:
-    dataset: str = "fashion-mnist"
-    model: str = "lenet5"
-    batch_size: int = 128
-    weight_decay: float = 5e-4
-    momentum: float = 0.9  # PC's momentum (1cycle cycles it)
-    fractions: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1)
-    onecycle_steps: int = 250
-    pc_factor: int = 2  # PC runs pc_factor x onecycle_steps iterations
-    base_lr: float = 0.04  # max_lr / 4 (SC)
-    max_lr: float = 0.16  # accuracy peak of the F2 cpu range test (0.165, 2000 updates)
-    pc_lr: float = 0.05
-    eval_every: int = 125
-    seeds: tuple[int, ...] = (0, 1)
-    bn_momentum: float | None = None
+class Config(Base):
+    fractions: tuple[float, ...] = (1.0, 0.4, 0.2)  # the paper's 50k, 20k, 10k of 50k images
+    onecycle_steps: int = 700
+    pc_factor: int = 8  # PC runs pc_factor x onecycle_steps iterations (paper: 80k / 10k)
+
+    SCALED = ("onecycle_steps",)
 
 
-PRESETS = {
-    "paper": Config(
-        dataset="cifar10",
-        model="resnet56",
-        batch_size=1000,
-        weight_decay=1e-4,
-        fractions=(1.0, 0.4, 0.2),  # 50k, 20k, 10k images
-        onecycle_steps=10_000,
-        pc_factor=8,
-        base_lr=0.1,
-        max_lr=3.0,
-        pc_lr=0.35,
-        eval_every=1000,
-        seeds=(0,),
-        bn_momentum=0.05,
-    ),
-    "cpu": Config(),
-    "smoke": Config(
-        dataset="digits",
-        batch_size=64,
-        fractions=(1.0, 0.5),
-        onecycle_steps=10,
-        eval_every=5,
-        seeds=(0,),
-    ),
-}
+PRESETS = presets(
+    Config,
+    paper=dict(onecycle_steps=10_000),
+    gpu=dict(fractions=(1.0, 0.2), onecycle_steps=300, seeds=(0,)),
+    cpu=dict(fractions=(1.0, 0.2), onecycle_steps=700),
+    smoke=dict(fractions=(1.0, 0.5), onecycle_steps=10, pc_factor=2),
+)
 
 
 def key(fraction: float) -> str:
@@ -90,18 +63,25 @@ def key(fraction: float) -> str:
     return f"p{round(pct)}" if abs(pct - round(pct)) < 1e-9 else f"p{pct:g}"
 
 
-def configs(cfg: Config, fraction: float, seed: int) -> dict[str, TrainConfig]:
+def fraction_arms(cfg: Config, fraction: float, seed: int) -> dict[str, TrainConfig]:
     """The 1cycle and PC runs on ``fraction`` of the training set for ``seed``."""
-    common = dict(
-        train_kwargs(cfg, seed),
-        subset=None if fraction >= 1.0 else fraction,
-        eval_every=cfg.eval_every,
-    )
+    common = dict(train_kwargs(cfg, seed), subset=None if fraction >= 1.0 else fraction)
     n1, n2 = cfg.onecycle_steps, cfg.pc_factor * cfg.onecycle_steps
     sched = onecycle_pc_schedules(cfg, n1, n2)
+
+    def run(steps: int, schedule: dict) -> TrainConfig:
+        every = max(1, steps // cfg.evals_per_run)
+        return TrainConfig(**common, steps=steps, schedule=schedule, eval_every=every)
+
+    return {"onecycle": run(n1, sched["onecycle"]), "pc": run(n2, sched["pc"])}
+
+
+def arms(cfg: Config, seed: int) -> dict[str, TrainConfig]:
+    """Every run of one seed: ``<arm>_p<percent>``."""
     return {
-        "onecycle": TrainConfig(**common, steps=n1, schedule=sched["onecycle"]),
-        "pc": TrainConfig(**common, steps=n2, schedule=sched["pc"]),
+        f"{arm}_{key(fraction)}": tcfg
+        for fraction in cfg.fractions
+        for arm, tcfg in fraction_arms(cfg, fraction, seed).items()
     }
 
 
@@ -117,11 +97,7 @@ def steps_to_reach(run_dir, target: float | None) -> int | None:
 
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     results = run_arms(
-        lambda seed: {
-            f"{arm}_{key(fraction)}": tcfg
-            for fraction in cfg.fractions
-            for arm, tcfg in configs(cfg, fraction, seed).items()
-        },
+        lambda seed: arms(cfg, seed),
         cfg.seeds,
         out=out,
         experiment=EXPERIMENT,

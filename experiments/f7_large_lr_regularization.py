@@ -35,7 +35,8 @@ import time
 from dataclasses import dataclass
 
 import torch
-from _common import cli, experiment_name
+from _common import cli, experiment_name, summarize_only
+from _presets import Base, presets, train_macs
 from f2_range_test import range_test
 
 from hessian_lr.records import Run, now, read_json, run_metadata, write_json_atomic
@@ -47,39 +48,40 @@ EXPERIMENT = experiment_name(__file__)
 
 
 @dataclass(frozen=True)
-class Config:
-    dataset: str = "fashion-mnist"
-    model: str = "lenet5"
-    batch_size: int = 128
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
+class Config(Base):
     start_lr: float = 0.0
-    end_lr: float = 0.6
+    end_lr: float = 3.0
     num_steps: int = 1500
     train_eval_size: int = 5000  # training examples the training loss is evaluated on
     val_points: int = 30  # evaluations per test
     diverge_factor: float = 4.0
     smoothing: float = 0.98
     curvature_check: bool = False
-    seeds: tuple[int, ...] = (0,)
-    bn_momentum: float | None = None
+
+    SCALED = ("num_steps",)
 
 
-PRESETS = {
-    "paper": Config(
-        dataset="cifar10",
-        model="resnet56",
-        batch_size=1000,
-        weight_decay=1e-4,
-        end_lr=3.0,
-        num_steps=20000,
-        bn_momentum=0.05,
-    ),
-    "cpu": Config(),
-    "smoke": Config(
-        dataset="digits", batch_size=64, end_lr=2.0, num_steps=30, train_eval_size=300, val_points=5
-    ),
-}
+PRESETS = presets(
+    Config,
+    paper=dict(end_lr=3.0, num_steps=20000),
+    gpu=dict(end_lr=3.0, num_steps=1000, seeds=(0,)),
+    cpu=dict(end_lr=3.0, num_steps=1500, seeds=(0,)),
+    smoke=dict(end_lr=2.0, num_steps=30, train_eval_size=300, val_points=5),
+)
+
+
+def plan(cfg: Config) -> list[dict]:
+    """One unit per seed, ``seed<s>``: two range-test passes (not resumable)."""
+    evals = cfg.val_points * (cfg.train_eval_size + 10_000) / (3.0 * cfg.batch_size)
+    macs = train_macs(cfg, 2 * cfg.num_steps + round(evals))
+    return [{"name": f"seed{seed}", "seed": seed, "macs": macs} for seed in cfg.seeds]
+
+
+def run_unit(cfg: Config, name: str, *, out: str, device: str) -> dict | None:
+    for seed in cfg.seeds:
+        if name == f"seed{seed}":
+            return run_seed(cfg, seed, out=out, device=device, progress=False)
+    raise KeyError(f"{EXPERIMENT} has no unit {name!r}")
 
 
 def _batches(x: torch.Tensor, y: torch.Tensor, size: int = 1000) -> list[tuple]:
@@ -139,7 +141,7 @@ def describe(c: dict[str, list], on_train: RangeTestResult, on_test: RangeTestRe
     return out
 
 
-def run_seed(cfg: Config, seed: int, *, out: str, device: str, progress: bool) -> dict:
+def run_seed(cfg: Config, seed: int, *, out: str, device: str, progress: bool) -> dict | None:
     """Both passes of seed ``seed`` (or their saved results) -> the run's description."""
     run = Run(out, EXPERIMENT, f"seed{seed}")
     paths = {k: run.dir / f"range_test_{k}.json" for k in ("train", "test")}
@@ -147,6 +149,8 @@ def run_seed(cfg: Config, seed: int, *, out: str, device: str, progress: bool) -
         res = {k: RangeTestResult.from_dict(read_json(p)) for k, p in paths.items()}
         print(f"  {EXPERIMENT}/{run.name}: finished (cached)", flush=True)
         return describe(read_json(run.dir / "curves.json"), res["train"], res["test"])
+    if summarize_only():
+        return None
     dev = resolve_device(device)
     write_json_atomic(run.config_path, {**dataclasses.asdict(cfg), "seed": seed})
     run.update_meta(
@@ -186,7 +190,9 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     runs = {
         f"seed{s}": run_seed(cfg, s, out=out, device=device, progress=progress) for s in cfg.seeds
     }
-    return {"runs": runs, "claim": {"holds_all": all(r["holds"] for r in runs.values())}}
+    runs = {k: v for k, v in runs.items() if v is not None}  # summarize-only: finished ones
+    holds = bool(runs) and all(r["holds"] for r in runs.values())
+    return {"runs": runs, "claim": {"holds_all": holds}}
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ batches do slightly better.
 Protocol: the F3 1cycle (45 % up, 45 % down, 10 % annihilation; ``base_lr``/``max_lr`` from the
 F2 range test) around a base setting (``weight_decay``, cyclical momentum 0.95 -> 0.85 -> 0.95,
 ``batch_size``), changing one factor at a time. Constant momentum m is a 1cycle whose momentum
-bounds are both m. Batch-size runs see the same number of examples (epochs) as the base run --
-``onecycle_steps`` x ``batch_size`` / b iterations -- with the same LRs (``batch_protocol =
-"epochs"``; ``"steps"`` keeps the iteration count instead).
+bounds are both m. Batch-size runs keep the iteration count, as the paper does (``batch_protocol = "steps"``;
+``"epochs"`` sees the same number of examples instead: ``onecycle_steps`` x ``batch_size`` / b
+iterations), with the same LRs.
 
 Runs: ``base_seed<s>`` (the base setting: it is the cyclical-momentum point of the momentum
 sweep and the base point of the other two), ``wd<value>_seed<s>`` (``wd1e-04``),
@@ -32,7 +32,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from _common import cli, experiment_name, run_arms
+from _common import cli, experiment_name, run_arms, train_kwargs
+from _presets import Base, presets
 
 from hessian_lr.training.runner import TrainConfig
 
@@ -40,49 +41,28 @@ EXPERIMENT = experiment_name(__file__)
 
 
 @dataclass(frozen=True)
-class Config:
-    dataset: str = "fashion-mnist"
-    model: str = "lenet5"
-    batch_size: int = 128  # base setting
-    weight_decay: float = 5e-4  # base setting
-    onecycle_steps: int = 500  # at the base batch size
-    base_lr: float = 0.04  # max_lr / 4 (SC)
-    max_lr: float = 0.16  # accuracy peak of the F2 cpu range test (0.165, 2000 updates)
+class Config(Base):
+    onecycle_steps: int = 700  # at every batch size (batch_protocol "steps")
     weight_decays: tuple[float, ...] = (1e-3, 1e-4, 1e-5, 1e-6)
     momenta: tuple[float, ...] = (0.8, 0.85, 0.9, 0.95)  # constant; the base run is cyclical
     cyclical_momentum: tuple[float, float] = (0.85, 0.95)  # (at the LR peak, at base LR)
-    batch_sizes: tuple[int, ...] = (64, 256, 512)
-    batch_protocol: str = "epochs"  # "epochs": same examples seen; "steps": same iterations
-    eval_every: int = 125  # at the base batch size (scaled with the run length)
-    seeds: tuple[int, ...] = (0,)
-    bn_momentum: float | None = None
+    batch_sizes: tuple[int, ...] = (64, 256)
+    batch_protocol: str = "steps"  # "steps": same iterations (the paper); "epochs": same examples
+
+    SCALED = ("onecycle_steps",)
 
 
-PRESETS = {
-    "paper": Config(
-        dataset="cifar10",
-        model="resnet56",
-        batch_size=1000,
-        weight_decay=1e-4,
-        onecycle_steps=10_000,
-        base_lr=0.1,
-        max_lr=3.0,
-        weight_decays=(1e-3, 1e-5, 1e-6),
-        batch_sizes=(256, 512, 1536),
-        eval_every=1000,
-        bn_momentum=0.05,
+PRESETS = presets(
+    Config,
+    paper=dict(
+        onecycle_steps=10_000, weight_decays=(1e-3, 1e-4, 1e-5, 1e-6), batch_sizes=(256, 512, 1536)
     ),
-    "cpu": Config(),
-    "smoke": Config(
-        dataset="digits",
-        batch_size=64,
-        onecycle_steps=12,
-        weight_decays=(1e-3, 1e-5),
-        momenta=(0.9,),
-        batch_sizes=(32,),
-        eval_every=6,
+    gpu=dict(onecycle_steps=300, batch_sizes=(256, 1024), seeds=(0,)),
+    cpu=dict(onecycle_steps=700, batch_sizes=(64, 256)),
+    smoke=dict(
+        onecycle_steps=12, weight_decays=(1e-3, 1e-5), momenta=(0.9,), batch_sizes=(32,)
     ),
-}
+)
 
 
 def _fmt(kind: str, value: float) -> str:
@@ -110,18 +90,17 @@ def run_configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
             "base_momentum": momentum[0],
             "max_momentum": momentum[1],
         }
+        fields = {
+            **train_kwargs(cfg, seed),
+            "batch_size": batch,
+            "weight_decay": wd,
+            "momentum": momentum[1],
+        }
         return TrainConfig(
-            dataset=cfg.dataset,
-            model=cfg.model,
-            model_kwargs={} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum},
-            batch_size=batch,
-            weight_decay=wd,
-            momentum=momentum[1],
+            **fields,
             steps=steps,
             schedule=schedule,
-            eval_every=max(1, min(steps, round(cfg.eval_every * scale))),
-            seed=seed,
-            augment=cfg.dataset.startswith("cifar"),
+            eval_every=max(1, steps // cfg.evals_per_run),
         )
 
     base = dict(wd=cfg.weight_decay, momentum=tuple(cfg.cyclical_momentum), batch=cfg.batch_size)
@@ -135,6 +114,10 @@ def run_configs(cfg: Config, seed: int) -> dict[str, TrainConfig]:
         if b != cfg.batch_size:
             runs[_fmt("bs", b)] = make(**{**base, "batch": b})
     return runs
+
+
+def arms(cfg: Config, seed: int) -> dict[str, TrainConfig]:
+    return run_configs(cfg, seed)
 
 
 def _mean(d: dict[str, list]) -> dict[str, float]:

@@ -3,7 +3,13 @@
 Imports nothing from ``lr``, ``schedules`` or ``training``.
 """
 
-from .hessian import BACKENDS, HessianOperator, NonFiniteError
+from .hessian import (
+    BACKENDS,
+    DataChangedError,
+    HessianOperator,
+    NonFiniteError,
+    select_params,
+)
 from .lanczos import LanczosResult, SpectralDensity, lanczos, spectral_density
 from .linop import DenseOperator, LinearOperator, params_to_vector, vector_to_params
 from .power import PowerIterationResult, power_iteration
@@ -13,6 +19,8 @@ __all__ = [
     "BACKENDS",
     "HessianOperator",
     "NonFiniteError",
+    "DataChangedError",
+    "select_params",
     "LinearOperator",
     "DenseOperator",
     "params_to_vector",

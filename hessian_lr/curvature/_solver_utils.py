@@ -1,18 +1,31 @@
-"""Private helpers shared by the spectral solvers (power iteration, Lanczos, trace estimators).
+"""Private helpers shared by the spectral solvers (power iteration, Lanczos, SLQ, trace).
 
-Operator validation, the non-finite check on products, random probe vectors drawn with a
-``torch.Generator`` on any device, and products with a block of vectors in column batches.
+Operator validation, the non-finite check on products, the working precision of a solver,
+random probe vectors drawn with a ``torch.Generator`` on any device, products with a block of
+vectors in column batches, the fixed-matrix check, and an opt-in/auto progress bar.
 """
 
 from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
 
 import torch
 
 __all__: list[str] = []
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+PROGRESS_AFTER_S = 3.0  # auto progress bars appear once a run has taken this long
+
 
 def check_operator(op: object) -> int:
-    """Check that ``op`` looks like a square linear operator; return its dimension N."""
+    """Check that ``op`` looks like a square linear operator; return its dimension N.
+
+    Raises:
+        TypeError: ``op`` lacks ``shape``/``dtype``/``device``/``@`` or is not floating point.
+        ValueError: the operator is not square or has dimension 0.
+    """
     for attr in ("shape", "dtype", "device", "__matmul__"):
         if not hasattr(op, attr):
             raise TypeError(
@@ -28,13 +41,17 @@ def check_operator(op: object) -> int:
     if len(shape) != 2 or shape[0] != shape[1]:
         raise ValueError(f"the operator must be square (N, N), got shape {shape}")
     if shape[0] <= 0:
-        raise ValueError(f"the operator has dimension {shape[0]}; it must be positive")
+        raise ValueError(
+            f"the operator has dimension {shape[0]}: there is no spectrum or trace to compute; "
+            "check that the model has trainable parameters"
+        )
     if not op.dtype.is_floating_point:
         raise TypeError(f"the operator dtype must be a floating type, got {op.dtype}")
     return int(shape[0])
 
 
 def check_positive(name: str, value: float) -> None:
+    """Raise a ValueError unless ``value > 0`` (NaN included)."""
     if not value > 0:  # also rejects NaN
         raise ValueError(f"{name} must be positive, got {value}")
 
@@ -49,34 +66,128 @@ def check_finite(t: torch.Tensor, what: str) -> None:
         )
 
 
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The precision a solver keeps its vectors in: float32 for 16-bit operators, else ``dtype``.
+
+    Scalars (Rayleigh quotients, norms, the Lanczos tridiagonal) are float64 in every case.
+    """
+    return torch.float32 if dtype in LOW_PRECISION else dtype
+
+
+def fixed_matrix(op: object, caller: str) -> bool:
+    """Whether the operator behaved as one fixed matrix; warns when it did not.
+
+    A solver may report convergence only on a fixed matrix. Operators that can tell (a
+    ``HessianOperator`` over a data loader) expose ``is_deterministic`` (True, False, or None
+    when not checked yet) and ``check_deterministic()`` (two passes over the data on one
+    vector); the latter is called only when the former is None. Other operators count as fixed
+    (Lanczos also watches its Gram-Schmidt coefficients).
+    """
+    flag = getattr(op, "is_deterministic", True)
+    if flag is None:
+        check = getattr(op, "check_deterministic", None)
+        flag = check() if callable(check) else True
+    if flag is False:
+        warnings.warn(
+            f"{caller}: two products of the same vector differ (the data changes between passes:"
+            " a shuffling loader, random augmentation, drop_last with shuffling): the result is "
+            "not that of one fixed matrix and is not reported as converged",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
 def _gen_device(op_device: torch.device, generator: torch.Generator | None) -> torch.device:
     return op_device if generator is None else generator.device
 
 
-def randn(shape: tuple[int, ...], op: object, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal entries in the op's dtype, on the op's device (drawn on the generator's)."""
+def randn(
+    shape: tuple[int, ...],
+    op: object,
+    generator: torch.Generator | None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Standard normal entries on the op's device (drawn on the generator's device).
+
+    ``dtype`` defaults to the op's working precision (:func:`work_dtype`).
+    """
     dev = _gen_device(op.device, generator)
-    return torch.randn(shape, generator=generator, device=dev, dtype=op.dtype).to(op.device)
+    dtype = work_dtype(op.dtype) if dtype is None else dtype
+    return torch.randn(shape, generator=generator, device=dev, dtype=dtype).to(op.device)
 
 
 def rademacher(
-    shape: tuple[int, ...], op: object, generator: torch.Generator | None
+    shape: tuple[int, ...],
+    op: object,
+    generator: torch.Generator | None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Independent ±1 entries in the op's dtype, on the op's device (drawn on the generator's)."""
+    """Independent ±1 entries on the op's device (drawn on the generator's device)."""
     dev = _gen_device(op.device, generator)
-    z = torch.randint(0, 2, shape, generator=generator, device=dev, dtype=op.dtype)
+    dtype = work_dtype(op.dtype) if dtype is None else dtype
+    z = torch.randint(0, 2, shape, generator=generator, device=dev, dtype=dtype)
     return (2 * z - 1).to(op.device)
+
+
+def apply(op: object, V: torch.Tensor) -> torch.Tensor:
+    """``op @ V`` in the op's dtype, returned in V's dtype (a 16-bit op gets cast vectors)."""
+    if V.dtype == op.dtype:
+        return op @ V
+    return (op @ V.to(op.dtype)).to(V.dtype)
 
 
 def apply_in_blocks(op: object, V: torch.Tensor, batch_size: int) -> torch.Tensor:
     """``op @ V`` for V (N, k) in column blocks of at most ``batch_size`` (k matvecs in all)."""
     k = V.shape[1]
     if k == 1:
-        return (op @ V[:, 0]).unsqueeze(1)
+        return apply(op, V[:, 0]).unsqueeze(1)
     if batch_size >= k:
-        return op @ V.contiguous()
+        return apply(op, V.contiguous())
     blocks = []
     for start in range(0, k, batch_size):
         block = V[:, start : start + batch_size].contiguous()
-        blocks.append((op @ block[:, 0]).unsqueeze(1) if block.shape[1] == 1 else op @ block)
+        blocks.append(
+            apply(op, block[:, 0]).unsqueeze(1) if block.shape[1] == 1 else apply(op, block)
+        )
     return torch.cat(blocks, dim=1)
+
+
+class Progress:
+    """A tqdm bar over a run's products: on (True), off (False), or auto (None).
+
+    Auto shows the bar only once the run has taken :data:`PROGRESS_AFTER_S` seconds, so short
+    runs (a λ_max estimate every few steps of training) print nothing. tqdm is imported lazily.
+    """
+
+    def __init__(self, total: int, desc: str, mode: bool | None) -> None:
+        if mode not in (True, False, None):
+            raise ValueError(f"progress must be True, False or None (auto), got {mode!r}")
+        self.total, self.desc, self.mode = total, desc, mode
+        self.t0 = time.perf_counter()
+        self.done = 0
+        self.bar: Any = None
+        if mode is True:
+            self._open()
+
+    def _open(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc=self.desc, initial=self.done, unit="matvec")
+
+    def update(self, n: int) -> None:
+        """Record ``n`` more products (opens an auto bar once the run is slow)."""
+        self.done += n
+        if self.bar is None and self.mode is None:
+            if time.perf_counter() - self.t0 > PROGRESS_AFTER_S:
+                self._open()
+            return
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        """Close the bar, if one was opened."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

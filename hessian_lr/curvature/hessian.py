@@ -1,116 +1,128 @@
-"""Exact and approximate Hessian-vector products of a network's mean loss, as a linear operator.
+"""The Hessian of a network's training objective as a linear operator (``op @ v``).
 
-``HessianOperator`` is the Hessian H = d²L/dθ² of the mean loss L(θ) over a batch or a data
-loader, w.r.t. the trainable parameters (or a subset), applied as ``op @ v`` without ever forming
-H. Back ends (methods notes §1):
+``HessianOperator`` is H = ∇²F(θ) for the objective F the user defines -- the mean loss over
+all samples (or counted tokens) of one batch or of a data loader, or the sum -- w.r.t. the
+trainable parameters (or a subset), applied as ``op @ v`` without forming H (methods notes §1).
+This class owns everything shared by the back ends: the data loop and the weighting of batches,
+BatchNorm modes and attention kernels (``_evaluation.py``), tied and unused parameters, dtypes,
+caches and their invalidation, chunking of V. A back end is one small per-batch product in
+``products.py``, chosen by name from ``PRODUCTS``:
 
-* ``"forward-over-reverse"``: ``torch.func.jvp`` of ``torch.func.grad`` over ``functional_call``
-  (Pearlmutter 1994). Least memory; ``op @ V`` with k columns is ``torch.func.vmap`` over it in
-  chunks of ``chunk_size`` (the GPU path).
-* ``"double-backward"``: ``torch.autograd.grad(g·v)`` on a gradient built with
-  ``create_graph=True``. Works on any model. On one batch the first-order graph is built once and
-  reused for every product (``cache_graph``), which is the fastest exact HVP on CPU; ``op @ V``
-  uses ``is_grads_batched`` (vmap over the backward pass).
-* ``"finite-difference"``: the Hessian-free approximation (Martens 2010) used by the
-  Super-Convergence paper, forward ``(g(θ+δv) − g(θ))/δ`` or central
-  ``(g(θ+δv) − g(θ−δv))/(2δ)`` with δ = ``fd_eps``·max(1, ‖θ‖)/‖v‖. On ReLU networks the gradient
-  has kinks and this can be far off for any δ: measure it against an exact back end.
+* ``"forward-over-reverse"``: ``jvp(grad)`` over ``functional_call``; least memory.
+* ``"double-backward"``: ``autograd.grad(g·v)``; works on any model; on one batch the
+  first-order graph is built once and reused (``cache_graph``): the fastest exact HVP on CPU.
+* ``"finite-difference"``: the Hessian-free approximation of the Super-Convergence paper.
+* ``"auto"``: double backward with a cached graph on one batch, forward-over-reverse on several,
+  falling back to double backward where ``torch.func`` cannot trace the model (``op.backend``
+  says what ran, ``op.fallback_reason`` why).
 
-``"auto"`` picks double backward with a cached graph for a single batch (one graph, many
-products) and forward-over-reverse otherwise, falling back to double backward when ``torch.func``
-cannot trace the model; ``op.backend`` says what ran and ``op.fallback_reason`` why.
+What the operator does with the model (``op.notes`` lists what applied):
 
-BatchNorm (``bn_mode``): ``"eval"`` uses running statistics (the Hessian of a fixed function of θ);
-``"train"`` uses batch statistics. Other modules (Dropout) are always in eval mode so the operator
-is deterministic. The caller's model is never changed: ``.training`` flags, running statistics and
-``num_batches_tracked`` are bit-identical afterwards.
+* **Modes**: Dropout and other modules in eval mode; BatchNorm in ``bn_mode`` (``"eval"``:
+  running statistics; ``"train"``: batch statistics, running statistics untouched). The
+  caller's model (parameters, buffers, flags, ``.grad``) is never changed.
+* **Attention**: the operator's own passes use the math SDPA kernel and turn
+  ``nn.MultiheadAttention``'s fast path off (the fused kernels are not twice differentiable).
+* **Tied parameters** count once (N counts each tensor once) and are tied in every pass,
+  closures included. **Unused parameters** have zero rows and columns.
+* **Mixed precision**: float16/bfloat16 parameters are upcast (a copy) and products computed in
+  float32, or in ``dtype``; ``op.dtype`` is that compute dtype.
+* **Data**: see ``single_batch`` and ``reduction`` below. Passes over a loader leave torch's
+  global RNG and the loader's generators as found; on an iterable other than a list, the first
+  product is repeated once and compared (``check_data``): data that changes between passes
+  (shuffling with ``drop_last``, train-mode BatchNorm over reshuffled batches, random
+  augmentation) is not a fixed matrix and raises :class:`DataChangedError`.
+* **Caches** (the first-order graph and the gradient of a single batch) are dropped when any
+  parameter or floating buffer changes: storage, version counter, or values (a norm per tensor,
+  which also sees ``p.data = ...`` and ``torch.nn.utils.vector_to_parameters``). Data tensors
+  changed in place are not seen: build a new operator.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call
 from torch.nn.utils.stateless import _reparametrize_module
 
-from .linop import LinearOperator, params_to_vector, vector_to_params
+from ._batches import check_same_shape, loss_implementation, move_to_device
+from ._dataloop import DataChangedError, DataLoopOperator, NonFiniteError
+from ._evaluation import (
+    BACKENDS,
+    CONTEXT_NOTES,
+    check_arguments,
+    compute_dtype,
+    fingerprint,
+    needs_cudnn_off,
+    select_parameters,
+    state_tensors,
+)
+from .linop import params_to_vector
+from .products import PRODUCTS
 
-__all__ = ["HessianOperator", "NonFiniteError", "BACKENDS"]
+__all__ = [
+    "HessianOperator",
+    "select_params",
+    "NonFiniteError",
+    "DataChangedError",
+    "BACKENDS",
+    "move_to_device",
+    "fd_truncation_error",
+]
 
-BACKENDS = ("auto", "forward-over-reverse", "double-backward", "finite-difference")
 Batch = Any
 
 
-class NonFiniteError(ValueError):
-    """The loss, the gradient or a Hessian-vector product is NaN or infinite."""
+class _Graph(NamedTuple):
+    theta: tuple[torch.Tensor, ...]  # leaves
+    live: list[tuple[int, torch.Tensor]]  # (position, gradient with graph) that depend on θ
+    loss: float
+    grad: torch.Tensor  # (N,) detached, zeros for unused parameters
 
 
-def _is_single_batch(data: Any) -> bool:
-    if isinstance(data, Mapping):
-        return True
-    if isinstance(data, (tuple, list)) and len(data) > 0 and isinstance(data[0], torch.Tensor):
-        return True
-    return False
-
-
-def _default_batch_size(batch: Batch) -> int:
-    if isinstance(batch, torch.Tensor):
-        return batch.shape[0]
-    values = batch.values() if isinstance(batch, Mapping) else batch
-    for item in values:
-        if isinstance(item, torch.Tensor) and item.ndim > 0:
-            return item.shape[0]
-    raise ValueError(
-        "cannot infer the batch size: no tensor with a batch dimension in the batch; "
-        "pass batch_size_fn"
-    )
-
-
-def move_to_device(batch: Batch, device: torch.device) -> Batch:
-    """Tensors of a batch (nested tuples, lists, dicts) moved to ``device``; the rest as is."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: move_to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(move_to_device(v, device) for v in batch)
-    return batch
-
-
-def _is_batchnorm(m: nn.Module) -> bool:
-    return isinstance(m, nn.modules.batchnorm._BatchNorm)
-
-
-class HessianOperator(LinearOperator):
-    """Hessian of the mean loss over ``data`` w.r.t. trainable parameters, as an N x N operator.
+class HessianOperator(DataLoopOperator):
+    """Hessian of the training objective over ``data`` w.r.t. trainable parameters, N x N.
 
     Args:
-        model: the network. Never modified (parameters, buffers, modes).
-        loss_fn: ``loss_fn(outputs, targets) -> scalar`` mean over the batch, e.g.
-            ``nn.CrossEntropyLoss()``; with ``closure=True``, ``loss_fn(model, batch) -> scalar``
-            for models with internal losses or dict batches.
-        data: one batch ``(inputs, targets)`` (or a dict with ``closure=True``), or an iterable of
-            batches. Batches are weighted by size, so the loss is the true mean over all samples.
-            One-shot iterators are materialized; tensors are moved to the parameters' device.
-        params: the parameters to differentiate w.r.t.: ``None`` (all with ``requires_grad``),
-            a sequence of the model's parameter tensors, or of their names. Others stay fixed.
+        model: the network. Never modified (parameters, buffers, modes, ``.grad``).
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` (e.g. ``nn.CrossEntropyLoss()``), called
+            on ``model(inputs)``; with ``closure=True``, ``loss_fn(model, batch) -> scalar`` for
+            models with internal losses, several inputs or any batch structure.
+        data: one batch ``(inputs, targets)`` (inputs may be a tensor, dict or nested
+            structure), or an iterable of batches (list, DataLoader). One-shot iterators are
+            materialized; tensors are moved to the parameters' device.
+        params: ``None`` (all with ``requires_grad``), the model's parameter tensors, or names.
         backend: one of ``BACKENDS``.
         bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics).
-        chunk_size: columns per vmapped chunk in ``op @ V`` (bounds memory).
+        chunk_size: columns per vmapped chunk in ``op @ V`` (bounds memory; ``None``: all).
         closure: ``loss_fn`` takes ``(model, batch)``.
         cache_graph: keep the first-order graph for reuse (double backward). Default: on for a
-            single batch, off for a loader (one graph per batch would be kept).
+            single batch, off for several (one graph per batch would be kept).
         fd_scheme: ``"central"`` (O(δ²)) or ``"forward"`` (O(δ)) finite differences.
         fd_eps: relative step for finite differences; default ε^(1/3) (central) or ε^(1/2)
-            (forward) of the dtype's machine epsilon.
+            (forward) of the compute dtype's machine epsilon.
         check_finite: raise ``NonFiniteError`` on NaN/inf loss or products (one sync per call).
-        batch_size_fn: batch -> number of samples, for batches of unusual structure.
+        batch_size_fn: batch -> its weight in a mean over several batches (overrides the
+            counted elements, see ``reduction``).
+        reduction: the objective over several batches: ``"mean"`` = Σ_b c_b L_b / Σ_b c_b with
+            c_b the elements batch b's mean averages over (``nn.CrossEntropyLoss``/``NLLLoss``:
+            targets ≠ ``ignore_index``, class-weighted; element-wise losses: target elements;
+            otherwise the batch size), or ``"sum"`` = Σ_b L_b. Read from ``loss_fn.reduction``
+            for ``torch.nn`` loss modules; ``"mean"`` by default for plain functions; a closure
+            over several batches must say.
+        single_batch: whether ``data`` is one batch; ``None`` applies the rule of
+            :func:`hessian_lr.curvature._batches.is_single_batch` (a tuple/list holding a tensor,
+            or a mapping without ``closure``, is one batch; other tuples/lists and iterables are
+            batches).
+        check_data: compare two passes of the first product and raise ``DataChangedError`` when
+            they differ. Default: on for iterables other than lists and tuples.
+        dtype: compute dtype (float32 or float64). Default: the parameters' dtype, float32 for
+            float16/bfloat16 parameters.
     """
 
     def __init__(
@@ -130,63 +142,39 @@ class HessianOperator(LinearOperator):
         fd_scheme: Literal["central", "forward"] = "central",
         fd_eps: float | None = None,
         check_finite: bool = True,
-        batch_size_fn: Callable[[Batch], int] | None = None,
+        batch_size_fn: Callable[[Batch], float] | None = None,
+        reduction: Literal["mean", "sum"] | None = None,
+        single_batch: bool | None = None,
+        check_data: bool | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
-            raise TypeError("loss_fn must be callable")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-        if bn_mode not in ("eval", "train"):
-            raise ValueError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}")
-        if fd_scheme not in ("central", "forward"):
-            raise ValueError(f"fd_scheme must be 'central' or 'forward', got {fd_scheme!r}")
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
-
-        self.model = model
-        self.loss_fn = loss_fn
-        self.closure = closure
-        self.bn_mode = bn_mode
-        self.chunk_size = chunk_size
-        self.check_finite = check_finite
+        check_arguments(model, loss_fn, backend, bn_mode, fd_scheme, chunk_size)
+        self.model, self.loss_fn, self.closure = model, loss_fn, closure
+        self.bn_mode, self.chunk_size, self.check_finite = bn_mode, chunk_size, check_finite
         self.fd_scheme = fd_scheme
-        self._batch_size_fn = batch_size_fn or _default_batch_size
+        self.notes: list[str] = list(CONTEXT_NOTES)
 
-        self.names, self.params = self._select_params(model, params)
-        dtypes = {p.dtype for p in self.params}
+        self.names, self.params, self.aliases = select_parameters(model, params)
         devices = {p.device for p in self.params}
-        if len(dtypes) > 1:
-            raise ValueError(f"parameters have mixed dtypes {dtypes}; convert the model first")
         if len(devices) > 1:
             raise ValueError(f"parameters live on several devices {devices}")
-        n = sum(p.numel() for p in self.params)
-        super().__init__(n, self.params[0].dtype, self.params[0].device)
-        chosen = set(self.names)
-        self._fixed = {
-            name: p.detach() for name, p in model.named_parameters() if name not in chosen
-        }
+        self.param_dtypes = sorted({p.dtype for p in self.params}, key=str)
+        compute = compute_dtype(self.param_dtypes, dtype)
+        super().__init__(sum(p.numel() for p in self.params), compute, self.params[0].device)
+        self._upcast = any(p.dtype != compute for p in self.params)
+        self._describe_model()
 
-        # Data: one batch, a re-iterable (DataLoader, list), or a one-shot iterator.
-        self._single = _is_single_batch(data)
-        if self._single:
-            self._data: Any = [data]
-        elif isinstance(data, Iterator) or iter(data) is data:
-            self._data = list(data)
-        else:
-            self._data = data
-        if self._single is False and isinstance(self._data, list) and len(self._data) == 0:
-            raise ValueError("data is empty: no batches to evaluate the loss on")
-        self._single = self._single or (isinstance(self._data, list) and len(self._data) == 1)
+        self._setup_data(data, single_batch, check_data)
+        self._setup_objective(loss_fn, reduction, batch_size_fn)
+        self._loss_impl = loss_implementation(loss_fn)
 
-        eps = torch.finfo(self.dtype).eps
+        eps = torch.finfo(compute).eps
         self.fd_eps = (
             fd_eps
             if fd_eps is not None
             else (eps ** (1 / 3) if fd_scheme == "central" else eps**0.5)
         )
-        if self.fd_eps <= 0:
+        if not self.fd_eps > 0:
             raise ValueError(f"fd_eps must be positive, got {self.fd_eps}")
 
         self.requested_backend = backend
@@ -195,333 +183,254 @@ class HessianOperator(LinearOperator):
         self.backend: str = backend
         self.fallback_reason: str | None = None
         self.cache_graph = self._single if cache_graph is None else bool(cache_graph)
-        self._graphs: list[tuple[int, torch.Tensor, tuple[torch.Tensor, ...], tuple]] | None = None
+        self._graphs: dict[int, _Graph] = {}
+        self._transient: tuple[int, _Graph] | None = None
         self._grad_cache: tuple[float, torch.Tensor] | None = None
-        self._versions: tuple[int, ...] | None = None
-        self.num_hvps = 0
+        self._key: tuple | None = None
+        self.unreached: list[str] | None = None  # parameters the loss does not depend on
         self.num_gradients = 0
-        self.seconds = 0.0
+
+    # ----------------------------------------------------------------------------- set-up
+    def _describe_model(self) -> None:
+        if self.aliases:
+            tied = ", ".join(f"{a} = {n}" for a, n in self.aliases.items())
+            self.notes.append(f"tied parameters count once: {tied}")
+        if self._upcast:
+            names = "/".join(str(d).split(".")[-1] for d in self.param_dtypes)
+            self.notes.append(
+                f"{names} parameters: products computed in {str(self.dtype).split('.')[-1]} on "
+                "an upcast copy (the model is not changed)"
+            )
+        if needs_cudnn_off(self.model, self.device):
+            self.notes.append(
+                "cuDNN is off for recurrent modules (its RNNs are not twice differentiable)"
+            )
+        chosen = set(self.names)
+        self._fixed = [(n, p) for n, p in self.model.named_parameters() if n not in chosen]
 
     # ----------------------------------------------------------------------------- parameters
     @staticmethod
     def _select_params(
         model: nn.Module, params: Sequence[torch.Tensor] | Sequence[str] | None
     ) -> tuple[list[str], list[torch.Tensor]]:
-        named = dict(model.named_parameters())
-        if params is None:
-            names = [n for n, p in named.items() if p.requires_grad]
-        else:
-            params = list(params)
-            if len(params) == 0:
-                raise ValueError("params is empty: give at least one parameter")
-            if all(isinstance(p, str) for p in params):
-                missing = [p for p in params if p not in named]
-                if missing:
-                    raise ValueError(f"no parameters named {missing} in the model")
-                names = list(params)
-            else:
-                by_id = {id(p): n for n, p in named.items()}
-                unknown = [i for i, p in enumerate(params) if id(p) not in by_id]
-                if unknown:
-                    raise ValueError(
-                        f"params at positions {unknown} are not parameters of the model"
-                    )
-                names = [by_id[id(p)] for p in params]
-            frozen = [n for n in names if not named[n].requires_grad]
-            if frozen:
-                raise ValueError(f"parameters {frozen} are frozen (requires_grad=False)")
-        if not names:
-            raise ValueError("the model has no trainable parameters (all requires_grad=False)")
-        return names, [named[n] for n in names]
+        """(names, tensors) of the parameters an operator on ``model`` differentiates."""
+        return select_params(model, params)
 
     def vector_to_dict(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
         """Flat (N,) vector -> {parameter name: tensor of the parameter's shape}."""
-        return dict(zip(self.names, vector_to_params(vec, self.params), strict=True))
+        return dict(zip(self.names, self._split(vec), strict=True))
 
     def dict_to_vector(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """{parameter name: tensor} -> flat (N,) vector in this operator's parameter order."""
         missing = [n for n in self.names if n not in tensors]
         if missing:
             raise ValueError(f"missing entries for parameters {missing}")
-        return params_to_vector([tensors[n] for n in self.names])
+        return params_to_vector([tensors[n] for n in self.names]).to(self.dtype)
 
     def parameter_vector(self) -> torch.Tensor:
         """The current values θ of the selected parameters as a flat (N,) vector (a copy)."""
-        return params_to_vector([p.detach() for p in self.params]).clone()
+        return params_to_vector([p.detach() for p in self.params]).to(self.dtype, copy=True)
 
     # ----------------------------------------------------------------------------- the loss
-    @contextmanager
-    def _modes(self) -> Iterator[None]:
-        """Put modules in the operator's evaluation mode; restore every flag afterwards."""
-        saved = [
-            (m, m.training, getattr(m, "track_running_stats", None)) for m in self.model.modules()
-        ]
-        try:
-            for m in self.model.modules():
-                if self.bn_mode == "train" and _is_batchnorm(m):
-                    # Batch statistics without touching running_mean/var or num_batches_tracked.
-                    m.training = True
-                    m.track_running_stats = False
-                else:
-                    m.training = False
-            yield
-        finally:
-            for m, training, track in saved:
-                m.training = training
-                if track is not None:
-                    m.track_running_stats = track
+    def _theta(self) -> tuple[torch.Tensor, ...]:
+        return tuple(p.detach().to(self.dtype) for p in self.params)
 
-    def _batches(self) -> Iterator[tuple[int, Batch]]:
-        count = 0
-        for batch in self._data:
-            batch = move_to_device(batch, self.device)
-            n = int(self._batch_size_fn(batch))
-            if n <= 0:
-                raise ValueError("a batch has no samples")
-            count += 1
-            yield n, batch
-        if count == 0:
-            raise ValueError("data is empty: no batches to evaluate the loss on")
+    def _split(self, vec: torch.Tensor) -> list[torch.Tensor]:
+        # (..., N) -> views (..., *p.shape); scalar parameters included
+        lead = tuple(vec.shape[:-1])
+        sizes = [p.numel() for p in self.params]
+        if vec.shape[-1] != sum(sizes):
+            raise ValueError(f"vector has {vec.shape[-1]} entries, parameters have {sum(sizes)}")
+        chunks = torch.split(vec, sizes, dim=-1)
+        return [c.reshape(lead + tuple(p.shape)) for c, p in zip(chunks, self.params)]
+
+    def _values(self, theta: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        values = {n: p.detach().to(self.dtype) for n, p in self._fixed}
+        if self._upcast:
+            for name, b in self.model.named_buffers():
+                if b.is_floating_point():
+                    values[name] = b.to(self.dtype)
+        values.update(zip(self.names, theta, strict=True))
+        return values
 
     def _loss(self, theta: Sequence[torch.Tensor], batch: Batch) -> torch.Tensor:
-        values = {**self._fixed, **dict(zip(self.names, theta, strict=True))}
+        values = self._values(theta)
         if self.closure:
-            with _reparametrize_module(self.model, values):
+            with _reparametrize_module(self.model, values, tie_weights=True):
                 loss = self.loss_fn(self.model, batch)
         else:
             if not isinstance(batch, (tuple, list)) or len(batch) != 2:
                 raise ValueError(
                     "a batch must be (inputs, targets); for other structures pass closure=True "
-                    "and loss_fn(model, batch)"
+                    "and loss_fn(model, batch), or single_batch=True/False if one batch was read "
+                    "as several (or the reverse)"
                 )
             inputs, targets = batch
-            loss = self.loss_fn(functional_call(self.model, values, (inputs,)), targets)
+            out = functional_call(self.model, values, (inputs,), tie_weights=True)
+            check_same_shape(self.loss_fn, out, targets)
+            loss = self._loss_impl(out, targets)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise ValueError("loss_fn must return a scalar tensor (the mean loss over the batch)")
+            raise ValueError("loss_fn must return a scalar tensor (the loss over the batch)")
         return loss.reshape(())
 
-    def _check_finite(self, what: str, t: torch.Tensor) -> None:
-        # One reduction; a finite sum proves every entry finite. Only when the sum is not
-        # finite (NaN/inf, or an overflow of huge finite entries) is the full check run.
-        if not self.check_finite or bool(torch.isfinite(t.sum())):
-            return
-        if not bool(torch.isfinite(t).all()):
-            raise NonFiniteError(
-                f"{what} is NaN or infinite; check the learning rate, the data and the model "
-                "(a diverged run has no meaningful curvature)"
-            )
+    # ----------------------------------------------------------------------------- caches
+    def _refresh(self) -> None:
+        """Drop caches when the model changed since they were built."""
+        if self._graphs or self._grad_cache is not None:
+            if fingerprint(state_tensors(self.model)) != self._key:
+                self.release_graph()
 
-    def _theta(self) -> tuple[torch.Tensor, ...]:
-        return tuple(p.detach() for p in self.params)
+    def _remember_state(self) -> None:
+        if self._key is None:
+            self._key = fingerprint(state_tensors(self.model))
 
-    # ----------------------------------------------------------------------------- gradient
-    def gradient(self) -> tuple[float, torch.Tensor]:
-        """Mean loss (float) and its gradient (N,) over ``data`` at the current parameters."""
-        if self._grad_cache is not None and self._versions == self._param_versions():
-            return self._grad_cache
-        t0 = time.perf_counter()
-        if self.backend == "double-backward" and self.cache_graph and self._single:
-            # Build the graph the products will reuse: gradient + k HVPs then cost one
-            # create_graph backward plus k double backwards (no separate first-order pass).
-            with self._modes():
-                for index, (_, batch) in enumerate(self._batches()):
-                    self._first_order_graph(index, batch)
-            self.num_gradients += 1
-            self.seconds += time.perf_counter() - t0
-            if self._grad_cache is not None:
-                self._check_finite("the gradient", self._grad_cache[1])
-                return self._grad_cache
-        total, loss_sum, g_sum = (
-            0,
-            0.0,
-            torch.zeros(self.shape[0], dtype=self.dtype, device=self.device),
-        )
-        with self._modes():
-            for n, batch in self._batches():
-                theta = tuple(p.detach().requires_grad_(True) for p in self.params)
-                loss = self._loss(theta, batch)
-                self._check_finite("the loss", loss.detach())
-                gs = torch.autograd.grad(loss, theta, allow_unused=True)
-                g = params_to_vector(
-                    [torch.zeros_like(t) if x is None else x for x, t in zip(gs, theta)]
-                )
-                loss_sum += n * float(loss.detach())
-                g_sum += n * g
-                total += n
-        self.num_gradients += 1
-        self.seconds += time.perf_counter() - t0
-        g_mean = g_sum / total
-        self._check_finite("the gradient", g_mean)
-        return loss_sum / total, g_mean
+    def _forget_batch(self) -> None:
+        self._transient = None  # an uncached graph lives for one batch
 
-    # ----------------------------------------------------------------------------- products
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        t0 = time.perf_counter()
-        with self._modes():
-            if self.backend == "forward-over-reverse":
-                try:
-                    out = self._accumulate(V, self._hvp_forward_over_reverse)
-                except (RuntimeError, NotImplementedError) as err:
-                    if self.requested_backend != "auto":
-                        raise
-                    self.backend = "double-backward"
-                    self.fallback_reason = f"torch.func could not trace the model: {err}"
-                    out = self._accumulate(V, self._hvp_double_backward)
-            elif self.backend == "double-backward":
-                out = self._accumulate(V, self._hvp_double_backward)
-            else:
-                out = self._accumulate(V, self._hvp_finite_difference)
-        self._check_finite("a Hessian-vector product", out)
-        self.num_hvps += V.shape[1]
-        self.seconds += time.perf_counter() - t0
-        return out
+    def release_graph(self) -> None:
+        """Drop the cached first-order graph and gradient (the next call rebuilds them)."""
+        self._graphs = {}
+        self._transient = None
+        self._grad_cache = None
+        self._key = None
 
-    def _accumulate(
-        self, V: torch.Tensor, hvp_batch: Callable[[int, Batch, torch.Tensor], torch.Tensor]
-    ) -> torch.Tensor:
-        """Σ_b n_b H_b V / Σ_b n_b, with V split in chunks of ``chunk_size`` columns."""
-        k = V.shape[1]
-        step = k if self.chunk_size is None else self.chunk_size
-
-        def one_batch(index: int, batch: Batch) -> torch.Tensor:
-            if k <= step:
-                return hvp_batch(index, batch, V)
-            return torch.cat(
-                [hvp_batch(index, batch, V[:, s : s + step]) for s in range(0, k, step)], dim=1
-            )
-
-        if self._single:  # no weighting: skip the extra passes over (N, k)
-            ((_, batch),) = list(self._batches())
-            return one_batch(0, batch)
-        total, out = 0, None
-        for index, (n, batch) in enumerate(self._batches()):
-            h = one_batch(index, batch)
-            out = h.mul_(n) if out is None else out.add_(h, alpha=n)
-            total += n
-        return out.div_(total)
-
-    def _hvp_forward_over_reverse(self, index: int, batch: Batch, V: torch.Tensor) -> torch.Tensor:
-        theta = self._theta()
-        grad_fn = grad(lambda th: self._loss(th, batch))
-
-        def hvp(v: torch.Tensor) -> torch.Tensor:
-            tangents = tuple(vector_to_params(v, self.params))
-            return params_to_vector(jvp(grad_fn, (theta,), (tangents,))[1])
-
-        if V.shape[1] == 1:
-            return hvp(V[:, 0]).unsqueeze(1)
-        return vmap(hvp, in_dims=1, out_dims=1)(V)
-
-    def _first_order_graph(self, index: int, batch: Batch) -> tuple:
-        """(θ leaves, gradient tuple with graph), cached per batch when ``cache_graph``."""
-        if self._graphs is not None and self._versions != self._param_versions():
-            self.release_graph()  # parameters were updated in place since the graph was built
-        if self.cache_graph and self._graphs is not None and index < len(self._graphs):
-            return self._graphs[index]
-        theta = tuple(p.detach().requires_grad_(True) for p in self.params)
+    def _first_order_graph(self, index: int, batch: Batch) -> _Graph:
+        """θ leaves and the gradient of batch ``index`` with its graph, cached when asked."""
+        if not self._bypass_cache:
+            if index in self._graphs:
+                return self._graphs[index]
+            if self._transient is not None and self._transient[0] == index:
+                return self._transient[1]
+        theta = tuple(t.requires_grad_(True) for t in self._theta())
         loss = self._loss(theta, batch)
         self._check_finite("the loss", loss.detach())
         gs = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
-        gs = tuple(torch.zeros_like(t) if g is None else g for g, t in zip(gs, theta))
-        entry = (theta, gs, loss.detach())
+        self._note_unreached(gs)
+        live = [(i, g) for i, g in enumerate(gs) if g is not None and g.requires_grad]
+        flat = params_to_vector(
+            [torch.zeros_like(t) if g is None else g.detach() for g, t in zip(gs, theta)]
+        )
+        graph = _Graph(theta, live, float(loss.detach()), flat)
+        if self._bypass_cache:
+            return graph
         if self.cache_graph:
-            if self._graphs is None:
-                self._graphs = []
-                self._versions = self._param_versions()
-            self._graphs.append(entry)
+            self._remember_state()
+            self._graphs[index] = graph
             if self._single:
-                g = params_to_vector([g.detach() for g in gs])
-                self._grad_cache = (float(loss.detach()), g)
-        return entry
+                self._grad_cache = (graph.loss, graph.grad)
+        else:
+            self._transient = (index, graph)
+        return graph
 
-    def _hvp_double_backward(self, index: int, batch: Batch, V: torch.Tensor) -> torch.Tensor:
-        theta, gs, _ = self._first_order_graph(index, batch)
-        if V.shape[1] == 1 or V.device.type == "cpu":
-            # On CPU, is_grads_batched (vmap over the backward) measured 1.2x slower than a
-            # loop over the columns on the cached graph (benchmarks/bench_curvature.py).
-            return self._columns_double_backward(theta, gs, V)
-        vs = vector_to_params(V.T, self.params)  # tensors of shape (k, *p.shape)
-        try:
-            hv = torch.autograd.grad(
-                gs,
-                theta,
-                grad_outputs=vs,
-                retain_graph=True,
-                is_grads_batched=True,
-                allow_unused=True,
-            )
-        except RuntimeError:  # an op without a batching rule: one column at a time
-            return self._columns_double_backward(theta, gs, V)
-        hv = [
-            torch.zeros((V.shape[1], *t.shape), dtype=t.dtype, device=t.device) if h is None else h
-            for h, t in zip(hv, theta)
-        ]
-        return torch.cat([h.reshape(V.shape[1], -1) for h in hv], dim=1).T
+    def _note_unreached(self, grads: Sequence[torch.Tensor | None]) -> None:
+        if self.unreached is None:
+            self.unreached = [n for n, g in zip(self.names, grads) if g is None]
+            if self.unreached:
+                self.notes.append(
+                    f"parameters the loss does not reach (zero rows/columns): {self.unreached}"
+                )
 
-    def _columns_double_backward(
-        self, theta: tuple[torch.Tensor, ...], gs: tuple[torch.Tensor, ...], V: torch.Tensor
-    ) -> torch.Tensor:
-        """One double backward per column; an uncached graph is freed after the last one."""
-        k = V.shape[1]
-        cols = []
-        for j in range(k):
-            vj = vector_to_params(V[:, j], self.params)
-            keep = self.cache_graph or j < k - 1
-            hj = torch.autograd.grad(
-                gs, theta, grad_outputs=vj, retain_graph=keep, allow_unused=True
-            )
-            cols.append(params_to_vector(_zeros_for_none(hj, theta)))
-        return torch.stack(cols, dim=1)
-
-    def _hvp_finite_difference(self, index: int, batch: Batch, V: torch.Tensor) -> torch.Tensor:
-        theta = self._theta()
-        theta_norm = float(params_to_vector(theta).norm())
-        grad_fn = grad(lambda th: self._loss(th, batch))
-
-        def g_at(direction: torch.Tensor, delta: float) -> torch.Tensor:
-            shifted = tuple(
-                t + delta * d for t, d in zip(theta, vector_to_params(direction, self.params))
-            )
-            return params_to_vector(grad_fn(shifted))
-
-        cols = []
-        g0 = None
-        for j in range(V.shape[1]):
-            v = V[:, j]
-            v_norm = float(v.norm())
-            if v_norm == 0.0:
-                cols.append(torch.zeros_like(v))
-                continue
-            delta = self.fd_eps * max(1.0, theta_norm) / v_norm
-            if self.fd_scheme == "central":
-                cols.append((g_at(v, delta) - g_at(v, -delta)) / (2 * delta))
+    # ----------------------------------------------------------------------------- gradient
+    def gradient(self) -> tuple[float, torch.Tensor]:
+        """The objective (float) and its gradient (N,) over ``data`` at the current parameters."""
+        self._refresh()
+        if self._grad_cache is not None:
+            return self._grad_cache
+        t0 = time.perf_counter()
+        with self._pass():
+            if self.backend == "double-backward" and self.cache_graph and self._single:
+                # Build the graph the products will reuse: gradient + k HVPs cost one
+                # create_graph backward plus k double backwards.
+                ((index, _, batch),) = list(self._batches())
+                graph = self._first_order_graph(index, batch)
+                loss, g = graph.loss, graph.grad.clone()
             else:
-                if g0 is None:
-                    g0 = params_to_vector(grad_fn(theta))
-                cols.append((g_at(v, delta) - g0) / delta)
-        return torch.stack(cols, dim=1)
+                loss, g = self._gradient_pass(None)
+        self.num_gradients += 1
+        self.seconds += time.perf_counter() - t0
+        self._check_finite("the gradient", g)
+        return loss, g
 
-    def _param_versions(self) -> tuple[int, ...]:
-        return tuple(p._version for p in self.model.parameters())
+    def gradient_at(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """The objective and its gradient (N,) at other parameter values θ, on this data.
 
-    def release_graph(self) -> None:
-        """Drop the cached first-order graph (frees its memory; the next product rebuilds it)."""
-        self._graphs = None
-        self._grad_cache = None
-        self._versions = None
+        ``theta`` is a flat (N,) vector in this operator's parameter order (the other
+        parameters keep their current values). The model is not changed; nothing is cached.
+        Used e.g. for a same-batch secant g(θ_t) − g(θ_{t−1}).
+        """
+        self._check(theta)
+        if theta.ndim != 1:
+            raise ValueError(f"theta must be a flat vector of shape ({self.shape[0]},)")
+        t0 = time.perf_counter()
+        with self._pass():
+            loss, g = self._gradient_pass(tuple(t.detach() for t in self._split(theta)))
+        self.num_gradients += 1
+        self.seconds += time.perf_counter() - t0
+        self._check_finite("the gradient", g)
+        return loss, g
+
+    def _gradient_pass(self, theta: tuple[torch.Tensor, ...] | None) -> tuple[float, torch.Tensor]:
+        """(objective, gradient) by one first-order pass over the data at θ (None: current)."""
+        out, total, loss_sum = None, 0.0, 0.0
+        for _, c, batch in self._batches():
+            leaves = tuple(t.detach().requires_grad_(True) for t in (theta or self._theta()))
+            loss = self._loss(leaves, batch)
+            self._check_finite("the loss", loss.detach())
+            gs = torch.autograd.grad(loss, leaves, allow_unused=True)
+            self._note_unreached(gs)
+            g_b = params_to_vector(
+                [torch.zeros_like(t) if x is None else x for x, t in zip(gs, leaves)]
+            )
+            out = g_b.mul_(c) if out is None else out.add_(g_b, alpha=c)
+            loss_sum += c * float(loss.detach())
+            total += c
+        g = self._normalize(out, total)
+        mean = self.reduction == "mean" and not self._single
+        return (loss_sum / total if mean else loss_sum), g
+
+    # ----------------------------------------------------------------------------- products
+    def _matmat_batch(self, index: int, batch: Batch, V: torch.Tensor) -> torch.Tensor:
+        return PRODUCTS[self.backend](self, index, batch, V)
+
+    def _apply_with_fallback(self, V: torch.Tensor) -> torch.Tensor:
+        try:
+            return self._apply(V)
+        except (NonFiniteError, DataChangedError):
+            raise
+        except (RuntimeError, NotImplementedError) as err:
+            if self.backend != "forward-over-reverse":
+                raise
+            if self.requested_backend != "auto":
+                raise type(err)(
+                    f"{err}\n(backend='forward-over-reverse' runs the model under torch.func; "
+                    "where torch.func cannot trace it, backend='double-backward' works on any "
+                    "model)"
+                ) from err
+            self.backend = "double-backward"
+            self.fallback_reason = f"torch.func could not trace the model: {err}"
+            self.notes.append("auto back end fell back to double-backward (see fallback_reason)")
+            return self._apply(V)
 
     def __repr__(self) -> str:
         return (
             f"HessianOperator(N={self.shape[0]}, backend={self.backend!r}, "
-            f"bn_mode={self.bn_mode!r}, "
+            f"bn_mode={self.bn_mode!r}, reduction={self.reduction!r}, "
             f"dtype={self.dtype}, device={self.device})"
         )
 
 
-def _zeros_for_none(
-    grads: Sequence[torch.Tensor | None], like: Sequence[torch.Tensor]
-) -> list[torch.Tensor]:
-    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, like)]
+# --------------------------------------------------------------------------------- helpers
+def select_params(
+    model: nn.Module, params: Sequence[torch.Tensor] | Sequence[str] | None = None
+) -> tuple[list[str], list[torch.Tensor]]:
+    """(names, tensors): the parameters a ``HessianOperator`` on ``model`` differentiates.
+
+    ``params``: ``None`` (every parameter with ``requires_grad``), tensors of the model, or
+    names. Each tensor appears once (a tied weight under its first name), frozen ones are
+    refused with a ValueError.
+    """
+    names, tensors, _ = select_parameters(model, params)
+    return names, tensors
 
 
 def fd_truncation_error(

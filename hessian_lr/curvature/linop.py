@@ -33,7 +33,9 @@ class LinearOperator:
 
     def __init__(self, n: int, dtype: torch.dtype, device: torch.device | str) -> None:
         if n <= 0:
-            raise ValueError(f"operator dimension must be positive, got {n}")
+            raise ValueError(
+                f"operator dimension must be positive, got {n} (no parameters to differentiate?)"
+            )
         self._n = int(n)
         self._dtype = dtype
         self._device = torch.device(device)
@@ -41,14 +43,17 @@ class LinearOperator:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(N, N)."""
         return (self._n, self._n)
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of vectors the operator takes and returns."""
         return self._dtype
 
     @property
     def device(self) -> torch.device:
+        """The device of vectors the operator takes and returns."""
         return self._device
 
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -85,6 +90,8 @@ class LinearOperator:
         self._check(V)
         if V.ndim != 2:
             raise ValueError(f"matmat takes a matrix of shape ({self._n}, k), got {tuple(V.shape)}")
+        if V.shape[1] == 0:  # nothing to apply: an empty (N, 0) result, no product counted
+            return V.new_zeros((self._n, 0))
         self.num_matvecs += V.shape[1]
         return self._matmat(V)
 
@@ -129,6 +136,11 @@ class DenseOperator(LinearOperator):
         A = torch.as_tensor(A)
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"DenseOperator needs a square matrix, got shape {tuple(A.shape)}")
+        if A.shape[0] == 0:
+            raise ValueError(
+                "DenseOperator needs a non-empty matrix, got shape (0, 0): an operator on R^0 has "
+                "no spectrum or trace"
+            )
         if not torch.is_floating_point(A):
             A = A.to(torch.get_default_dtype())
         if not torch.isfinite(A).all():
@@ -146,6 +158,7 @@ class DenseOperator(LinearOperator):
         return self.A @ V
 
     def to_dense(self) -> torch.Tensor:
+        """A copy of the matrix."""
         return self.A.clone()
 
 

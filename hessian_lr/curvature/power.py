@@ -2,15 +2,20 @@
 
 The classic method (von Mises & Pollaczek-Geiringer 1929) as used on neural-network Hessians by
 PyHessian (Yao et al. 2020, "PyHessian: Neural networks through the lens of the Hessian") and by
-the sharpness literature (Cohen et al. 2021): v ← Hv / ‖Hv‖, stop when the Rayleigh quotient
-vᵀHv changes by at most ``tol`` relative to itself. Top-k by deflation: eigenvector j is
-iterated in the orthogonal complement of the ones already found (projection deflation, which for
-a symmetric operator equals Hotelling deflation H - Σ λ_i u_i u_iᵀ without its error build-up).
+the sharpness literature (Cohen et al. 2021): v ← Hv / ‖Hv‖. Top-k by deflation: eigenvector j
+is iterated in the orthogonal complement of the ones already found (projection deflation, which
+for a symmetric operator equals Hotelling deflation H − Σ λ_i u_i u_iᵀ without its error
+build-up).
 
-Each iteration costs exactly one matvec. The error of the Rayleigh quotient shrinks like
-(λ₂/λ₁)^{2t}, so a small gap makes it slow: ``lanczos`` needs several times
-fewer matvecs for the same accuracy (methods notes §2); power iteration is kept as the simple
-baseline that PyHessian and the Super-Convergence-era tools use.
+Stopping rule: the eigen-residual ‖Hv − λv‖ ≤ tol·|λ| (λ = vᵀHv, v unit). Unlike the relative
+change of the Rayleigh quotient (PyHessian's rule), a wrong answer cannot pass it: a vector that
+is not close to an eigenvector has a large residual, however still λ stands (two eigenvalues of
+opposite sign and equal magnitude freeze λ anywhere between them), and when it passes some
+eigenvalue lies within tol·|λ| of λ (Weyl). Each iteration costs exactly one matvec; the error
+of λ shrinks like (λ₂/λ₁)^{2t}, so a small gap makes it slow: ``lanczos`` needs several times
+fewer matvecs for the same accuracy. Power iteration is kept as the simple baseline that PyHessian
+and the Super-Convergence-era tools use. Scalars are float64; vectors are float32 for 16-bit
+operators (flagged ``low_precision``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ from typing import Literal
 
 import torch
 
-from ._solver_utils import check_finite, check_operator, check_positive, randn
+from ._solver_utils import (
+    LOW_PRECISION,
+    apply,
+    check_finite,
+    check_operator,
+    check_positive,
+    fixed_matrix,
+    randn,
+    work_dtype,
+)
 
 __all__ = ["PowerIterationResult", "power_iteration"]
 
@@ -33,13 +47,16 @@ class PowerIterationResult:
     """Result of :func:`power_iteration`.
 
     Attributes:
-        eigenvalues: (k,) float64 on the CPU, Rayleigh quotients, sorted by decreasing magnitude
-            (``which="LM"``) or decreasing value (``which="LA"``).
+        eigenvalues: (k,) float64 on the CPU, Rayleigh quotients, sorted by decreasing value
+            (``which="LA"``) or decreasing magnitude (``which="LM"``).
         eigenvectors: (N, k) unit columns in the operator's dtype and device.
         num_matvecs: operator products spent (one per iteration).
         num_iterations: iterations over all eigenpairs (equals ``num_matvecs``).
-        converged: whether every eigenpair met ``tol`` within ``max_iter`` iterations.
+        converged: whether every eigenpair met the residual test within ``max_iter``.
         seconds: wall-clock time.
+        residuals: (k,) float64, ‖Hv − λv‖ at the last iteration of each pair (deflated).
+        low_precision: the operator computes in float16/bfloat16 (products carry that
+            dtype's rounding, ~1e-3 relative, which bounds the attainable residual).
     """
 
     eigenvalues: torch.Tensor
@@ -48,6 +65,18 @@ class PowerIterationResult:
     num_iterations: int
     converged: bool
     seconds: float
+    residuals: torch.Tensor | None = None
+    low_precision: bool = False
+
+
+@dataclass
+class _Pair:
+    lam: float  # Rayleigh quotient of H (unshifted)
+    vec: torch.Tensor
+    iterations: int
+    status: str  # "converged", "pair" (a ±λ pair stalls the iteration), "max_iter"
+    residual: float
+    rho: float  # largest ‖(H + sI) v‖ seen: a lower bound on ‖H + sI‖
 
 
 def _orthogonalize(v: torch.Tensor, U: torch.Tensor | None) -> torch.Tensor:
@@ -59,14 +88,6 @@ def _orthogonalize(v: torch.Tensor, U: torch.Tensor | None) -> torch.Tensor:
     return v
 
 
-def _start_vector(
-    j: int, N: int, op: object, v0: torch.Tensor | None, generator: torch.Generator | None
-) -> torch.Tensor:
-    if v0 is not None and j < v0.shape[1]:
-        return v0[:, j].clone()
-    return randn((N,), op, generator)
-
-
 def _iterate(
     op: object,
     v: torch.Tensor,
@@ -75,47 +96,79 @@ def _iterate(
     shift: float,
     tol: float,
     max_iter: int,
-    N: int,
     generator: torch.Generator | None,
-) -> tuple[float, torch.Tensor, int, bool]:
+    detect_pair: bool,
+) -> _Pair:
     """Power iteration on (H + shift·I) restricted to the complement of U's columns.
 
-    Returns (Rayleigh quotient of H, unit eigenvector estimate, iterations, converged).
+    Stops when ‖P(H + sI)v − (λ + s)v‖ ≤ tol·|λ| (or at the working-precision floor). With
+    ``detect_pair`` it also stops, with status ``"pair"``, when nothing moves any more (‖Hv‖ and
+    λ both stalled) while v is still far from an eigenvector: the signature of two dominant
+    eigenvalues of opposite sign, which power iteration cannot separate.
     """
+    N = v.shape[0]
+    eps = torch.finfo(v.dtype).eps
     v = _orthogonalize(v, U)
     norm = float(torch.linalg.vector_norm(v))
     if not norm > 0:  # a warm start inside span(U): draw a fresh direction
-        v = _orthogonalize(randn((N,), op, generator), U)
+        v = _orthogonalize(randn((N,), op, generator, dtype=v.dtype), U)
         norm = float(torch.linalg.vector_norm(v))
     v = v / norm
-    lam_old = math.nan
-    lam = math.nan
+    lam = rho_old = lam_old = math.nan
+    rho_max, r = 0.0, math.inf
+    # A stall: λ and ‖Hv‖ move by ≤ stall·ρ per step while r/ρ ≥ 10·√stall. In ordinary
+    # convergence Δλ ≳ (1 + λ₂/λ₁)·r²/ρ, so only a ±λ pair (λ₂/λ₁ → −1) stalls like that.
+    stall = max(1e-8, 10 * eps)
     for it in range(1, max_iter + 1):
-        w = op @ v
+        w = apply(op, v)
         if shift != 0.0:
             w = w + shift * v
         w = _orthogonalize(w, U)
-        host = torch.stack([torch.dot(v, w), torch.linalg.vector_norm(w)]).double().cpu()
-        lam_shifted, w_norm = float(host[0]), float(host[1])  # one device sync per iteration
-        if not (math.isfinite(lam_shifted) and math.isfinite(w_norm)):
+        lam_s = torch.dot(v.double(), w.double())
+        resid = torch.linalg.vector_norm(w.double() - lam_s * v.double())
+        host = torch.stack([lam_s, torch.linalg.vector_norm(w.double()), resid]).cpu()
+        lam_s, rho, r = (float(x) for x in host)  # one device sync per iteration
+        if not all(math.isfinite(x) for x in (lam_s, rho, r)):
             check_finite(w, "power_iteration")  # raises, naming NaN or inf
             raise ValueError("power_iteration: the iteration overflowed (inf)")
-        lam = lam_shifted - shift
-        if w_norm == 0.0:  # v is in the null space of the shifted, deflated operator: exact
-            return lam, v, it, True
-        v_new = w / w_norm
-        if abs(lam - lam_old) <= tol * abs(lam):
-            return lam, v_new, it, True
-        lam_old = lam
-        v = v_new
-    return lam, v, max_iter, False
+        lam = lam_s - shift
+        rho_max = max(rho_max, rho)
+        if rho == 0.0:  # v is in the null space of the shifted, deflated operator: exact
+            return _Pair(lam, v, it, "converged", 0.0, rho_max)
+        if r <= tol * abs(lam) or r <= 100 * eps * rho_max:
+            return _Pair(lam, v, it, "converged", r, rho_max)
+        if (
+            detect_pair
+            and it >= 3
+            and abs(rho - rho_old) <= stall * rho
+            and abs(lam - lam_old) <= stall * rho
+            and r >= 10 * math.sqrt(stall) * rho
+        ):
+            return _Pair(lam, v, it, "pair", r, rho_max)
+        lam_old, rho_old = lam, rho
+        v = w / rho
+    return _Pair(lam, v, max_iter, "max_iter", r, rho_max)
+
+
+def _check_v0(v0: torch.Tensor | None, N: int, op: object) -> torch.Tensor | None:
+    if v0 is None:
+        return None
+    if not isinstance(v0, torch.Tensor):
+        raise TypeError(f"v0 must be a torch.Tensor, got {type(v0).__name__}")
+    if v0.ndim == 1:
+        v0 = v0.unsqueeze(1)
+    if v0.ndim != 2 or v0.shape[0] != N:
+        raise ValueError(f"v0 must have shape ({N},) or ({N}, j), got {tuple(v0.shape)}")
+    v0 = v0.to(device=op.device, dtype=work_dtype(op.dtype))
+    check_finite(v0, "power_iteration: v0")
+    return v0
 
 
 def power_iteration(
     op: object,
     *,
     k: int = 1,
-    which: Literal["LM", "LA"] = "LM",
+    which: Literal["LA", "LM"] = "LA",
     tol: float = 1e-4,
     max_iter: int = 200,
     v0: torch.Tensor | None = None,
@@ -124,24 +177,24 @@ def power_iteration(
     """Top-k eigenpairs of a symmetric operator by power iteration with deflation.
 
     Eigenpair j is found by iterating v ← P H v / ‖P H v‖ with P the projector onto the
-    complement of the eigenvectors already found, until the Rayleigh quotient λ = vᵀHv satisfies
-    |λ_t - λ_{t-1}| ≤ tol·|λ_t|. This stopping rule bounds the *change*, not the error: with a
-    gap ratio r = |λ₂/λ₁| the error is about tol / (1 - r²), so use a smaller ``tol`` (or
-    :func:`hessian_lr.curvature.lanczos`) when the gap is small.
+    complement of the eigenvectors already found, until the eigen-residual satisfies
+    ‖Hv − λv‖ ≤ tol·|λ|, λ = vᵀHv. Then some eigenvalue lies within tol·|λ| of λ.
 
-    ``which="LM"`` returns the eigenvalues largest in magnitude (plain power iteration).
-    ``which="LA"`` returns the largest algebraic ones: the first LM eigenvalue λ_LM is found
-    first; if it is positive it is the largest algebraic eigenvalue and is kept, and the remaining
-    pairs (or all of them, if λ_LM < 0) come from power iteration on H + |λ_LM|·I, whose spectrum
-    is non-negative with the same order as H's. The shift slows convergence (the gap ratio
-    becomes (λ₂ + s)/(λ₁ + s)).
+    ``which="LA"`` (the default, as in :func:`~hessian_lr.curvature.lanczos`) returns the
+    largest algebraic eigenvalues (λ_max first). The dominant eigenvalue is found first; if it
+    is positive it is λ_max and is kept; otherwise (it is negative, or a ±λ pair of equal
+    magnitude stalls the iteration) the pairs come from power iteration on H + ρ·I, ρ ≈ ‖H‖,
+    whose spectrum is non-negative with the same order as H's. The shift slows convergence
+    (the gap ratio becomes (λ₂ + ρ)/(λ₁ + ρ)). ``which="LM"`` is plain power iteration: the
+    eigenvalues largest in magnitude (λ_max may then come out negative; a ±λ pair never
+    converges and is reported as such).
 
     Args:
         op: symmetric linear operator (N, N) with ``op @ v`` (e.g. ``HessianOperator``,
             ``DenseOperator``).
         k: number of eigenpairs, 1 ≤ k ≤ N.
-        which: ``"LM"`` (largest magnitude) or ``"LA"`` (largest algebraic).
-        tol: relative change of the Rayleigh quotient at which an eigenpair is accepted (> 0).
+        which: ``"LA"`` (largest algebraic, default) or ``"LM"`` (largest magnitude).
+        tol: relative eigen-residual ‖Hv − λv‖/|λ| at which an eigenpair is accepted (> 0).
         max_iter: maximum iterations (= matvecs) per eigenpair.
         v0: warm start, (N,) for the first eigenvector or (N, j) for the first j (e.g. the
             eigenvectors of a previous call while tracking λ_max during training). Other
@@ -150,7 +203,7 @@ def power_iteration(
 
     Returns:
         A :class:`PowerIterationResult`; ``converged`` is False (with a ``RuntimeWarning``)
-        when some eigenpair used up ``max_iter`` iterations.
+        when some eigenpair did not pass the residual test within ``max_iter`` iterations.
 
     Example:
         >>> import torch
@@ -165,70 +218,116 @@ def power_iteration(
     if not isinstance(k, int) or not 1 <= k <= N:
         raise ValueError(f"k must be an integer in [1, N={N}], got {k}")
     if which not in ("LM", "LA"):
-        raise ValueError(f"which must be 'LM' or 'LA' for power iteration, got {which!r}")
+        raise ValueError(f"which must be 'LA' or 'LM' for power iteration, got {which!r}")
     check_positive("tol", tol)
     if not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
-    if v0 is not None:
-        if not isinstance(v0, torch.Tensor):
-            raise TypeError(f"v0 must be a torch.Tensor, got {type(v0).__name__}")
-        if v0.ndim == 1:
-            v0 = v0.unsqueeze(1)
-        if v0.ndim != 2 or v0.shape[0] != N:
-            raise ValueError(f"v0 must have shape ({N},) or ({N}, j), got {tuple(v0.shape)}")
-        v0 = v0.to(device=op.device, dtype=op.dtype)
-        check_finite(v0, "power_iteration: v0")
-
-    eigenvalues: list[float] = []
-    vectors: list[torch.Tensor] = []
-    iterations = 0
-    converged = True
-    shift = 0.0
-    j_start = 0  # index into v0 of the next warm-start column
-
-    def U() -> torch.Tensor | None:
-        return torch.stack(vectors, dim=1) if vectors else None
-
-    if which == "LA":
-        v = _start_vector(0, N, op, v0, generator)
-        lam, u, it, ok = _iterate(
-            op, v, None, shift=0.0, tol=tol, max_iter=max_iter, N=N, generator=generator
-        )
-        iterations += it
-        j_start = 1
-        if lam >= 0:  # the dominant eigenvalue is the largest algebraic one
-            eigenvalues.append(lam)
-            vectors.append(u)
-            converged &= ok
-        # Shift so that H + s I is positive semi-definite: |λ| ≤ |λ_LM| for every eigenvalue.
-        shift = abs(lam)
-
-    while len(vectors) < k:
-        v = _start_vector(j_start, N, op, v0, generator)
-        j_start += 1
-        lam, u, it, ok = _iterate(
-            op, v, U(), shift=shift, tol=tol, max_iter=max_iter, N=N, generator=generator
-        )
-        iterations += it
-        converged &= ok
-        eigenvalues.append(lam)
-        vectors.append(u)
-
-    vals = torch.tensor(eigenvalues, dtype=torch.float64)
+    v0 = _check_v0(v0, N, op)
+    pairs, iterations, statuses = _solve(op, N, k, which, tol, max_iter, v0, generator)
+    converged = all(s == "converged" for s in statuses)
+    vals = torch.tensor([p.lam for p in pairs], dtype=torch.float64)
     key = vals.abs() if which == "LM" else vals
     order = torch.argsort(key, descending=True, stable=True)
-    if not converged:
+    low = op.dtype in LOW_PRECISION
+    if converged and low and tol < torch.finfo(op.dtype).eps:
+        converged = False
         warnings.warn(
-            f"power_iteration: not all {k} eigenpairs reached tol={tol} in max_iter={max_iter} "
-            "iterations; increase max_iter or use hessian_lr.curvature.lanczos",
+            f"power_iteration: the operator computes in {op.dtype} (relative error "
+            f"~{torch.finfo(op.dtype).eps:.0e} per product); tol={tol} asks for more than it can "
+            "deliver: converged=False, low_precision=True. Use a float32 operator",
             RuntimeWarning,
             stacklevel=2,
         )
+    elif not converged:
+        stalled = "pair" in statuses or (
+            which == "LM" and any(p.residual >= 0.1 * p.rho for p in pairs)
+        )
+        why = (
+            "; two eigenvalues of opposite sign seem to share the largest magnitude, which "
+            "power iteration cannot separate: use which='LA' or hessian_lr.curvature.lanczos"
+            if stalled
+            else "; increase max_iter or use hessian_lr.curvature.lanczos"
+        )
+        warnings.warn(
+            f"power_iteration: not all {k} eigenpairs passed the residual test (tol={tol}) in "
+            f"max_iter={max_iter} iterations{why}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    converged = fixed_matrix(op, "power_iteration") and converged
+    vectors = torch.stack([p.vec for p in pairs], dim=1)[:, order.to(op.device)]
     return PowerIterationResult(
         eigenvalues=vals[order],
-        eigenvectors=torch.stack(vectors, dim=1)[:, order.to(op.device)],
+        eigenvectors=vectors.to(op.dtype),
         num_matvecs=iterations,
         num_iterations=iterations,
         converged=converged,
         seconds=time.perf_counter() - t0,
+        residuals=torch.tensor([p.residual for p in pairs], dtype=torch.float64)[order],
+        low_precision=low,
     )
+
+
+def _solve(
+    op: object,
+    N: int,
+    k: int,
+    which: str,
+    tol: float,
+    max_iter: int,
+    v0: torch.Tensor | None,
+    generator: torch.Generator | None,
+) -> tuple:
+    """The k eigenpairs (see :func:`power_iteration`); (pairs, iterations, statuses)."""
+    pairs: list[_Pair] = []
+    statuses: list[str] = []
+    iterations = 0
+    shift = 0.0
+    j_start = 0  # index into v0 of the next warm-start column
+    dtype = work_dtype(op.dtype)
+
+    def start() -> torch.Tensor:
+        nonlocal j_start
+        j_start += 1
+        if v0 is not None and j_start - 1 < v0.shape[1]:
+            return v0[:, j_start - 1].clone()
+        return randn((N,), op, generator, dtype=dtype)
+
+    def U() -> torch.Tensor | None:
+        return torch.stack([p.vec for p in pairs], dim=1) if pairs else None
+
+    if which == "LA":
+        first = _iterate(
+            op,
+            start(),
+            None,
+            shift=0.0,
+            tol=tol,
+            max_iter=max_iter,
+            generator=generator,
+            detect_pair=True,
+        )
+        iterations += first.iterations
+        if first.lam >= 0 and first.status != "pair":  # dominant and positive: it is λ_max
+            pairs.append(first)
+            statuses.append(first.status)
+        # Shift so that H + s I is positive semi-definite: |λ| ≤ ‖H‖ ≈ ρ for every eigenvalue.
+        shift = max(abs(first.lam), first.rho)
+
+    while len(pairs) < k:
+        p = _iterate(
+            op,
+            start(),
+            U(),
+            shift=shift,
+            tol=tol,
+            max_iter=max_iter,
+            generator=generator,
+            detect_pair=which == "LM",  # after the LA shift the spectrum is non-negative
+        )
+        iterations += p.iterations
+        if shift > 0 and p.lam + shift < 0:  # the shift was too small: not the wanted pair
+            p.status = "max_iter"
+        pairs.append(p)
+        statuses.append(p.status)
+    return pairs, iterations, statuses

@@ -1,20 +1,72 @@
 """Learning rates from curvature: pure rules, ``estimate_lr``, ``LREstimator``, ``CurvatureLR``.
 
+* :mod:`.rules`: pure functions of (g, Hg, λ, step) -> LR, testable on a ``DenseOperator``.
+* :mod:`.secant`: Super-Convergence Eq. 8 from three iterates (``secant_lr``), its spacing
+  conventions, and the bootstrap band against the momentum-noise null (``null_band``).
+* :mod:`.noise`: the null c(μ, s) itself (``noise_null``).
+* :mod:`.estimate`: ``estimate_lr`` / ``estimate_lrs`` on a model and a batch (one dispatch table).
+* :mod:`.estimator`: ``LREstimator``, the stateful observer; :mod:`.curvature_lr`: ``CurvatureLR``.
+* :mod:`.update`, :mod:`.stability`, :mod:`.eos`: optimizer-aware estimates (issue 15).
+
 Uses ``curvature``; imports nothing from ``schedules`` or ``training``.
 """
 
 from .curvature_lr import CurvatureLR
 from .defaults import DEFAULT_BN_MODE
-from .estimate import CurvatureError, LREstimate, SecantResult, estimate_lr, secant_lr
+from .eos import EdgeOfStability, plot_edge_of_stability
+from .estimate import LREstimate, estimate_lr, estimate_lrs
 from .estimator import LREstimator
+from .noise import noise_null
+from .rules import (
+    RuleResult,
+    SecantRule,
+    SharpnessLRs,
+    quadratic_lr,
+    secant_hvp_lr,
+    secant_rule,
+    sharpness_lrs,
+)
+from .secant import CurvatureError, NullBand, SecantResult, null_band, secant_lr
+from .stability import (
+    PreconditionedSharpness,
+    StabilityThreshold,
+    preconditioned_sharpness,
+    stability_threshold,
+)
+from .update import UpdateEstimate, update_direction, update_lr
 
 __all__ = [
     "DEFAULT_BN_MODE",
+    # estimates on a model
     "estimate_lr",
+    "estimate_lrs",
     "LREstimate",
+    "CurvatureError",
+    # pure rules
+    "quadratic_lr",
+    "secant_hvp_lr",
+    "sharpness_lrs",
+    "secant_rule",
+    "RuleResult",
+    "SharpnessLRs",
+    "SecantRule",
+    # the secant and its noise null
     "secant_lr",
     "SecantResult",
-    "CurvatureError",
+    "noise_null",
+    "null_band",
+    "NullBand",
+    # in the loop
     "LREstimator",
     "CurvatureLR",
+    # optimizer-aware (issue 15)
+    "update_lr",
+    "update_direction",
+    "UpdateEstimate",
+    "preconditioned_sharpness",
+    "PreconditionedSharpness",
+    "stability_threshold",
+    "StabilityThreshold",
+    "EdgeOfStability",
+    "plot_edge_of_stability",
 ]

@@ -5,8 +5,11 @@ as Smith & Topin (*Super-Convergence*, arXiv 1708.07120, §5) do with their seca
 LR = clip(safety · EMA(ε*), min_lr, max_lr). Experimental: an LR that follows the local
 curvature is not a tested recipe (the paper reports the estimates, large and noisy, 0.2-6 on
 ResNet-56, rather than a schedule built on them); the safety factor and the clipping bounds are
-the knobs that keep it from diverging. It honours the ``LRScheduler`` contract (``last_epoch``,
-``base_lrs``, an initial step in the constructor, ``get_last_lr()``, ``state_dict()``).
+the knobs that keep it from diverging, and a trust ratio bounds how far one estimation step can
+move the LR (default ×2 up, ×0.5 down), so one near-zero curvature sample (gᵀHg → 0 makes
+gᵀg/gᵀHg explode) cannot multiply the LR by 18 in one update. It honours the ``LRScheduler``
+contract (``last_epoch``, ``base_lrs``, an initial step in the constructor, ``get_last_lr()``,
+``state_dict()``).
 """
 
 from __future__ import annotations
@@ -22,13 +25,20 @@ __all__ = ["CurvatureLR"]
 
 
 class CurvatureLR(LRScheduler):
-    """LR ← clip(safety · estimator.smoothed(method), min_lr, max_lr), per batch (experimental).
+    """LR ← clip(safety · estimator.smoothed(method), min_lr, max_lr), trust-bounded (experimental).
 
     Call ``estimator.step(...)`` and then ``scheduler.step()`` after every ``optimizer.step()``.
     The estimator refreshes its EMA every ``estimator.every`` steps, so the LR is piecewise
     constant. Before the estimator's first finite estimate the EMA holds ``ema_init`` (the paper:
     0.1), so the LR starts at ``safety · ema_init``; ``warmup_steps`` keeps the optimizer's own
     LRs (``base_lrs``) for the first updates instead.
+
+    Trust ratio: at each new estimation step of the estimator, the LR moves towards the target
+    by at most a factor ``max_increase`` up and ``max_decrease`` down:
+    LR_new = clip(target, LR_old · max_decrease, LR_old · max_increase). Between estimation steps
+    it stays put, so a persistent change is followed geometrically (×2 per estimate by default)
+    while a single outlier moves it by at most one factor. ``max_increase=math.inf`` and
+    ``max_decrease=0`` turn the bound off. The first LR (before any estimate) is not bounded.
 
     Parameter groups keep their ratios: group g gets target · base_lr_g / base_ref, where
     base_ref is the mean of the base LRs weighted by the groups' parameter counts (so the
@@ -41,6 +51,8 @@ class CurvatureLR(LRScheduler):
         safety: factor on the estimate (> 0), e.g. 0.5 for a margin below the estimate.
         min_lr, max_lr: clipping bounds, 0 ≤ min_lr ≤ max_lr.
         warmup_steps: updates with the base LRs before the estimate takes over.
+        max_increase: largest factor by which one estimation step may raise the LR (≥ 1).
+        max_decrease: smallest factor by which one estimation step may lower it, in [0, 1].
         last_epoch: -1 starts fresh (see ``LRScheduler``).
 
     Example:
@@ -64,6 +76,8 @@ class CurvatureLR(LRScheduler):
         min_lr: float = 0.0,
         max_lr: float = math.inf,
         warmup_steps: int = 0,
+        max_increase: float = 2.0,
+        max_decrease: float = 0.5,
         last_epoch: int = -1,
     ) -> None:
         if not isinstance(estimator, LREstimator):
@@ -79,6 +93,14 @@ class CurvatureLR(LRScheduler):
             raise ValueError(f"need 0 <= min_lr <= max_lr, got min_lr={min_lr}, max_lr={max_lr}")
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+        if not max_increase >= 1.0:
+            raise ValueError(f"max_increase must be >= 1 (math.inf: no bound), got {max_increase}")
+        if not 0.0 <= max_decrease <= 1.0:
+            raise ValueError(f"max_decrease must be in [0, 1] (0: no bound), got {max_decrease}")
+        self.max_increase = float(max_increase)
+        self.max_decrease = float(max_decrease)
+        self._applied: float | None = None  # the last reference LR set (trust-ratio anchor)
+        self._seen_updates: int | None = None  # estimator records seen when it was set
         self.estimator = estimator
         self.method = method
         self.safety = float(safety)
@@ -91,26 +113,41 @@ class CurvatureLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def target_lr(self) -> float:
-        """clip(safety · smoothed estimate, min_lr, max_lr); the current EMA value."""
+        """clip(safety · smoothed estimate, min_lr, max_lr): where the LR is heading."""
         value = self.safety * self.estimator.smoothed(self.method)
         if not math.isfinite(value):  # cannot happen with a finite ema_init; be safe
             value = self.max_lr if math.isfinite(self.max_lr) else self.min_lr
         return min(max(value, self.min_lr), self.max_lr)
 
+    def _reference_lr(self) -> float:
+        """The trust-bounded reference LR for this update (moves once per estimation step)."""
+        updates = len(self.estimator.history)
+        if self._applied is not None and updates == self._seen_updates:
+            return self._applied
+        target = self.target_lr()
+        if self._applied is not None and self._applied > 0:
+            lo, hi = self._applied * self.max_decrease, self._applied * self.max_increase
+            target = min(max(target, lo), hi)
+        self._applied, self._seen_updates = target, updates
+        return target
+
     def get_lr(self) -> list[float]:
         """Per-group LRs for update ``last_epoch``."""
         base = [float(b) for b in self.base_lrs]
-        if self.last_epoch < self.warmup_steps:
-            return base
         sizes = self._group_sizes
         total = sum(sizes)
         base_ref = sum(s * b for s, b in zip(sizes, base)) / total if total else 0.0
-        target = self.target_lr()
+        if self.last_epoch < self.warmup_steps:
+            self._applied, self._seen_updates = base_ref, -1  # move at the first update after
+            return base
+        target = self._reference_lr()
         if not base_ref > 0:
             return [target for _ in base]
         return [target * b / base_ref for b in base]
 
     def state_dict(self) -> dict:
-        """The scheduler's state without the optimizer and the estimator (save that one with
-        ``estimator.state_dict()``)."""
+        """The scheduler's state without the optimizer and the estimator.
+
+        Save the estimator with ``estimator.state_dict()``.
+        """
         return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "estimator")}

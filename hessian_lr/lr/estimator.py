@@ -1,29 +1,32 @@
 """``LREstimator``: curvature learning-rate estimates every k steps inside any training loop.
 
-The stateful companion of :mod:`hessian_lr.lr.estimate`. Call ``estimator.step(batch)`` after each
-optimizer step; every ``every`` steps it computes the requested methods (``secant``,
-``secant_hvp``, ``quadratic``, ``sharpness``), keeps the Super-Convergence paper's exponential
-moving average per method (Smith & Topin 2017, §5: LR ← α ε* + (1 − α) LR, α = 0.1, initial 0.1),
-the raw history, and optionally writes one JSON line per estimate. Like cockpit's quantities it
-observes and records; it never owns the loop and never changes the model or the optimizer.
+The stateful companion of :mod:`hessian_lr.lr.estimate`, and an :class:`~hessian_lr.observe.
+Observer`. Call ``estimator.step(batch)`` after each optimizer step (or hand it to a runner as an
+observer); every ``every`` steps it computes the requested methods, keeps the Super-Convergence
+paper's exponential moving average per method (Smith & Topin 2017, §5: LR ← α ε* + (1 − α) LR,
+α = 0.1, initial 0.1), the raw history, and optionally writes one JSON line per estimate. It never
+changes the model, the optimizer or the global RNGs (its randomness comes from its own generator,
+seeded by ``seed``).
 
-The ``secant`` method keeps the iterates θ at steps t − 2k, t − k (k = ``every``; flat copies on
-``storage_device``) and, at step t, applies :func:`hessian_lr.estimate.secant_lr` with
-``steps=k``: the estimate of the per-step LR is kε Σ|Δ₁| / Σ|Δ₁ − Δ₂| (derivation in
-``secant_lr``). The LR ε of each span is the one actually applied (read by an optimizer step
-pre-hook, so the order of ``scheduler.step()`` and ``estimator.step()`` does not matter): by
-default the mean per-step LR of each span (``secant_lr_rule="mean"``, exact when the LR varies
-between the spans); ``"first"`` uses the LR of the first step of the first span for both spans,
-as the paper's ε_i. The first secant estimate comes at step 2k (θ₀ is taken at construction).
+``secant`` keeps the iterates θ at steps t − 2k, t − k (k = ``every``; flat copies on
+``storage_device``) and applies :func:`hessian_lr.lr.secant.secant_lr` with ``steps=k`` and
+``scale=secant_scale``: ``"per_step"`` (default) multiplies Eq. 8 by kε and estimates the per-step
+LR; ``"paper"`` multiplies by the single-step ε as the authors' script does (k times smaller). The
+LR ε of each span is the one actually applied (read by an optimizer step pre-hook): the mean
+per-step LR of each span (``secant_lr_rule="mean"``) or the first step's (``"first"``, the
+paper's ε_i). The first secant estimate comes at step 2k.
 
-Parameter groups: the "LR in use" is the mean of the groups' LRs weighted by the number of
-estimated parameters in each group (exact when all groups share one LR); the per-group LRs are
-recorded. Momentum, Nesterov, weight decay or a non-SGD optimizer raise a one-time warning and are
-listed in ``caveats`` (and in every record): the paper's derivation assumes plain SGD. Under
-heavy-ball momentum β the secant estimate approximates (1 − β)·Σ|g|/Σ|Hg|, the LR that with that
-momentum gives the secant-optimal effective step, while ``secant_hvp`` / ``quadratic`` give the
-plain-SGD LR and ``sharpness`` reports the momentum bound (2 + 2β)/λ_max; with weight decay the
-trajectory (secant) includes the decay term, the HVP methods see the loss only.
+Every secant estimate is compared with its noise null (issue 12): ``noise_ratio`` = estimate /
+(ε·c(μ, k)) with μ the optimizer's momentum, and ``indistinguishable_from_noise`` is True when the
+moving-block bootstrap band of the last ``noise_window`` ratios reaches the null
+(:func:`hessian_lr.lr.secant.null_band`); None until 5 ratios exist or without an SGD optimizer.
+
+``secant_same_batch`` measures the gradient change along the step just taken on one batch
+(g(θ_t; B) − g(θ_{t−1}; B)): a trajectory secant without batch-to-batch noise, one extra gradient.
+
+EMA: an estimate moves the EMA only when ``ok`` (finite positive ``lr``, no flag). With
+``ema_include_flagged=True`` a flagged estimate enters with its ``raw_lr`` when that is finite and
+positive (the paper's EMA of every Eq. 8 value). A failing ``step`` leaves the state unchanged.
 """
 
 from __future__ import annotations
@@ -33,96 +36,90 @@ import math
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from ..curvature.hessian import HessianOperator, NonFiniteError
+from ..curvature.hessian import NonFiniteError, select_params
 from ..curvature.linop import params_to_vector
+from ..observe import Observer, StepContext
 from ..records import append_record, to_jsonable
-from .estimate import (
-    HVP_METHODS,
-    METHODS,
-    NONFINITE_LOSS,
-    LREstimate,
-    SecantResult,
-    _check_common,
-    _estimate_many,
-    secant_lr,
-)
+from .defaults import DEFAULT_BN_MODE
+from .estimate import HVP_METHODS, METHODS, OPTIMIZER_METHODS, check_options, estimate_lrs
+from .rules import NONFINITE_LOSS
+from .secant import SCALES, SecantResult, null_band, secant_lr
 
 __all__ = ["LREstimator"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_MIN_NOISE_WINDOW = 5
 
 
-def _nonfinite_secant(lr: float, steps: int, norm: str) -> SecantResult:
+def _nonfinite_secant(lr: float, steps: int, norm: str, scale: str) -> SecantResult:
     nan = float("nan")
     return SecantResult(
-        lr=nan,
-        lr_l1=nan,
-        lr_l2=nan,
-        curvature=nan,
-        step_l1=nan,
-        step_norm=nan,
-        lr_used=lr,
-        lr_next=lr,
-        steps=steps,
-        norm=norm,
-        flags=(NONFINITE_LOSS,),
-    )
+        lr=nan, lr_l1=nan, lr_l2=nan, curvature=nan, step_l1=nan, step_norm=nan, lr_used=lr,
+        lr_next=lr, steps=steps, norm=norm, scale=scale, flags=(NONFINITE_LOSS,),
+    )  # fmt: skip
 
 
-class LREstimator:
+class LREstimator(Observer):
     """Learning-rate estimates every ``every`` optimizer steps, with EMA, history and records.
 
     Args:
-        model: the network (never modified; train/eval modes restored by the HVP operator).
-        methods: any of ``"secant"`` (trajectory only, no extra gradient), ``"secant_hvp"``,
-            ``"quadratic"`` (one gradient + one HVP, shared when both are asked) and
+        model: the network (never modified).
+        methods: any of ``"secant"`` (trajectory only), ``"secant_same_batch"`` (one extra
+            gradient), ``"secant_hvp"``, ``"quadratic"`` (one gradient + one HVP, shared) and
             ``"sharpness"`` (Lanczos, warm-started from the previous eigenvector).
         every: k, estimate at steps k, 2k, ... (the secant from step 2k on).
         loss_fn: ``loss_fn(outputs, targets)`` (or ``loss_fn(model, batch)`` with ``closure``);
-            required by the HVP methods.
-        optimizer: where the applied LR is read (a step pre-hook records the per-group LRs at
-            each ``optimizer.step()``) and momentum / weight decay are detected. Without it, pass
-            ``step(lr=...)`` (needed by ``secant``). Its state is never changed.
-        norm: ``"l1"`` (the paper) or ``"l2"`` for ``secant`` and ``secant_hvp``.
-        momentum: β for the sharpness bound (2 + 2β)/λ_max; default: the optimizer's
-            ``momentum`` (0 without one).
+            required by the methods other than ``secant``.
+        optimizer: where the applied LR is read (a step pre-hook) and momentum / weight decay are
+            detected. Without it, pass ``step(lr=...)`` (needed by ``secant``). Never changed.
+        norm: ``"l1"`` (the paper) or ``"l2"`` for the secant rules.
+        momentum: β for the sharpness bound and the noise null; default the optimizer's.
         secant_lr_rule: ``"mean"`` (mean applied LR per span) or ``"first"`` (the paper's ε_i).
+        secant_scale: ``"per_step"`` (kε, default) or ``"paper"`` (ε); see the module docstring.
         ema_alpha: α of the EMA, in (0, 1].
-        ema_init: initial EMA value (the paper: 0.1). ``smoothed()`` returns it before the first
-            estimate. Estimates that are ``nan`` (flagged) leave the EMA unchanged.
-        storage_device: where the secant's two previous iterates and the warm-start eigenvector
-            are kept (``"cpu"`` saves accelerator memory; the parameters' device saves copies).
-        record_path: a JSONL file; one line per estimation step is appended and flushed.
-        lanczos_tol, lanczos_max_iter: for ``sharpness`` (see ``estimate_lr``).
+        ema_init: initial EMA value, > 0 (the paper: 0.1).
+        ema_include_flagged: let flagged estimates enter the EMA with their ``raw_lr``.
+        noise_window: how many recent secant ratios the noise band uses (≥ 5).
+        noise_tol: equivalence margin of the noise test (see ``null_band``).
+        storage_device: where iterates and warm-start vectors are kept.
+        record_path: a JSONL file; one line per estimation step is appended.
+        lanczos_tol: relative Ritz residual for ``sharpness``.
+        lanczos_max_iter: Krylov dimension cap for ``sharpness``.
         warm_start: start Lanczos from the previous top eigenvector.
-        backend, bn_mode, params, closure: passed to ``HessianOperator`` (``params`` also selects
-            the weights of the secant).
+        backend: the HVP back end.
+        bn_mode: ``"train"`` or ``"eval"``; default ``DEFAULT_BN_MODE`` (recorded).
+        params: parameters (tensors or names) to estimate on (also the secant's weights).
+        closure: ``loss_fn(model, batch)`` form.
         on_nonfinite: ``"flag"`` (default: record ``nonfinite_loss`` and go on) or ``"raise"``.
-        generator: random source for cold Lanczos starts.
+        seed: seed of the estimator's own generator (Lanczos starts, bootstrap); recorded.
+        generator: use this generator instead (then ``seed`` is not recorded).
+        operator_options: further ``HessianOperator`` keywords (``reduction``, ``dtype``, ...).
 
     Example:
         >>> import torch
         >>> from torch import nn
-        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-        <torch._C.Generator object at ...>
         >>> model = nn.Linear(3, 1)
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.05)
         >>> est = LREstimator(model, methods=("secant", "quadratic"), every=2,
         ...                   loss_fn=nn.MSELoss(), optimizer=opt)
-        >>> x, y = torch.randn(16, 3), torch.randn(16, 1)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.randn(16, 3, generator=g), torch.randn(16, 1, generator=g)
         >>> for _ in range(4):
         ...     opt.zero_grad(); nn.MSELoss()(model(x), y).backward(); opt.step()
         ...     _ = est.step((x, y))
         >>> sorted(est.latest), len(est.history)
         (['quadratic', 'secant'], 2)
     """
+
+    name = "lr_estimator"
 
     def __init__(
         self,
@@ -135,77 +132,74 @@ class LREstimator:
         norm: Literal["l1", "l2"] = "l1",
         momentum: float | None = None,
         secant_lr_rule: Literal["mean", "first"] = "mean",
+        secant_scale: Literal["per_step", "paper"] = "per_step",
         ema_alpha: float = 0.1,
         ema_init: float = 0.1,
+        ema_include_flagged: bool = False,
+        noise_window: int = 20,
+        noise_tol: float = 0.1,
         storage_device: torch.device | str = "cpu",
         record_path: str | Path | None = None,
         lanczos_tol: float = 1e-2,
         lanczos_max_iter: int | None = None,
         warm_start: bool = True,
         backend: str = "auto",
-        bn_mode: Literal["eval", "train"] = "eval",
+        bn_mode: Literal["eval", "train"] | None = None,
         params: Sequence[torch.Tensor] | Sequence[str] | None = None,
         closure: bool = False,
         on_nonfinite: Literal["raise", "flag"] = "flag",
+        seed: int = 0,
         generator: torch.Generator | None = None,
+        operator_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if isinstance(methods, str):
-            methods = (methods,)
-        methods = tuple(methods)
-        unknown = [m for m in methods if m not in METHODS]
-        if not methods or unknown or len(set(methods)) != len(methods):
-            raise ValueError(
-                f"methods must be distinct names from {METHODS}, got {methods!r}"
-                + (f" (unknown: {unknown})" if unknown else "")
-            )
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
-        hvp_methods = tuple(m for m in methods if m in HVP_METHODS)
-        if hvp_methods and loss_fn is None:
-            raise ValueError(f"methods {hvp_methods} need loss_fn (the loss to differentiate)")
+        methods = (methods,) if isinstance(methods, str) else tuple(methods)
+        self._check_args(model, methods, every, loss_fn, optimizer)
         if not (0.0 < ema_alpha <= 1.0):
             raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha}")
-        if not math.isfinite(ema_init):
-            raise ValueError(f"ema_init must be finite, got {ema_init}")
+        if not (math.isfinite(ema_init) and ema_init > 0):
+            raise ValueError(
+                f"ema_init must be a positive finite LR, got {ema_init} (the EMA is the LR "
+                "that CurvatureLR applies before the first estimate; the paper uses 0.1)"
+            )
         if secant_lr_rule not in ("mean", "first"):
             raise ValueError(f"secant_lr_rule must be 'mean' or 'first', got {secant_lr_rule!r}")
-        _check_common(norm, 0.0 if momentum is None else momentum, lanczos_tol, on_nonfinite)
-        if optimizer is not None and not hasattr(optimizer, "param_groups"):
-            raise TypeError("optimizer must have param_groups (a torch.optim.Optimizer)")
+        if secant_scale not in SCALES:
+            raise ValueError(f"secant_scale must be one of {SCALES}, got {secant_scale!r}")
+        if isinstance(noise_window, bool) or not isinstance(noise_window, int) or noise_window < 5:
+            raise ValueError(f"noise_window must be an integer >= 5, got {noise_window!r}")
+        bn_mode = DEFAULT_BN_MODE if bn_mode is None else bn_mode
+        check_options(norm, 0.0 if momentum is None else momentum, lanczos_tol, on_nonfinite,
+                      bn_mode)  # fmt: skip
 
-        self.model = model
-        self.methods = methods
-        self.every = every
-        self.loss_fn = loss_fn
-        self.optimizer = optimizer
-        self.norm = norm
-        self.secant_lr_rule = secant_lr_rule
-        self.ema_alpha = float(ema_alpha)
-        self.ema_init = float(ema_init)
+        self.model, self.methods, self.every = model, methods, every
+        self.loss_fn, self.optimizer, self.norm = loss_fn, optimizer, norm
+        self.secant_lr_rule, self.secant_scale = secant_lr_rule, secant_scale
+        self.ema_alpha, self.ema_init = float(ema_alpha), float(ema_init)
+        self.ema_include_flagged = bool(ema_include_flagged)
+        self.noise_window, self.noise_tol = noise_window, float(noise_tol)
         self.storage_device = torch.device(storage_device)
         self.record_path = None if record_path is None else Path(record_path)
-        self.lanczos_tol = lanczos_tol
-        self.lanczos_max_iter = lanczos_max_iter
-        self.warm_start = warm_start
-        self.backend = backend
-        self.bn_mode = bn_mode
-        self.closure = closure
-        self.on_nonfinite = on_nonfinite
-        self.generator = generator
-        self._hvp_methods = hvp_methods
-        self._names, self._params = HessianOperator._select_params(model, params)
+        self.lanczos_tol, self.lanczos_max_iter = lanczos_tol, lanczos_max_iter
+        self.warm_start, self.backend, self.bn_mode = warm_start, backend, bn_mode
+        self.closure, self.on_nonfinite = closure, on_nonfinite
+        self.operator_options = dict(operator_options or {})
+        self.seed = None if generator is not None else int(seed)
+        self.generator = generator if generator is not None else torch.Generator()
+        if generator is None:
+            self.generator.manual_seed(int(seed))
+        self._hvp_methods = tuple(m for m in methods if m in HVP_METHODS)
+        self._names, self._params = select_params(model, params)
 
         self._group_weights = self._compute_group_weights()
         self.momentum = self._detect_momentum() if momentum is None else float(momentum)
+        self._explicit_momentum = momentum is not None
         self.caveats = self._detect_caveats()
-        if self.caveats:
+        if self.caveats and "secant" in methods:
             warnings.warn(
                 "LREstimator: the secant estimate (Super-Convergence Eq. 8) is derived for plain "
-                f"SGD, but the optimizer has {', '.join(self.caveats)}. Under heavy-ball momentum "
-                "β the secant approximates (1-β)·Σ|g|/Σ|Hg|; weight decay enters the trajectory. "
-                "The caveats are recorded with every estimate.",
+                f"SGD, but the optimizer has {', '.join(self.caveats)}. Read each secant estimate "
+                "against its momentum-noise null (noise_ratio, indistinguishable_from_noise in "
+                "the records); weight decay enters the trajectory.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -218,12 +212,16 @@ class LREstimator:
         self._smoothed = {m: self.ema_init for m in methods}
         self._counts = {m: 0 for m in methods}
         self._history: list[dict[str, Any]] = []
-        self._latest: dict[str, LREstimate | SecantResult] = {}
-        self._eigenvector: torch.Tensor | None = None
+        self._latest: dict[str, Any] = {}
+        self._eigenvectors: dict[str, torch.Tensor] = {}
+        self._noise_ratios: deque[float] = deque(maxlen=noise_window)
+        self._theta_before: torch.Tensor | None = None
         self._pending_lrs: list[float] | None = None
 
         if "secant" in methods:
             self._snapshots.append(self._snapshot())
+        if "secant_same_batch" in methods and every == 1:
+            self._theta_before = self._snapshot()
         self._hook = None
         if optimizer is not None and hasattr(optimizer, "register_step_pre_hook"):
             ref = weakref.ref(self)
@@ -235,6 +233,27 @@ class LREstimator:
 
             self._hook = optimizer.register_step_pre_hook(hook)
             weakref.finalize(self, self._hook.remove)  # no dangling hook once collected
+
+    @staticmethod
+    def _check_args(model: Any, methods: tuple, every: Any, loss_fn: Any, optimizer: Any) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        unknown = [m for m in methods if m not in METHODS]
+        if not methods or unknown or len(set(methods)) != len(methods):
+            raise ValueError(
+                f"methods must be distinct names from {METHODS}, got {methods!r}"
+                + (f" (unknown: {unknown})" if unknown else "")
+            )
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        needs = tuple(m for m in methods if m in HVP_METHODS)
+        if needs and loss_fn is None:
+            raise ValueError(f"methods {needs} need loss_fn (the loss to differentiate)")
+        if optimizer is not None and not hasattr(optimizer, "param_groups"):
+            raise TypeError("optimizer must have param_groups (a torch.optim.Optimizer)")
+        aware = [m for m in methods if m in OPTIMIZER_METHODS]
+        if aware and optimizer is None:
+            raise ValueError(f"methods {aware} read the optimizer's state: pass optimizer=...")
 
     # --------------------------------------------------------------------------- the optimizer
     def _compute_group_weights(self) -> list[int]:
@@ -252,10 +271,10 @@ class LREstimator:
         return [float(group["lr"]) for group in self.optimizer.param_groups]
 
     def _weighted_lr(self, lrs: Sequence[float]) -> float:
-        if len(lrs) != len(self._group_weights):  # groups were added: recount
-            self._group_weights = self._compute_group_weights()
-        total = sum(self._group_weights)
-        return sum(w * lr for w, lr in zip(self._group_weights, lrs)) / total
+        weights = self._group_weights
+        if len(lrs) != len(weights):  # groups were added: recount
+            weights = self._group_weights = self._compute_group_weights()
+        return sum(w * lr for w, lr in zip(weights, lrs)) / sum(weights)
 
     def _active_groups(self) -> list[dict]:
         if self.optimizer is None:
@@ -283,153 +302,230 @@ class LREstimator:
             found.append("nesterov")
         return tuple(found)
 
+    def _null_setup(self) -> dict[str, Any] | None:
+        """Momentum, Nesterov and dampening of the secant's noise null; None when undefined."""
+        groups = self._active_groups()
+        if self.optimizer is not None and not isinstance(self.optimizer, torch.optim.SGD):
+            if not self._explicit_momentum:
+                return None  # Adam & co: the heavy-ball null does not apply
+            groups = []
+        g0 = groups[0] if groups else {}
+        return dict(
+            momentum=self.momentum,
+            nesterov=bool(g0.get("nesterov", False)),
+            dampening=float(g0.get("dampening", 0.0) or 0.0),
+        )
+
     # ------------------------------------------------------------------------------ the step
     def _snapshot(self) -> torch.Tensor:
-        """A copy of θ (flat, float) on ``storage_device``."""
+        """A copy of θ (flat) on ``storage_device``."""
         with torch.no_grad():
-            theta = params_to_vector([p.detach() for p in self._params])  # cat: a new tensor
-            return theta.to(self.storage_device)
+            return params_to_vector([p.detach() for p in self._params]).to(self.storage_device)
 
     @property
     def due(self) -> bool:
         """Whether the next ``step()`` computes estimates (build the HVP batch only then)."""
         return (self.num_steps + 1) % self.every == 0
 
+    def should_run(self, step: int, *, last: bool = False) -> bool:
+        """Always: the estimator follows every update (the secant's LR spans and iterates)."""
+        return True
+
+    def observe(self, ctx: StepContext) -> dict[str, Any] | None:
+        """Observer entry: ``step(ctx.batch, lr=ctx.lr)``; the record keys on estimation steps.
+
+        Returns:
+            ``{"estimates": {...}, "estimates_smoothed": {...}}`` after an estimation step, else
+            None (the keys the training runner writes).
+        """
+        if self.step(ctx.batch, lr=ctx.lr) is None:
+            return None
+        latest = self._history[-1]
+        return {"estimates": latest["estimates"], "estimates_smoothed": latest["smoothed"]}
+
+    def _applied_lr(self, lr: float | None) -> tuple[float | None, list[float] | None]:
+        if lr is not None:
+            value = float(lr)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"lr must be a positive finite number, got {lr}")
+            return value, None
+        if self.optimizer is not None:
+            groups = self._pending_lrs if self._pending_lrs is not None else self._group_lrs()
+            return self._weighted_lr(groups), groups
+        return None, None
+
     def step(self, batch: Any = None, *, lr: float | None = None) -> dict[str, Any] | None:
         """Register one optimizer step; every ``every`` steps compute and record the estimates.
 
-        Call after ``optimizer.step()`` (before or after ``scheduler.step()``).
+        Call after ``optimizer.step()`` (before or after ``scheduler.step()``). If anything
+        raises (a bad argument, a failing product, a record that cannot be written), the
+        estimator's state is exactly as before the call.
 
         Args:
-            batch: the batch for the HVP methods (``(inputs, targets)``, or as ``loss_fn``
-                expects with ``closure``); only needed when ``due``. The estimate is at the
-                current (post-step) parameters.
+            batch: the batch for the model-based methods; only needed when ``due``. The estimate
+                is at the current (post-step) parameters.
             lr: the LR applied in the step just taken (overrides the optimizer's). Needed by
                 ``secant`` when no optimizer was given.
 
         Returns:
-            ``{method: LREstimate | SecantResult}`` on an estimation step (the secant appears
-            from step 2k on), else None.
+            ``{method: result}`` on an estimation step (the secant from step 2k on), else None.
         """
         t = self.num_steps + 1
         hvp = self._hvp_methods
-        # Validate everything before the state advances.
         if hvp and batch is None and t % self.every == 0:
             raise ValueError(
                 f"step {t} is an estimation step and methods {hvp} need a batch: call "
                 "estimator.step(batch) (check estimator.due to build it only when needed)"
             )
-        groups: list[float] | None = None
-        if lr is not None:
-            lr_now: float | None = float(lr)
-            if not (math.isfinite(lr_now) and lr_now > 0):
-                raise ValueError(f"lr must be a positive finite number, got {lr}")
-        elif self.optimizer is not None:
-            groups = self._pending_lrs if self._pending_lrs is not None else self._group_lrs()
-            lr_now = self._weighted_lr(groups)
-        else:
-            lr_now = None
+        lr_now, groups = self._applied_lr(lr)
         if "secant" in self.methods and lr_now is None:
             raise ValueError(
                 "the secant method needs the LR applied in each step: construct the "
                 "estimator with optimizer=... or call step(lr=...)"
             )
-        self.num_steps = t
-        self._pending_lrs = None
-        if "secant" in self.methods:
-            self._span_cur.append(lr_now)
+        span_cur = [*self._span_cur, lr_now] if "secant" in self.methods else self._span_cur
         if t % self.every != 0:
+            before = self._next_theta_before(t)
+            self.num_steps, self._span_cur, self._pending_lrs = t, span_cur, None
+            self._theta_before = before
             return None
+        gen_state = self.generator.get_state()
+        try:
+            new = self._estimate(t, batch, lr_now, groups, span_cur)
+            if self.record_path is not None:
+                append_record(self.record_path, new["record"])
+        except BaseException:
+            self.generator.set_state(gen_state)
+            raise
+        self._commit(t, new)
+        return dict(new["results"])
 
+    def _next_theta_before(self, t: int) -> torch.Tensor | None:
+        """θ_t when step t + 1 is due and the same-batch secant needs θ before it."""
+        if "secant_same_batch" in self.methods and (t + 1) % self.every == 0:
+            return self._snapshot()
+        return None
+
+    def _estimate(
+        self, t: int, batch: Any, lr_now: float | None, groups: Any, span_cur: list[float]
+    ) -> dict[str, Any]:
+        """Compute one estimation step without touching the state; return what to commit."""
         t0 = time.perf_counter()
-        results: dict[str, LREstimate | SecantResult] = {}
+        results: dict[str, Any] = {}
+        new: dict[str, Any] = {"snapshots": self._snapshots, "span_prev": self._span_prev}
+        new["noise_ratios"] = deque(self._noise_ratios, maxlen=self.noise_window)
         if "secant" in self.methods:
             theta = self._snapshot()
             if len(self._snapshots) == 2:
-                results["secant"] = self._secant(theta)
-            self._snapshots = [*self._snapshots, theta][-2:]
-            self._span_prev, self._span_cur = self._span_cur, []
-        warm = False
+                results["secant"] = self._secant(theta, self._span_prev, span_cur)
+                results["secant"] = self._noise_test(results["secant"], new["noise_ratios"])
+            new["snapshots"] = [*self._snapshots, theta][-2:]
+            new["span_prev"] = span_cur
         num_hvps = 0
-        if hvp:
-            op = HessianOperator(
-                self.model,
-                self.loss_fn,
-                batch,
-                params=self._names,
-                backend=self.backend,
-                bn_mode=self.bn_mode,
-                closure=self.closure,
-            )
-            warm = self.warm_start and self._eigenvector is not None and "sharpness" in hvp
-            results.update(
-                _estimate_many(
-                    op,
-                    hvp,
-                    norm=self.norm,
-                    momentum=self.momentum,
-                    lanczos_tol=self.lanczos_tol,
-                    lanczos_max_iter=self.lanczos_max_iter,
-                    v0=self._eigenvector if warm else None,
-                    on_nonfinite=self.on_nonfinite,
-                    generator=self.generator,
-                )
-            )
-            num_hvps = op.num_hvps
-            sharp = results.get("sharpness")
-            if sharp is not None and sharp.eigenvector is not None:
-                self._eigenvector = sharp.eigenvector.detach().to(self.storage_device)
+        warm = {}
+        if self._hvp_methods:
+            warm = {m: v for m, v in self._eigenvectors.items() if self.warm_start}
+            est = estimate_lrs(
+                self.model, self.loss_fn, batch, methods=self._hvp_methods, norm=self.norm,
+                momentum=self.momentum, lanczos_tol=self.lanczos_tol,
+                lanczos_max_iter=self.lanczos_max_iter, warm_starts=warm,
+                theta_prev=self._theta_before, optimizer=self.optimizer, backend=self.backend,
+                bn_mode=self.bn_mode, params=self._names, closure=self.closure,
+                on_nonfinite=self.on_nonfinite, generator=self.generator,
+                operator_options=self.operator_options,
+            )  # fmt: skip
+            results.update(est)
+            num_hvps = sum(int(getattr(r, "num_hvps", 0)) for r in est.values())
+        new["eigenvectors"] = dict(self._eigenvectors)
         for m, r in results.items():
-            if r.ok:
-                a = self.ema_alpha
-                self._smoothed[m] = a * r.lr + (1.0 - a) * self._smoothed[m]
-                self._counts[m] += 1
+            vec = getattr(r, "eigenvector", None)
+            if vec is not None:
+                new["eigenvectors"][m] = vec.detach().to(self.storage_device)
+        new["smoothed"], new["counts"] = self._ema(results)
+        new["record"] = self._record(t, lr_now, groups, results, new, warm, num_hvps, t0)
+        new["results"] = results
+        return new
+
+    def _ema(self, results: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, int]]:
+        smoothed, counts = dict(self._smoothed), dict(self._counts)
+        for m, r in results.items():
+            value = r.lr if r.ok else float("nan")
+            if not r.ok and self.ema_include_flagged:
+                value = float(getattr(r, "raw_lr", float("nan")))
+            if math.isfinite(value) and value > 0:
+                smoothed[m] = self.ema_alpha * value + (1.0 - self.ema_alpha) * smoothed[m]
+                counts[m] += 1
+        return smoothed, counts
+
+    def _record(self, t, lr_now, groups, results, new, warm, num_hvps, t0) -> dict[str, Any]:
         estimates = {m: r.as_dict() for m, r in results.items()}
         if "sharpness" in estimates:
-            estimates["sharpness"]["warm_start"] = warm
-        record = to_jsonable(
+            estimates["sharpness"]["warm_start"] = "sharpness" in warm
+        for m in estimates:
+            estimates[m].setdefault("bn_mode", None if m == "secant" else self.bn_mode)
+        return to_jsonable(
             {
                 "step": t,
                 "lr": lr_now,
                 "lr_groups": groups,
                 "estimates": estimates,
-                "smoothed": dict(self._smoothed),
+                "smoothed": new["smoothed"],
                 "num_hvps": num_hvps,
                 "seconds": time.perf_counter() - t0,
                 "caveats": list(self.caveats),
+                "bn_mode": self.bn_mode,
+                "seed": self.seed,
+                "secant_scale": self.secant_scale if "secant" in self.methods else None,
             },
             inf_as_string=False,
         )
-        self._history.append(record)
-        self._latest = results
-        if self.record_path is not None:
-            append_record(self.record_path, record)
-        return dict(results)
 
-    def _secant(self, theta: torch.Tensor) -> SecantResult:
-        prev, cur = self._span_prev, self._span_cur
+    def _commit(self, t: int, new: Mapping[str, Any]) -> None:
+        self.num_steps = t
+        self._pending_lrs = None
+        self._snapshots, self._span_prev = new["snapshots"], new["span_prev"]
+        self._span_cur = []
+        self._noise_ratios = new["noise_ratios"]
+        self._eigenvectors = new["eigenvectors"]
+        self._smoothed, self._counts = new["smoothed"], new["counts"]
+        self._history.append(new["record"])
+        self._latest = new["results"]
+        self._theta_before = self._next_theta_before(t)
+
+    def _secant(self, theta: torch.Tensor, prev: list[float], cur: list[float]) -> SecantResult:
         if self.secant_lr_rule == "first":
             lr1, lr2 = prev[0], None
         else:
             lr1, lr2 = sum(prev) / len(prev), sum(cur) / len(cur)
+        null = self._null_setup() or {}
         try:
             return secant_lr(
-                self._snapshots[0],
-                self._snapshots[1],
-                theta,
-                lr1,
-                lr_next=lr2,
-                steps=self.every,
-                norm=self.norm,
-            )
+                self._snapshots[0], self._snapshots[1], theta, lr1, lr_next=lr2,
+                steps=self.every, scale=self.secant_scale, norm=self.norm, **null,
+            )  # fmt: skip
         except NonFiniteError:
             if self.on_nonfinite == "raise":
                 raise
-            return _nonfinite_secant(lr1, self.every, self.norm)
+            return _nonfinite_secant(lr1, self.every, self.norm, self.secant_scale)
+
+    def _noise_test(self, res: SecantResult, window: deque) -> SecantResult:
+        """Add the window's bootstrap band and the noise flag to a secant result."""
+        from dataclasses import replace
+
+        if math.isfinite(res.noise_ratio) and res.noise_ratio > 0:
+            window.append(res.noise_ratio)
+        if len(window) < _MIN_NOISE_WINDOW or not math.isfinite(res.noise_null):
+            return res
+        band = null_band(list(window), tol=self.noise_tol, generator=self.generator)
+        return replace(
+            res,
+            noise_band=(band.low, band.high),
+            indistinguishable_from_noise=band.indistinguishable,
+        )
 
     # ------------------------------------------------------------------------------ reading
     @property
-    def latest(self) -> dict[str, LREstimate | SecantResult]:
+    def latest(self) -> dict[str, Any]:
         """The results of the last estimation step, ``{method: result}`` (empty before)."""
         return dict(self._latest)
 
@@ -439,7 +535,7 @@ class LREstimator:
         return list(self._history)
 
     def smoothed(self, method: str | None = None) -> float:
-        """The EMA of ``method``'s estimates (``ema_init`` before the first finite one).
+        """The EMA of ``method``'s estimates (``ema_init`` before the first one that counts).
 
         ``method`` defaults to the first of ``methods``.
         """
@@ -449,7 +545,7 @@ class LREstimator:
         return self._smoothed[method]
 
     def num_estimates(self, method: str) -> int:
-        """How many finite estimates of ``method`` entered the EMA."""
+        """How many estimates of ``method`` entered the EMA."""
         if method not in self._counts:
             raise KeyError(f"method {method!r} is not estimated here; methods: {self.methods}")
         return self._counts[method]
@@ -467,13 +563,17 @@ class LREstimator:
             "every": self.every,
             "norm": self.norm,
             "secant_lr_rule": self.secant_lr_rule,
+            "secant_scale": self.secant_scale,
             "num_params": sum(p.numel() for p in self._params),
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """The estimator's state: step count, secant iterates and LR spans, EMA, history, the
-        warm-start eigenvector. Plain containers and tensors: loads with
-        ``torch.load(..., weights_only=True)``. ``latest`` (result objects) is not saved."""
+        """The estimator's state, loadable with ``torch.load(..., weights_only=True)``.
+
+        Step count, iterates, LR spans, EMA, history, warm starts, the noise window and the
+        generator state.
+        """
+        vecs = self._eigenvectors
         return {
             "version": _STATE_VERSION,
             "config": self._config(),
@@ -484,27 +584,40 @@ class LREstimator:
             "smoothed": dict(self._smoothed),
             "counts": dict(self._counts),
             "history": [json.loads(json.dumps(r)) for r in self._history],
-            "eigenvector": None if self._eigenvector is None else self._eigenvector.clone(),
+            "eigenvector": vecs["sharpness"].clone() if "sharpness" in vecs else None,
+            "eigenvectors": {m: v.clone() for m, v in vecs.items()},
+            "noise_ratios": list(self._noise_ratios),
+            "theta_before": None if self._theta_before is None else self._theta_before.clone(),
+            "generator": self.generator.get_state(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; the configuration (methods, every, norm, rule and
-        the number of parameters) must match."""
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"unsupported LREstimator state version {state.get('version')!r}")
-        mine, theirs = self._config(), state["config"]
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; the configuration must match."""
+        version = state.get("version")
+        if version not in (1, _STATE_VERSION):
+            raise ValueError(f"unsupported LREstimator state version {version!r}")
+        mine, theirs = self._config(), dict(state["config"])
+        theirs.setdefault("secant_scale", "per_step")  # version 1 had only the per-step form
         diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
         if diff:
             raise ValueError(f"state_dict configuration differs (saved, here): {diff}")
+        dev = self.storage_device
         self.num_steps = int(state["num_steps"])
-        self._snapshots = [s.to(self.storage_device) for s in state["snapshots"]]
+        self._snapshots = [s.to(dev) for s in state["snapshots"]]
         self._span_prev = [float(x) for x in state["span_prev"]]
         self._span_cur = [float(x) for x in state["span_cur"]]
         self._smoothed = {k: float(v) for k, v in state["smoothed"].items()}
         self._counts = {k: int(v) for k, v in state["counts"].items()}
         self._history = [dict(r) for r in state["history"]]
-        eig = state["eigenvector"]
-        self._eigenvector = None if eig is None else eig.to(self.storage_device)
+        vecs = dict(state.get("eigenvectors") or {})
+        if not vecs and state.get("eigenvector") is not None:
+            vecs["sharpness"] = state["eigenvector"]
+        self._eigenvectors = {m: v.to(dev) for m, v in vecs.items()}
+        self._noise_ratios = deque(state.get("noise_ratios", []), maxlen=self.noise_window)
+        before = state.get("theta_before")
+        self._theta_before = None if before is None else before.to(dev)
+        if state.get("generator") is not None:
+            self.generator.set_state(state["generator"])
         self._latest = {}
         self._pending_lrs = None
 

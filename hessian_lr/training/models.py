@@ -112,7 +112,7 @@ class MLP(nn.Module):
         nn.init.xavier_uniform_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         x = x.flatten(1)
         for layer in self.hidden:
             x = self.act(layer(x))
@@ -191,7 +191,7 @@ class LeNet5(nn.Module):
         nn.init.xavier_uniform_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         for conv in (self.conv1, self.conv2):
             x = conv(x)
             x = self.pool(self.act(x) if self.conv_activation else x, 2)
@@ -254,7 +254,7 @@ class _BasicBlock(nn.Module):
             x = F.pad(x, (0, 0, 0, 0, self.pad_channels, self.pad_channels))
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
@@ -321,7 +321,7 @@ class CifarResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         x = F.relu(self.bn(self.conv(x)))
         x = self.blocks(x)
         x = x.mean(dim=(2, 3))
@@ -383,8 +383,9 @@ def build_model(
 
     Args:
         name: the model.
-        num_classes, in_channels, input_size: from the dataset (``ds.num_classes``,
-            ``ds.in_channels``, ``ds.input_size``).
+        num_classes: number of classes (``ds.num_classes``).
+        in_channels: image channels (``ds.in_channels``).
+        input_size: image height = width (``ds.input_size``).
         **kw: passed to the constructor.
 
     Raises:

@@ -1,16 +1,25 @@
 """A plain, resumable training loop shared by the experiments (nanoGPT-style: top to bottom).
 
 ``train(cfg, root=..., experiment=..., run=...)`` trains one configuration and writes a run folder
-(see ``hessian_lr.records``): ``config.json``, ``meta.json`` and ``records.jsonl`` with one record
-per optimizer step (loss, LR, momentum; test loss/accuracy every ``eval_every`` steps; the
-``LREstimator``'s estimates every ``estimator_every`` steps; λ_max and the Hessian trace every
-``probe_every`` steps). A checkpoint is replaced atomically every ``checkpoint_every`` steps;
-calling ``train`` again with the same arguments resumes from it and, on CPU, reproduces the
-uninterrupted records exactly (the batch order is a pure function of (seed, epoch, step), the
-augmentation generator and every stateful object are checkpointed). A non-finite loss ends the run
-with status ``diverged``: a result, not a crash. ``callback`` sees the live model after every
-update (e.g. to take spectral-density snapshots at chosen steps, F12) and may add keys to the
-step's record.
+(:mod:`hessian_lr.training.run`): ``config.json``, ``meta.json`` and ``records.jsonl`` with one
+record per optimizer step (loss, LR, momentum) plus what the observers add: test loss/accuracy
+every ``eval_every`` steps, the ``LREstimator``'s estimates every ``estimator_every`` steps, λ_max
+and the Hessian trace every ``probe_every`` steps, and the keys of any ``observers=`` given.
+
+Guarantees:
+
+* **Resume**: a checkpoint is replaced atomically every ``checkpoint_every`` steps; calling
+  ``train`` again resumes from it and, on CPU, reproduces the uninterrupted records exactly (the
+  batch order is a pure function of (seed, epoch, step), and the augmentation generator, the
+  global RNGs and every observer's state are checkpointed).
+* **One writer**: the run folder is locked (:class:`~hessian_lr.training.run.RunLock`) while a
+  process trains it; a second process gets a ``RunLockedError`` naming the holder.
+* **Config-checked resume**: a run folder is only continued under the configuration it was
+  started with; otherwise a ``ConfigMismatchError`` lists the differing fields, unless
+  ``allow_config_change=True``, which records the change in ``meta.json``.
+* **Interrupted runs**: a run whose process died says ``interrupted`` on the next start (and
+  stray temporary files are removed). A non-finite loss ends the run with status ``diverged``:
+  a result, not a crash.
 """
 
 from __future__ import annotations
@@ -19,9 +28,8 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,80 +37,39 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..curvature.hessian import HessianOperator
-from ..curvature.lanczos import lanczos
-from ..curvature.trace import hutchinson_trace
-from ..records import RecordWriter, Run, now, run_metadata, write_json_atomic
-from ..rng import get_rng_state, set_rng_state
+from ..observe import Observer, run_observers
+from ..records import RecordSink, RecordWriter, make_sink, temp_path, write_json_atomic
+from ..rng import get_rng_state, preserved_rng, set_rng_state
 from ..schedules.closed_form import schedule_from_dict
 from ..schedules.scheduler import ScheduleLR
-from .data import Dataset, ResumableBatchSampler, augment_batch, load_dataset
+from .data import Dataset, batch_stream, load_dataset, probe_indices
 from .models import build_model
+from .observers import (
+    CurvatureProbe,
+    EstimatorObserver,
+    EvalObserver,
+    RecordCallback,
+    RunContext,
+    evaluate,
+)
+from .run import Run, now, run_metadata
+from .train_config import TrainConfig, TrainResult, config_diff
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "ConfigMismatchError",
     "train",
     "resolve_device",
     "evaluate",
     "make_optimizer",
     "probe_batch",
+    "default_observers",
 ]
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines one training run (saved as ``config.json``).
-
-    The schedule is a ``Schedule.to_dict()`` description, e.g.
-    ``{"type": "OneCycle", "base_lr": 0.1, "max_lr": 1.0, "step_size": 400, "total_steps": 1000}``.
-    Units: steps are optimizer updates (batches).
-    """
-
-    dataset: str = "digits"
-    data_root: str | None = None
-    subset: float | None = None  # fraction (or count) of the training set, stratified
-    augment: bool = False  # pad-4 crop + flip (CIFAR)
-    model: str = "lenet5"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    optimizer: str = "sgd"  # sgd | nesterov | adam
-    momentum: float = 0.9  # SGD momentum or Adam beta1 (a momentum schedule overrides it)
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    steps: int = 1000
-    schedule: dict[str, Any] = field(default_factory=lambda: {"type": "Constant", "base_lr": 0.1})
-    estimator_methods: tuple[str, ...] = ()  # e.g. ("secant", "quadratic", "sharpness")
-    estimator_every: int = 10
-    probe_every: int = 0  # λ_max (Lanczos) and Hutchinson trace every N steps; 0 = off
-    probe_size: int = 256  # fixed training examples the probe's Hessian is taken on
-    trace_probes: int = 0  # Hutchinson probes per trace estimate; 0 = no trace
-    eval_every: int = 100
-    eval_batch_size: int = 1000
-    checkpoint_every: int = 200
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "steps", "eval_every", "checkpoint_every", "estimator_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.optimizer not in ("sgd", "nesterov", "adam"):
-            raise ValueError(f"optimizer must be sgd, nesterov or adam, got {self.optimizer!r}")
-        if self.probe_every < 0 or self.trace_probes < 0:
-            raise ValueError("probe_every and trace_probes must be >= 0")
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Outcome of ``train``: where the run lives and its headline numbers."""
-
-    run_dir: Path
-    status: str  # finished | diverged
-    steps: int
-    final_test_accuracy: float | None
-    best_test_accuracy: float | None
-    seconds: float
-    resumed_from: int | None
+class ConfigMismatchError(ValueError):
+    """A run folder holds a run of another configuration (the message lists the fields)."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -118,31 +85,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, data: Dataset, *, batch_size: int = 1000, device: torch.device | None = None
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (fraction) of ``model`` on ``data`` in eval mode.
-
-    The model's train/eval mode is restored afterwards.
-    """
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    try:
-        for start in range(0, len(data.y), batch_size):
-            x = data.x[start : start + batch_size].to(device)
-            y = data.y[start : start + batch_size].to(device)
-            out = model(x)
-            loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
-            correct += int((out.argmax(1) == y).sum())
-    finally:
-        model.train(was_training)
-    n = len(data.y)
-    return loss_sum / n, correct / n
-
-
 def make_optimizer(
     name: str, params: Any, *, lr: float, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:
@@ -156,68 +98,52 @@ def make_optimizer(
     )
 
 
-def _make_estimator(cfg: TrainConfig, model, optimizer, loss_fn):
-    if not cfg.estimator_methods:
-        return None
-    from ..lr.estimator import LREstimator  # imported late: optional machinery
-
-    return LREstimator(
-        model,
-        methods=tuple(cfg.estimator_methods),
-        every=cfg.estimator_every,
-        loss_fn=loss_fn,
-        optimizer=optimizer,
-    )
-
-
 def probe_batch(
     cfg: TrainConfig, train_data: Dataset, *, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed training examples whose Hessian the curvature probe takes (``probe_every``).
 
     ``cfg.probe_size`` examples of ``train_data`` drawn without replacement by a generator seeded
-    from ``cfg.seed`` (the global RNG is untouched), so a callback can evaluate other curvature
-    quantities on exactly the probe's batch.
+    from ``cfg.seed`` (:func:`~hessian_lr.training.data.probe_indices`; the global RNG is
+    untouched), so a callback can evaluate other curvature quantities on exactly this batch.
 
     Returns:
         ``(x, y)``: x (probe_size, C, H, W) float32, y (probe_size,) int64, on ``device``.
     """
-    g = torch.Generator().manual_seed(cfg.seed + 12345)
-    idx = torch.randperm(len(train_data.y), generator=g)[: cfg.probe_size]
+    idx = probe_indices(len(train_data.y), cfg.probe_size, seed=cfg.seed)
     return train_data.x[idx].to(device), train_data.y[idx].to(device)
 
 
-class _CurvatureProbe:
-    """λ_max (warm-started Lanczos) and Hutchinson trace on a fixed batch, every k steps."""
+def default_observers(
+    cfg: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_data: Dataset,
+    test_data: Dataset,
+    device: torch.device,
+) -> list[Observer]:
+    """The observers ``cfg`` asks for, in record order: estimator, probe, evaluation."""
+    out: list[Observer] = []
+    if cfg.estimator_methods:
+        from ..lr.estimator import LREstimator  # imported late: optional machinery
 
-    def __init__(self, cfg: TrainConfig, train_data: Dataset, device: torch.device) -> None:
-        self.batch = probe_batch(cfg, train_data, device=device)
-        self.trace_probes = cfg.trace_probes
-        self.seed = cfg.seed
-        self.v0: torch.Tensor | None = None
-
-    def __call__(self, model: nn.Module, step: int) -> dict[str, Any]:
-        op = HessianOperator(model, nn.CrossEntropyLoss(), self.batch)
-        t0 = time.perf_counter()
-        res = lanczos(op, k=1, which="LA", tol=1e-3, v0=self.v0)
-        self.v0 = res.eigenvectors[:, 0].detach().clone() if res.eigenvectors is not None else None
-        out = {
-            "lambda_max": float(res.eigenvalues[0]),
-            "lambda_max_hvps": res.num_matvecs,
-        }
-        if self.trace_probes:
-            g = torch.Generator(device=op.device).manual_seed(self.seed * 100003 + step)
-            tr = hutchinson_trace(op, num_probes=self.trace_probes, generator=g)
-            out["trace"] = tr.estimate
-            out["trace_std_error"] = tr.std_error
-        out["probe_seconds"] = time.perf_counter() - t0
-        return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"v0": None if self.v0 is None else self.v0.cpu()}
-
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
-        self.v0 = None if state["v0"] is None else state["v0"].to(device)
+        est = LREstimator(
+            model,
+            methods=tuple(cfg.estimator_methods),
+            every=cfg.estimator_every,
+            loss_fn=nn.CrossEntropyLoss(),
+            optimizer=optimizer,
+        )
+        out.append(EstimatorObserver(est))
+    if cfg.probe_every:
+        batch = probe_batch(cfg, train_data, device=device)
+        out.append(
+            CurvatureProbe(
+                batch, every=cfg.probe_every, trace_probes=cfg.trace_probes, seed=cfg.seed
+            )
+        )
+    out.append(EvalObserver(test_data, every=cfg.eval_every, batch_size=cfg.eval_batch_size))
+    return out
 
 
 def _current(optimizer: torch.optim.Optimizer) -> tuple[float, float | None]:
@@ -226,6 +152,99 @@ def _current(optimizer: torch.optim.Optimizer) -> tuple[float, float | None]:
     if mom is None and "betas" in group:
         mom = group["betas"][0]
     return float(group["lr"]), None if mom is None else float(mom)
+
+
+def _state_keys(observers: Sequence[Observer]) -> list[str]:
+    """Unique checkpoint keys: the observers' names (``name#i`` for repeats)."""
+    seen: dict[str, int] = {}
+    keys = []
+    for obs in observers:
+        n = seen.get(obs.name, 0)
+        seen[obs.name] = n + 1
+        keys.append(obs.name if n == 0 else f"{obs.name}#{n}")
+    return keys
+
+
+def _result(run: Run, status: str, steps: int, seconds: float, resumed: int | None) -> TrainResult:
+    accs = [r["test_accuracy"] for r in run.records() if r.get("test_accuracy") is not None]
+    last, best = (accs[-1], max(accs)) if accs else (None, None)
+    return TrainResult(run.dir, status, steps, last, best, seconds, resumed)
+
+
+@dataclass
+class _Session:
+    """Everything one ``train`` call builds (so the loop and the checkpoint share it)."""
+
+    cfg: TrainConfig
+    run: Run
+    device: torch.device
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: ScheduleLR
+    stream: Any
+    observers: list[Observer]
+    writer: RecordWriter
+    sinks: list[RecordSink] = field(default_factory=list)
+    start_step: int = 0
+    step: int = 0
+    resumed_from: int | None = None
+    elapsed: float = 0.0
+    t_start: float = 0.0
+
+    def checkpoint(self, step: int) -> None:
+        """Replace ``checkpoint.pt`` atomically (unique temporary name, then ``os.replace``)."""
+        states = {k: o.state_dict() for k, o in zip(_state_keys(self.observers), self.observers)}
+        state = {
+            "step": step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "observers": states,
+            "aug_gen": self.stream.generator.get_state(),
+            "rng": get_rng_state(),
+            "seconds": self.elapsed + time.perf_counter() - self.t_start,
+        }
+        tmp = temp_path(self.run.checkpoint_path)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, self.run.checkpoint_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load(self, ckpt: Mapping[str, Any], changed: Iterable[str] = ()) -> None:
+        """Restore a checkpoint (older ones keep observer states under estimator/probe).
+
+        ``changed`` names config fields that differ from the checkpoint's run (an allowed
+        config change): the optimizer keeps the new hyper-parameters (weight decay, momentum,
+        Nesterov), and a changed schedule takes over at the checkpoint's step.
+        """
+        changed = set(changed)
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if changed:
+            keep = ("weight_decay", "momentum", "betas", "nesterov", "dampening")
+            for group, new in zip(self.optimizer.param_groups, fresh):
+                group.update({k: new[k] for k in keep if k in new})
+        if "schedule" in changed or "steps" in changed:
+            schedule = schedule_from_dict(self.cfg.schedule)
+            self.scheduler = ScheduleLR(self.optimizer, schedule, last_epoch=ckpt["step"] - 1)
+        else:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        states = ckpt.get("observers") or {k: ckpt.get(k) for k in ("estimator", "probe")}
+        for key, obs in zip(_state_keys(self.observers), self.observers):
+            if states.get(key) is not None:
+                obs.load_state_dict(states[key])
+        self.stream.generator.set_state(ckpt["aug_gen"])
+        set_rng_state(ckpt["rng"])
+        self.start_step = self.resumed_from = ckpt["step"]
+        self.elapsed = ckpt.get("seconds", 0.0)
+
+    def emit(self, record: Mapping[str, Any]) -> None:
+        """Write one record to ``records.jsonl`` (the source of truth), then to every sink."""
+        self.writer.write(record)
+        for sink in self.sinks:
+            sink.write(record)
 
 
 def train(
@@ -238,46 +257,115 @@ def train(
     train_data: Dataset | None = None,
     test_data: Dataset | None = None,
     callback: Callable[[int, nn.Module, dict], None] | None = None,
+    observers: Iterable[Observer] = (),
+    sinks: Iterable[RecordSink | str | Callable[[Mapping[str, Any]], Any]] = (),
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Train ``cfg`` into ``<root>/<experiment>/<run>/``, resuming if a checkpoint is there.
 
     Args:
         cfg: the configuration.
-        root, experiment, run: where the run folder goes (``run`` defaults to ``seed<seed>``).
+        root: results root.
+        experiment: experiment folder under ``root``.
+        run: run folder (default ``seed<seed>``).
         progress: show a tqdm bar.
-        train_data, test_data: preloaded datasets (else loaded from ``cfg``).
+        train_data: a preloaded training set (else loaded from ``cfg``).
+        test_data: a preloaded test set (else loaded from ``cfg``).
         callback: ``callback(step, model, record)``, called after each optimizer step (``step``
             is 0-based: the model has had ``step + 1`` updates) once that step's record is
-            complete (loss, LR, estimates, probe, evaluation) and before it is written, so it may
-            add JSON-able keys to ``record``. Before the first update of a run that starts from
-            scratch it is also called once with ``step = -1``, the initial model and an empty
-            record that is not written. It is not called for the non-finite step that ends a
-            diverged run, nor for a finished run found in place. On resume it is called only for
-            the steps from the checkpoint on (calls made between the checkpoint and a crash are
-            made again), so a callback that writes files must be idempotent per step. The model
-            is in train mode during the call; the callback must leave the model, its mode and the
-            global RNGs as it found them (``HessianOperator``, ``evaluate``, and ``lanczos`` or
-            ``spectral_density`` given a ``generator`` do), or the records stop being
-            reproducible.
+            complete (loss, LR, estimates, probe, evaluation, ``observers``) and before it is
+            written, so it may add JSON-able keys to ``record``. Before the first update of a run
+            that starts from scratch it is also called once with ``step = -1``, the initial model
+            and an empty record that is not written. It is not called for the non-finite step
+            that ends a diverged run, nor for a finished run found in place. On resume it is
+            called only for the steps from the checkpoint on (calls made between the checkpoint
+            and a crash are made again), so a callback that writes files must be idempotent per
+            step. The model is in train mode during the call; the global RNGs are restored
+            after it (as for every observer).
+        observers: more :class:`hessian_lr.observe.Observer` s, run after the built-in ones
+            (estimator, probe, evaluation) in order; their records' keys join the step's record
+            and their ``state_dict`` goes into the checkpoint.
+        sinks: where records also go (``"tensorboard:DIR"``, ``"csv:PATH"``, a
+            :class:`~hessian_lr.records.RecordSink` or a callable; see
+            :func:`~hessian_lr.records.make_sink`). ``records.jsonl`` is always written.
+        allow_config_change: resume a run folder whose ``config.json`` differs from ``cfg``
+            (recorded in ``meta.json`` under ``config_changes``); otherwise that raises.
 
     Returns:
         TrainResult. A finished or diverged run found in place is returned without training.
+
+    Raises:
+        RunLockedError: another process is writing this run folder.
+        ConfigMismatchError: the folder holds a run of another configuration.
     """
     run_obj = Run(root, experiment, run or f"seed{cfg.seed}")
-    meta = run_obj.meta()
-    if meta.get("status") in ("finished", "diverged"):
-        recs = run_obj.records()
-        accs = [r["test_accuracy"] for r in recs if r.get("test_accuracy") is not None]
-        return TrainResult(
-            run_obj.dir,
-            meta["status"],
-            meta.get("steps_done", len(recs)),
-            accs[-1] if accs else None,
-            max(accs) if accs else None,
-            meta.get("seconds", 0.0),
-            None,
-        )
+    with run_obj.lock():
+        done, diff = _prepare_folder(run_obj, cfg, allow_config_change)
+        if done is not None:
+            return done
+        extra = [*observers, *([RecordCallback(callback)] if callback is not None else [])]
+        s = _build(cfg, run_obj, train_data, test_data, extra, experiment, diff)
+        s.sinks = [make_sink(x) for x in sinks]
+        try:
+            status, step = _loop(s, progress, f"{experiment}/{run_obj.name}")
+        except BaseException:
+            run_obj.update_meta(status="interrupted", steps_done=s.step)
+            raise
+        finally:
+            s.writer.close()
+            for obs in s.observers:
+                obs.close()
+            for sink in s.sinks:
+                sink.close()
+        seconds = s.elapsed + time.perf_counter() - s.t_start
+        run_obj.update_meta(status=status, finished=now(), steps_done=step, seconds=seconds)
+        run_obj.checkpoint_path.unlink(missing_ok=True)
+        return _result(run_obj, status, step, seconds, s.resumed_from)
 
+
+def _prepare_folder(
+    run: Run, cfg: TrainConfig, allow_config_change: bool
+) -> tuple[TrainResult | None, dict[str, Any]]:
+    """Under the lock: clean up after a killed writer, check the config, spot a finished run."""
+    for path in run.stray_temp_files():
+        path.unlink(missing_ok=True)
+    meta = run.meta()
+    if meta.get("status") == "running":  # we hold the lock, so its writer died
+        lost = {"detected": now(), "steps_done": meta.get("steps_done")}
+        meta = run.update_meta(
+            status="interrupted", interruptions=[*meta.get("interruptions", []), lost]
+        )
+    diff = config_diff(run.config(), cfg) if run.config_path.exists() else {}
+    status = meta.get("status")
+    if diff and (not allow_config_change or status in ("finished", "diverged")):
+        fields = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
+        remedy = (
+            "its checkpoint is gone, so it cannot continue: choose another run name"
+            if status in ("finished", "diverged")
+            else "choose another run name, or pass allow_config_change=True "
+            "(--allow-config-change) to continue it under the new values"
+        )
+        raise ConfigMismatchError(
+            f"run folder {run.dir} ({status or 'started'}) was made with another configuration "
+            f"(saved -> new: {fields}); {remedy}"
+        )
+    if status in ("finished", "diverged"):
+        recs = run.records()
+        steps = meta.get("steps_done", len(recs))
+        return _result(run, status, steps, meta.get("seconds", 0.0), None), diff
+    return None, diff
+
+
+def _build(
+    cfg: TrainConfig,
+    run: Run,
+    train_data: Dataset | None,
+    test_data: Dataset | None,
+    extra: list[Observer],
+    experiment: str,
+    diff: dict[str, Any],
+) -> _Session:
+    """Data, model, optimizer, schedule, observers, batch stream; then resume or start fresh."""
     device = resolve_device(cfg.device)
     _seed_everything(cfg.seed)
     if train_data is None:
@@ -301,80 +389,85 @@ def train(
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
     )
-    scheduler = ScheduleLR(optimizer, schedule)
-    loss_fn = nn.CrossEntropyLoss()
-    estimator = _make_estimator(cfg, model, optimizer, loss_fn)
-    probe = _CurvatureProbe(cfg, train_data, device) if cfg.probe_every else None
-    sampler = ResumableBatchSampler(
-        len(train_data.y), cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True
+    s = _Session(
+        cfg=cfg,
+        run=run,
+        device=device,
+        model=model,
+        optimizer=optimizer,
+        scheduler=ScheduleLR(optimizer, schedule),
+        stream=batch_stream(train_data, cfg.batch_size, seed=cfg.seed, augment=cfg.augment),
+        observers=[
+            *default_observers(cfg, model, optimizer, train_data, test_data, device),
+            *extra,
+        ],
+        writer=RecordWriter(run.records_path),
     )
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 777)
-
-    start_step, resumed_from, elapsed = 0, None, 0.0
-    writer = RecordWriter(run_obj.records_path)
-    if run_obj.checkpoint_path.exists():
-        ckpt = torch.load(run_obj.checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if estimator is not None:
-            estimator.load_state_dict(ckpt["estimator"])
-        if probe is not None:
-            probe.load_state_dict(ckpt["probe"], device)
-        aug_gen.set_state(ckpt["aug_gen"])
-        set_rng_state(ckpt["rng"])
-        start_step = resumed_from = ckpt["step"]
-        elapsed = ckpt.get("seconds", 0.0)
-        writer.truncate_after(start_step - 1)
+    meta = run.meta()
+    if run.checkpoint_path.exists():
+        ckpt = torch.load(run.checkpoint_path, map_location=device, weights_only=False)
+        try:
+            s.load(ckpt, changed=diff)
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            if not diff:
+                raise
+            raise ConfigMismatchError(
+                f"cannot resume {run.dir} under the changed fields {sorted(diff)}: the "
+                f"checkpoint does not fit them ({type(err).__name__}: {err}); choose another "
+                "run name"
+            ) from err
+        s.writer.truncate_after(s.start_step - 1)
     else:
-        writer.truncate_after(-1)  # a run that died before its first checkpoint starts clean
-        write_json_atomic(run_obj.config_path, cfg)
-    run_obj.update_meta(
+        s.writer.truncate_after(-1)  # a run that died before its first checkpoint starts clean
+    if diff or not run.checkpoint_path.exists():
+        write_json_atomic(run.config_path, cfg)
+    changes = {}
+    if diff:
+        change = {"at_step": s.start_step, "time": now(), "fields": diff}
+        changes["config_changes"] = [*meta.get("config_changes", []), change]
+    run.update_meta(
         **run_metadata(device=str(device), seed=cfg.seed),
         status="running",
         started=meta.get("started", now()),
-        resumed_from=resumed_from,
+        resumed_from=s.resumed_from,
         experiment=experiment,
+        **changes,
     )
+    return s
 
-    def checkpoint(step: int) -> None:
-        state = {
-            "step": step,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "estimator": estimator.state_dict() if estimator is not None else None,
-            "probe": probe.state_dict() if probe is not None else None,
-            "aug_gen": aug_gen.get_state(),
-            "rng": get_rng_state(),
-            "seconds": elapsed + time.perf_counter() - t_start,
-        }
-        tmp = run_obj.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, run_obj.checkpoint_path)
 
-    per_epoch = len(sampler)
-    status = "finished"
-    t_start = time.perf_counter()
+def _observe(observers: Sequence[Observer], ctx: RunContext, *, last: bool) -> None:
+    """Run each due observer (global RNGs preserved) and add its keys to ``ctx.record``."""
+    for obs in observers:
+        rec = run_observers([obs], ctx, last=last)
+        clash = sorted(set(rec) & set(ctx.record))
+        if clash:
+            raise ValueError(
+                f"observer {obs.name!r} wrote record keys {clash} already set at step {ctx.step}"
+            )
+        ctx.record.update(rec)
+
+
+def _loop(s: _Session, progress: bool, desc: str) -> tuple[str, int]:
+    """The training loop proper: one record per update; returns (status, steps done)."""
+    cfg, model, optimizer = s.cfg, s.model, s.optimizer
+    loss_fn = nn.CrossEntropyLoss()
+    per_epoch = s.stream.steps_per_epoch
+    status, step = "finished", s.start_step
+    s.t_start = time.perf_counter()
     model.train()
-    bar = tqdm(
-        total=cfg.steps,
-        initial=start_step,
-        disable=not progress,
-        desc=f"{experiment}/{run_obj.name}",
-        leave=False,
-    )
-    step = start_step
+    bar = tqdm(total=cfg.steps, initial=s.start_step, disable=not progress, desc=desc, leave=False)
     try:
-        if callback is not None and start_step == 0:
-            callback(-1, model, {})
-        for step in range(start_step, cfg.steps):
-            epoch, pos = divmod(step, per_epoch)
-            idx = next(sampler.batches(epoch, pos))
-            x, y = train_data.x[idx], train_data.y[idx]
-            if cfg.augment:
-                x = augment_batch(x, aug_gen)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if s.start_step == 0:
+            ctx0 = RunContext(step=-1, model=model, optimizer=optimizer, loss_fn=loss_fn)
+            for obs in s.observers:
+                if hasattr(obs, "on_train_start"):
+                    with preserved_rng():
+                        obs.on_train_start(ctx0)
+        for step in range(s.start_step, cfg.steps):
+            s.step = step
+            x, y = s.stream.batch(step)
+            x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
             lr, mom = _current(optimizer)
             loss = loss_fn(model(x), y)
             record: dict[str, Any] = {"step": step, "epoch": step / per_epoch, "lr": lr}
@@ -384,49 +477,26 @@ def train(
             record["train_loss"] = loss_value
             if not math.isfinite(loss_value):
                 status = "diverged"
-                writer.write(record)
+                s.emit(record)
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step() if step + 1 < cfg.steps else None
-            if estimator is not None:
-                if estimator.step((x, y), lr=lr):
-                    latest = estimator.history[-1]
-                    record["estimates"] = latest["estimates"]
-                    record["estimates_smoothed"] = latest["smoothed"]
-            if probe is not None and (step % cfg.probe_every == 0 or step + 1 == cfg.steps):
-                record.update(probe(model, step))
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-                test_loss, acc = evaluate(model, test_data, batch_size=cfg.eval_batch_size)
-                record.update(test_loss=test_loss, test_accuracy=acc)
-                bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{acc:.3f}")
-            if callback is not None:
-                callback(step, model, record)
-            writer.write(record)
+            if step + 1 < cfg.steps:
+                s.scheduler.step()
+            ctx = RunContext(
+                step=step, model=model, optimizer=optimizer, batch=(x, y), loss=loss_value,
+                lr=lr, loss_fn=loss_fn, total_steps=cfg.steps, record=record,
+            )  # fmt: skip
+            _observe(s.observers, ctx, last=step + 1 == cfg.steps)
+            if "test_accuracy" in record:
+                bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{record['test_accuracy']:.3f}")
+            s.emit(record)
             bar.update(1)
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-                checkpoint(step + 1)
+                s.checkpoint(step + 1)
         else:
             step = cfg.steps
-    except BaseException:
-        run_obj.update_meta(status="interrupted", steps_done=step)
-        writer.close()
+    finally:
         bar.close()
-        raise
-    bar.close()
-    writer.close()
-    seconds = elapsed + time.perf_counter() - t_start
-    run_obj.update_meta(status=status, finished=now(), steps_done=step, seconds=seconds)
-    if run_obj.checkpoint_path.exists():
-        run_obj.checkpoint_path.unlink()
-    accs = [r["test_accuracy"] for r in run_obj.records() if r.get("test_accuracy") is not None]
-    return TrainResult(
-        run_obj.dir,
-        status,
-        step,
-        accs[-1] if accs else None,
-        max(accs) if accs else None,
-        seconds,
-        resumed_from,
-    )
+    return status, step

@@ -154,3 +154,37 @@ def test_bad_inputs():
         spectral_density(NaNOperator())
     with pytest.raises(ValueError, match="NaN"):
         spectral_density(NaNOperator(), num_probes=2, batch_size=2)
+
+
+def test_plot_draws_the_density_line(slq):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sd, _, _ = slq
+    fig = sd.plot()
+    try:
+        assert isinstance(fig, matplotlib.figure.Figure)
+        (line,) = fig.axes[0].get_lines()
+        np.testing.assert_array_equal(line.get_xdata(), sd.grid)
+        np.testing.assert_allclose(
+            line.get_ydata(), np.maximum(sd.density, 1e-12 * sd.density.max())
+        )
+        assert fig.axes[0].get_yscale() == "log"
+        fig2, ax = plt.subplots()
+        assert sd.plot(ax=ax, log=False, color="k") is fig2
+        np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), sd.density)
+    finally:
+        plt.close("all")
+
+
+def test_progress_bar_on_off(capsys):
+    op, _ = spectrum_op(np.linspace(0, 1, 40), seed=7)
+    spectral_density(op, num_steps=10, generator=gen(0), progress=True)
+    assert "spectral_density" in capsys.readouterr().err
+    spectral_density(op, num_steps=10, generator=gen(0), progress=False)
+    spectral_density(op, num_steps=10, generator=gen(0))  # auto: a fast run prints nothing
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="progress"):
+        spectral_density(op, num_steps=10, progress="yes")

@@ -30,7 +30,7 @@ def test_diag_doctest_value():
 )
 def test_top_k_largest_magnitude_matches_eigh(name, eigenvalues):
     op, A = spectrum_op(eigenvalues, seed=1)
-    res = power_iteration(op, k=3, tol=1e-12, max_iter=2000, generator=gen(1))
+    res = power_iteration(op, k=3, which="LM", tol=1e-12, max_iter=2000, generator=gen(1))
     w, U = np.linalg.eigh(A)
     top = np.argsort(-np.abs(w))[:3]
     assert res.converged
@@ -59,7 +59,7 @@ def test_degenerate_top_eigenvalue_deflation_finds_every_copy():
 def test_largest_algebraic_with_negative_dominant_eigenvalue():
     lam = np.concatenate([[-20.0, 5.0, 4.0], np.linspace(-3, 3, 47)])
     op, A = spectrum_op(lam, seed=3)
-    lm = power_iteration(op, k=1, tol=1e-12, max_iter=2000, generator=gen(3))
+    lm = power_iteration(op, k=1, which="LM", tol=1e-12, max_iter=2000, generator=gen(3))
     assert lm.eigenvalues[0].item() == pytest.approx(-20.0, rel=1e-9)
     la = power_iteration(op, k=2, which="LA", tol=1e-13, max_iter=5000, generator=gen(3))
     np.testing.assert_allclose(la.eigenvalues.numpy(), [5.0, 4.0], rtol=1e-8)
@@ -91,7 +91,9 @@ def test_warm_start_needs_fewer_matvecs():
     v0 = u + 1e-3 * torch.randn(100, dtype=torch.float64, generator=gen(8))
     warm = power_iteration(op, tol=1e-10, max_iter=2000, v0=v0, generator=gen(7))
     assert warm.eigenvalues[0].item() == pytest.approx(1.0, rel=1e-8)
-    assert warm.num_matvecs <= 0.5 * cold.num_matvecs
+    # the residual shrinks like 0.9^t: a start 1e-3 off the eigenvector saves log(1e-3)/log(0.9)
+    # ≈ 65 iterations of the cold start's ~220
+    assert warm.num_matvecs <= cold.num_matvecs - 50, (warm.num_matvecs, cold.num_matvecs)
 
 
 def test_not_converged_warns():
@@ -119,6 +121,8 @@ def test_bad_inputs():
         power_iteration(op, tol=0.0)
     with pytest.raises(ValueError, match="which"):
         power_iteration(op, which="SA")
+    with pytest.raises(ValueError, match="which"):
+        power_iteration(op, which="lm")
     with pytest.raises(ValueError, match="max_iter"):
         power_iteration(op, max_iter=0)
     with pytest.raises(ValueError, match="v0 must have shape"):

@@ -309,7 +309,7 @@ def test_secant_lr_next_is_exact_when_the_lr_changes():
     g0 = A @ t0 - b
     exact = np.abs(g0).sum() / np.abs(A @ g0).sum()
     assert secant_lr(*th, e1, lr_next=e2).lr == pytest.approx(exact, rel=1e-9)
-    paper = secant_lr(*th, e1).lr  # one ε for both steps: biased when the LR changes
+    paper = secant_lr(*th, e1).raw_lr  # one ε for both steps: biased when the LR changes
     assert abs(paper / exact - 1) > 0.1
 
 
@@ -336,10 +336,11 @@ def test_secant_degenerate_cases():
     assert res.flags == ("zero_curvature",) and math.isnan(res.lr)
     with pytest.raises(CurvatureError, match="identical steps"):
         secant_lr(t, t - 0.1, t - 0.2, 0.1, strict=True)
-    # Growing steps: negative curvature along the step, the paper's value kept and flagged.
+    # Growing steps: negative curvature along the step; lr is nan, the paper's value is kept.
     th = sgd_trajectory(np.array([[-1.0]]), np.zeros(1), [1.0], [0.1, 0.1])
     res = secant_lr(*th, 0.1)
-    assert res.flags == ("negative_curvature",) and res.lr == pytest.approx(1.0)
+    assert res.flags == ("negative_curvature",) and math.isnan(res.lr) and not res.ok
+    assert res.raw_lr == pytest.approx(1.0) and res.lr_l1 == pytest.approx(1.0)
     assert res.curvature == pytest.approx(-1.0)
     # Per weight: division by zero gives nan.
     pw = secant_lr(

@@ -4,6 +4,7 @@ import copy
 import io
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -174,7 +175,8 @@ def test_first_rule_is_the_papers_eq8():
         if t % 2 == 0:
             thetas.append(model.theta.detach().clone())
     ref = secant_lr(*thetas, lrs[0], steps=2)
-    assert est.latest["secant"].lr == pytest.approx(ref.lr, rel=1e-14)
+    assert est.latest["secant"].raw_lr == pytest.approx(ref.raw_lr, rel=1e-14)
+    assert est.latest["secant"].flags == ref.flags
 
 
 # ----------------------------------------------------------------------------------- EMA
@@ -446,3 +448,142 @@ def test_curvature_lr_errors_and_initial_value():
         CurvatureLR(opt, est, min_lr=1.0, max_lr=0.1)
     with pytest.raises(TypeError, match="LREstimator"):
         CurvatureLR(opt, object())
+
+
+# --------------------------------------------------------------- issue 11: flags, RNG, state
+def test_not_converged_is_nan_and_leaves_the_ema_unless_asked():
+    model, loss_fn = mlp(3), nn.CrossEntropyLoss()
+    data = batches(4, seed=8)
+    runs = {}
+    for include in (False, True):
+        m = copy.deepcopy(model)
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        est = LREstimator(
+            m, methods=("sharpness",), every=1, loss_fn=loss_fn, optimizer=opt,
+            lanczos_max_iter=1, warm_start=False, ema_include_flagged=include,
+        )  # fmt: skip
+        for batch in data:
+            sgd_step(m, opt, loss_fn, batch)
+            est.step(batch)
+        runs[include] = est
+    for rec in runs[False].history:
+        e = rec["estimates"]["sharpness"]
+        assert e["flags"] == ["not_converged"] and e["lr"] is None and e["lr_stable"] is None
+        assert e["lambda_max"] > 0 and e["raw_lr"] == pytest.approx(1 / e["lambda_max"])
+    assert runs[False].smoothed() == 0.1 and runs[False].num_estimates("sharpness") == 0
+    # Asked: the raw values enter the EMA.
+    ema = 0.1
+    for rec in runs[True].history:
+        ema = 0.1 * rec["estimates"]["sharpness"]["raw_lr"] + 0.9 * ema
+    assert runs[True].smoothed() == pytest.approx(ema, rel=1e-12)
+    assert runs[True].num_estimates("sharpness") == 4
+
+
+def test_ema_init_must_be_positive():
+    model = mlp()
+    for bad in (0.0, -0.1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="ema_init"):
+            LREstimator(model, methods=("secant",), ema_init=bad)
+
+
+class DropoutNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(11)
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.3), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def train_dropout(methods, steps=20, every=2):
+    torch.manual_seed(0)
+    model = DropoutNet().to(DT)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    est = None
+    if methods:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = LREstimator(model, methods=methods, every=every, loss_fn=loss_fn, optimizer=opt)
+    torch.manual_seed(123)  # training's own randomness: data and dropout masks
+    for _ in range(steps):
+        x, y = torch.randn(8, 4, dtype=DT), torch.randint(0, 3, (8,))
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+        if est is not None:
+            est.step((x, y))
+    return [p.detach().clone() for p in model.parameters()], est
+
+
+@pytest.mark.parametrize(
+    "methods",
+    [("secant",), ("secant_same_batch",), ("quadratic", "secant_hvp"), ("sharpness",)],
+)
+def test_estimator_does_not_perturb_a_dropout_run(methods):
+    plain, _ = train_dropout(())
+    observed, est = train_dropout(methods)
+    assert all(torch.equal(a, b) for a, b in zip(plain, observed))
+    assert len(est.history) == 10 and all(r["seed"] == 0 for r in est.history)
+
+
+def test_a_failing_step_leaves_the_state_exactly_as_before():
+    model, data = mlp(4), batches(6, seed=9)
+    fail = {"now": False}
+
+    def loss_fn(out, y):
+        if fail["now"]:
+            raise RuntimeError("product failed")
+        return nn.functional.cross_entropy(out, y)
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    est = LREstimator(
+        model, methods=("secant", "quadratic", "sharpness", "secant_same_batch"), every=2,
+        loss_fn=loss_fn, optimizer=opt,
+    )  # fmt: skip
+    for batch in data[:4]:
+        sgd_step(model, opt, nn.CrossEntropyLoss(), batch)
+        est.step(batch)
+    sgd_step(model, opt, nn.CrossEntropyLoss(), data[4])
+    est.step(data[4])  # not due: the state advances normally
+    before = copy.deepcopy(est.state_dict())
+    sgd_step(model, opt, nn.CrossEntropyLoss(), data[5])
+    fail["now"] = True
+    with pytest.raises(RuntimeError, match="product failed"):
+        est.step(data[5])
+    after = est.state_dict()
+    assert after["num_steps"] == before["num_steps"] == 5
+    assert strip_seconds(after["history"]) == strip_seconds(before["history"])
+    assert after["smoothed"] == before["smoothed"] and after["counts"] == before["counts"]
+    assert all(torch.equal(a, b) for a, b in zip(after["snapshots"], before["snapshots"]))
+    assert after["span_cur"] == before["span_cur"] and after["span_prev"] == before["span_prev"]
+    assert torch.equal(after["generator"], before["generator"])
+    assert torch.equal(after["theta_before"], before["theta_before"])
+    for m in before["eigenvectors"]:
+        assert torch.equal(after["eigenvectors"][m], before["eigenvectors"][m])
+    # The retry after the failure is the step that failed.
+    fail["now"] = False
+    out = est.step(data[5])
+    assert est.num_steps == 6 and set(out) == set(est.methods)
+
+
+def test_observer_contract_gives_the_runner_keys():
+    from hessian_lr.observe import Observer, StepContext, run_observers
+
+    model, loss_fn, data = mlp(5), nn.CrossEntropyLoss(), batches(4, seed=10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    est = LREstimator(model, methods=("secant", "quadratic"), every=2, loss_fn=loss_fn,
+                      optimizer=opt)  # fmt: skip
+    assert isinstance(est, Observer)
+    recs = []
+    for step, batch in enumerate(data):
+        sgd_step(model, opt, loss_fn, batch)
+        assert est.should_run(step, last=step == 3)
+        ctx = StepContext(step=step, model=model, optimizer=opt, batch=batch, lr=0.1)
+        recs.append(run_observers([est], ctx, last=step == 3))
+    assert recs[0] == {} and recs[2] == {}
+    assert set(recs[1]) == {"estimates", "estimates_smoothed"}
+    assert recs[3]["estimates"] == est.history[-1]["estimates"]
+    assert recs[3]["estimates_smoothed"] == est.history[-1]["smoothed"]
+    assert est.num_steps == 4

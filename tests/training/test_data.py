@@ -91,13 +91,13 @@ def isolated(tmp_path, monkeypatch):
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv(data.DATA_ENV, raising=False)
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "system")
+    monkeypatch.setattr(data.download, "SYSTEM_DATA_DIR", tmp_path / "system")
     data._train_stats.cache_clear()
 
     def no_network(*args, **kwargs):
         raise AssertionError("a test tried to reach the network")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(data.download.urllib.request, "urlopen", no_network)
     yield tmp_path
     data._train_stats.cache_clear()
 
@@ -267,7 +267,7 @@ def test_download_offline(isolated, monkeypatch):
         calls.append(url)
         raise urllib.error.URLError("Temporary failure in name resolution")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(data.download.urllib.request, "urlopen", offline)
     root = isolated / "dl"
     with pytest.raises(DatasetNotFoundError, match="Download failed") as info:
         load_dataset("fashion-mnist", root=root, download=True)
@@ -278,7 +278,7 @@ def test_download_offline(isolated, monkeypatch):
 
 def test_download_checksum_mismatch(isolated, monkeypatch):
     monkeypatch.setattr(
-        data.urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(b"not the file")
+        data.download.urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(b"not the file")
     )
     root = isolated / "dl"
     with pytest.raises(ChecksumError, match="SHA-256"):
@@ -299,7 +299,7 @@ def test_download_success_idx(isolated, monkeypatch):
         fetched.append(url)
         return io.BytesIO(blobs[url.rsplit("/", 1)[1]])
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", serve)
+    monkeypatch.setattr(data.download.urllib.request, "urlopen", serve)
     root = isolated / "dl"
     ds = load_dataset("mnist", root=root, download=True, split="test", normalize=False)
     assert len(ds) == 20
@@ -319,7 +319,7 @@ def test_download_success_cifar_tarball(isolated, monkeypatch):
     info = dataset_info("cifar10")
     hashes = {info.archive: hashlib.sha256(blob).hexdigest()}
     monkeypatch.setitem(data._DATASETS, "cifar10", replace(info, sha256=hashes))
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(blob))
+    monkeypatch.setattr(data.download.urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(blob))
     monkeypatch.setenv(data.DATA_ENV, str(isolated / "env"))  # download target without root
     ds = load_dataset("cifar10", download=True, split="test")
     assert len(ds) == 6

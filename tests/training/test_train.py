@@ -46,6 +46,31 @@ def _strip(records):
     return out
 
 
+def test_resume_after_an_exception_reproduces_records(tmp_path):
+    """Fast tier: a run stopped by an exception in step 45 resumes from step 40 identically."""
+    cfg = TrainConfig(**CFG)
+    reference = read_records(
+        train(cfg, root=tmp_path, experiment="e", run="ref", progress=False).run_dir
+        / "records.jsonl"
+    )
+
+    class Stop(Exception):
+        pass
+
+    def stop(step, model, record):
+        if step == 45:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, root=tmp_path, experiment="e", run="cut", progress=False, callback=stop)
+    run = Run(tmp_path, "e", "cut")
+    assert run.meta()["status"] == "interrupted" and len(run.records()) == 45
+    res = train(cfg, root=tmp_path, experiment="e", run="cut", progress=False)
+    assert res.resumed_from == 40 and res.status == "finished"
+    assert _strip(run.records()) == _strip(reference)
+
+
+@pytest.mark.slow
 def test_resume_after_kill_reproduces_records(tmp_path):
     ref = train(TrainConfig(**CFG), root=tmp_path, experiment="e", run="ref", progress=False)
     assert ref.status == "finished" and ref.steps == 60
@@ -61,13 +86,14 @@ def test_resume_after_kill_reproduces_records(tmp_path):
         import hessian_lr.training.runner as T
         torch.set_num_threads({torch.get_num_threads()})  # same float reductions as this process
         calls = []
-        real = T.evaluate
+        import hessian_lr.training.observers as O
+        real = O.evaluate
         def evaluate(*a, **k):
             calls.append(1)
             if len(calls) == 2:
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(*a, **k)
-        T.evaluate = evaluate
+        O.evaluate = evaluate
         T.train(T.TrainConfig(**{CFG!r}), root={str(tmp_path)!r}, experiment="e", run="killed",
                 progress=False)
         """
@@ -121,6 +147,7 @@ def _param_sum(model):
     return sum(float(p.detach().double().sum()) for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_callback_sees_every_step_once_adds_to_records_and_resumes(tmp_path):
     cfg = TrainConfig(**{**CFG, "steps": 40, "estimator_methods": (), "probe_every": 0})
     plain = read_records(

@@ -1,0 +1,215 @@
+"""Run folders: ``config.json``, ``meta.json``, ``records.jsonl``, a checkpoint, and one writer.
+
+Layout of one run: ``<root>/<experiment>/<run>/``
+
+* ``config.json`` -- the run's configuration (a dataclass, as JSON); a resumed run is checked
+  against it (see :func:`hessian_lr.training.runner.train`).
+* ``meta.json`` -- versions, device, seed, git commit, start/end time and ``status``
+  (``running`` | ``finished`` | ``diverged`` | ``interrupted``), rewritten atomically on change.
+* ``records.jsonl`` -- one JSON object per logged step, the source of truth of the run
+  (:class:`hessian_lr.records.RecordWriter`: one ``write`` per line, never torn).
+* ``checkpoint.pt`` -- replaced atomically (a uniquely named temporary file, then ``os.replace``).
+* ``.lock`` -- held by the one process writing the folder (:class:`RunLock`).
+
+Plots and summaries read these files only; they never need the live objects (cf. cockpit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..records import read_json, read_records, stray_temp_files, write_json_atomic
+
+try:  # POSIX advisory locks; released by the kernel when the process dies (even on kill -9)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Run", "RunLock", "RunLockedError", "run_metadata", "find_runs", "now"]
+
+
+def now() -> str:
+    """The local time as ``YYYY-mm-ddTHH:MM:SS+zzzz``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        return res.stdout.strip() or None if res.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_metadata(**extra: Any) -> dict[str, Any]:
+    """Versions, platform and git commit, plus ``extra`` (device, seed, ...)."""
+    import numpy
+    import torch
+
+    from .._version import __version__
+
+    meta = {
+        "hessian_lr": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    meta.update(extra)
+    return meta
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing this run folder (the message names it: pid, host, start)."""
+
+
+class RunLock:
+    """An exclusive, OS-level lock on a run folder: one writer at a time.
+
+    ``fcntl.flock`` on ``<dir>/.lock``: the kernel releases it when the holder exits, however it
+    exits (``kill -9`` included), so a crashed run never stays locked. The holder writes its pid,
+    host and start time into the file, and a second writer gets a :class:`RunLockedError` naming
+    them. The lock is advisory (it binds hessian_lr's writers) and needs a filesystem with
+    working ``flock`` (local disks do; some network filesystems do not). Without ``fcntl``
+    (Windows) it does nothing.
+
+    Use as a context manager, or :meth:`acquire` / :meth:`release`.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+        self.path = self.dir / ".lock"
+        self._fd = -1
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd >= 0
+
+    def holder(self) -> dict[str, Any]:
+        """What the lock file says about its (last) holder: pid, host, started; {} if unknown."""
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> RunLock:
+        """Take the lock or raise :class:`RunLockedError` at once (never waits)."""
+        if self.held:
+            return self
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                h = self.holder()
+                raise RunLockedError(
+                    f"run folder {self.dir} is being written by another process (pid "
+                    f"{h.get('pid', '?')} on host {h.get('host', '?')}, started "
+                    f"{h.get('started', '?')}); wait for it to finish, stop it, or choose another "
+                    "run name"
+                ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": now()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (idempotent). The file stays: deleting it would race."""
+        if self._fd >= 0:
+            if fcntl is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+class Run:
+    """One run folder: config, meta, records and checkpoint paths, with small helpers."""
+
+    def __init__(self, root: str | Path, experiment: str, name: str) -> None:
+        self.dir = Path(root) / experiment / name
+        self.experiment = experiment
+        self.name = name
+
+    config_path = property(lambda self: self.dir / "config.json")
+    meta_path = property(lambda self: self.dir / "meta.json")
+    records_path = property(lambda self: self.dir / "records.jsonl")
+    checkpoint_path = property(lambda self: self.dir / "checkpoint.pt")
+
+    def exists(self) -> bool:
+        """Whether the folder has a ``meta.json``."""
+        return self.meta_path.exists()
+
+    def config(self) -> dict[str, Any]:
+        """``config.json`` as a dict."""
+        return read_json(self.config_path)
+
+    def meta(self) -> dict[str, Any]:
+        """``meta.json`` as a dict ({} before the run started)."""
+        return read_json(self.meta_path) if self.meta_path.exists() else {}
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every complete record of ``records.jsonl``."""
+        return read_records(self.records_path)
+
+    def update_meta(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into ``meta.json`` (atomically) and return the new meta."""
+        meta = self.meta()
+        meta.update(fields)
+        write_json_atomic(self.meta_path, meta)
+        return meta
+
+    def lock(self) -> RunLock:
+        """The folder's writer lock (not yet acquired): ``with run.lock(): ...``."""
+        return RunLock(self.dir)
+
+    def stray_temp_files(self) -> list[Path]:
+        """Temporary files that killed writers left (only safe to delete under the lock)."""
+        out: list[Path] = []
+        for path in (self.config_path, self.meta_path, self.records_path, self.checkpoint_path):
+            out += stray_temp_files(path)
+        out += sorted(self.dir.glob("checkpoint.tmp*"))  # the pre-0.3 checkpoint temp name
+        return out
+
+    @property
+    def status(self) -> str | None:
+        """``meta.json``'s status (``running`` also for a run whose writer was killed)."""
+        return self.meta().get("status")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.dir)!r}, status={self.status!r})"
+
+
+def find_runs(root: str | Path, experiment: str) -> list[Run]:
+    """Every run folder (with a meta.json) under ``<root>/<experiment>``, sorted by name."""
+    base = Path(root) / experiment
+    if not base.is_dir():
+        return []
+    return [
+        Run(root, experiment, d.name) for d in sorted(base.iterdir()) if (d / "meta.json").exists()
+    ]

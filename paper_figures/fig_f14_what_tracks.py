@@ -1,0 +1,208 @@
+"""F14 -- what does each LR estimate track: the LR in use, or the curvature?
+
+Not in the papers (issue 12). Five schedules (fixed, CLR, 1cycle, piecewise-constant, SGDR) on the
+BN ResNet, momentum held constant; at each probe window: Eq. 8 (Smith & Topin, *Super-Convergence*
+§5, paper's convention) at s = 1 and s = 10, the same-batch secant, and the exact-HVP estimates
+Σ|g|/Σ|Hg|, gᵀg/gᵀHg, 1/λ_max on a fixed held-out batch in both BatchNorm modes. (a) Heat map of
+the correlations of log estimates after the LR is partialled out (within each run, then pooled);
+(b) a table of each estimate's log-log correlation with the LR, per schedule and pooled;
+(c) the CLR run's estimates over time.
+
+Reads ``f14_what_tracks/summary.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import _style
+from ._data import Claim, fmt_num, preset
+from ._secant_data import load_summary
+
+FIGURE = "F14"
+NAME = "f14_what_tracks"
+EXPERIMENTS = ("f14_what_tracks",)
+SHORT = {
+    "secant_s1": "Eq. 8 s=1",
+    "secant_s10": "Eq. 8 s=10",
+    "same_batch": "same-batch",
+    "sum|g|/sum|Hg| [train]": "Σ|g|/Σ|Hg| tr",
+    "gg/gHg [train]": "gᵀg/gᵀHg tr",
+    "1/lambda_max [train]": "1/λmax tr",
+    "sum|g|/sum|Hg| [eval]": "Σ|g|/Σ|Hg| ev",
+    "gg/gHg [eval]": "gᵀg/gᵀHg ev",
+    "1/lambda_max [eval]": "1/λmax ev",
+}
+
+
+def claims(results) -> list[Claim]:
+    summ = load_summary(results, EXPERIMENTS[0])
+    tag = f"[{preset(results, EXPERIMENTS[0])}, pooled over {len(summ.get('runs', {}))} runs]"
+    checks = summ.get("checks") or {}
+    rows = []
+    tr = checks.get("secant_tracks_lr")
+    if tr:
+        rows.append(
+            Claim(
+                "F14",
+                "Eq. 8 (s = 1) tracks the LR in use",
+                "(not in the paper; the paper reads it as the curvature's verdict)",
+                f"log-log correlation with the LR {fmt_num(tr['corr_with_lr'], 2)} (criterion ≥ "
+                f"0.9; same-batch secant {fmt_num(tr['same_batch_corr_with_lr'], 2)}) {tag}",
+                tr["holds"],
+            )
+        )
+    nc = checks.get("secant_lr_partialled_not_curvature")
+    if nc:
+        rows.append(
+            Claim(
+                "F14",
+                "with the LR partialled out, Eq. 8 carries little of the exact curvature",
+                "(not in the paper)",
+                f"partial correlation of Eq. 8 (s = 1) with {nc['exact']}: "
+                f"{fmt_num(nc['partial_corr_with_exact'], 2)} (criterion |r| < 0.5) {tag}",
+                nc["holds"],
+            )
+        )
+    sb = checks.get("same_batch_tracks_curvature")
+    if sb:
+        rows.append(
+            Claim(
+                "F14",
+                "the same-batch secant tracks the exact curvature",
+                "(not in the paper)",
+                f"partial correlation of the same-batch secant with {sb['exact']}: "
+                f"{fmt_num(sb['partial_corr_with_exact'], 2)} (criterion ≥ 0.5) {tag}",
+                sb["holds"],
+                ""
+                if sb["holds"]
+                else "It measures the curvature along the step actually taken (momentum "
+                "direction, training batch), the exact estimates along the held-out gradient.",
+            )
+        )
+    if not rows:
+        rows.append(Claim("F14", "what each estimate tracks", "", f"no data {tag}", None))
+    return rows
+
+
+def _heat(ax, pooled: dict) -> None:
+    names = pooled.get("names", [])
+    mat = np.asarray(
+        [[np.nan if v is None else v for v in row] for row in pooled.get("partial", [])], float
+    )
+    if not names or mat.size == 0:
+        ax.text(0.5, 0.5, "no data", ha="center")
+        return
+    im = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
+    labels = [SHORT.get(n, n) for n in names]
+    ax.set_xticks(range(len(names)), labels, rotation=60, ha="right", fontsize=8.5)
+    ax.set_yticks(range(len(names)), labels, fontsize=8.5)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if np.isfinite(mat[i, j]):
+                ax.text(
+                    j,
+                    i,
+                    f"{mat[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if abs(mat[i, j]) > 0.6 else "black",
+                )
+    ax.figure.colorbar(im, ax=ax, shrink=0.8, label="partial correlation (LR removed)")
+    ax.set_title("(a) correlations with log LR partialled out (pooled)")
+
+
+def _table(ax, summ: dict) -> None:
+    ax.axis("off")
+    runs = summ.get("runs", {})
+    pooled = summ.get("pooled", {})
+    names = pooled.get("names", [])
+    cols = [r for r in runs if runs[r]["corr"].get("lr_varies")] + ["pooled"]
+    cell = []
+    for n in names:
+        row = []
+        for r in cols:
+            src = pooled.get("with_lr", {}) if r == "pooled" else runs[r]["corr"]["with_lr"]
+            v = src.get(n)
+            row.append("n/a" if v is None or not math.isfinite(v) else f"{v:+.2f}")
+        cell.append(row)
+    if not cell:
+        return
+    t = ax.table(
+        cellText=cell,
+        rowLabels=[SHORT.get(n, n) for n in names],
+        colLabels=cols,
+        loc="center",
+        cellLoc="center",
+    )
+    t.auto_set_font_size(False)
+    t.set_fontsize(8.5)
+    t.scale(1, 1.25)
+    ax.set_title("(b) log-log corr. with the LR")
+
+
+def _timeline(ax, summ: dict, run: str) -> None:
+    table = summ.get("runs", {}).get(run, {}).get("table", {})
+    if not table:
+        ax.text(0.5, 0.5, f"no {run} run", ha="center")
+        return
+    x = table["step"]
+    styles = {
+        "lr": ("LR in use (window mean)", _style.METHOD_COLORS["lr"], "--"),
+        "secant_s1": ("Eq. 8 s = 1", _style.METHOD_COLORS["secant"], "-"),
+        "same_batch": ("same-batch secant", "#56B4E9", "-"),
+        "sum|g|/sum|Hg| [train]": (
+            "Σ|g|/Σ|Hg| (train BN)",
+            _style.METHOD_COLORS["secant_hvp"],
+            "-",
+        ),
+        "1/lambda_max [train]": ("1/λ_max (train BN)", _style.METHOD_COLORS["newton"], "-"),
+        "1/lambda_max [eval]": ("1/λ_max (eval BN)", _style.METHOD_COLORS["newton"], ":"),
+    }
+    for key, (label, color, ls) in styles.items():
+        y = np.asarray([np.nan if v is None else v for v in table.get(key, [])], float)
+        if len(y):
+            ax.plot(x[: len(y)], y, ls, color=color, lw=1.7, marker="o", ms=2.5, label=label)
+    ax.set(
+        yscale="log",
+        xlabel="iteration",
+        ylabel="learning rate (log)",
+        title=f"(c) the {run} run over time",
+    )
+    ax.legend(fontsize=8, loc="best")
+
+
+def draw(results, out) -> list[Path]:
+    summ = load_summary(results, EXPERIMENTS[0])
+    _style.apply()
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(_style.WIDTH, 11.0), layout="constrained")
+    grid = fig.add_gridspec(2, 2, height_ratios=[1.15, 1], width_ratios=[1.25, 1])
+    _heat(fig.add_subplot(grid[0, 0]), summ.get("pooled", {}))
+    _table(fig.add_subplot(grid[0, 1]), summ)
+    run = "clr" if "clr" in summ.get("runs", {}) else next(iter(summ.get("runs", {})), "clr")
+    _timeline(fig.add_subplot(grid[1, :]), summ, run)
+    _style.title(fig, "F14: what does each LR estimate track?", preset(results, EXPERIMENTS[0]))
+    ch = summ.get("checks") or {}
+    nums = "; ".join(
+        f"{k}: {fmt_num(v.get('corr_with_lr', v.get('partial_corr_with_exact', math.nan)), 2)}"
+        for k, v in ch.items()
+    )
+    _style.add_caption(
+        fig,
+        [
+            f"BN ResNet, momentum {summ.get('momentum', 0.9)} held constant, one window per "
+            f"probe (every {summ.get('probe_every')} iterations): per-step estimates are "
+            "geometric means over the window, exact-HVP estimates are on a fixed held-out batch "
+            "at the window's end (tr: train-mode BN, batch statistics; ev: eval-mode, running "
+            "statistics). Partial correlations remove a linear fit on log LR within each run, "
+            "then pool the runs.",
+            f"Deciding numbers: {nums}." if nums else "",
+        ],
+    )
+    return _style.save(fig, out, NAME)
