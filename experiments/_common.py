@@ -5,8 +5,9 @@ presets(Config, paper=..., gpu=..., cpu=..., smoke=...)`` and ``main(cfg, *, out
 progress) -> dict`` (a summary), and ends with ``cli(__doc__, PRESETS, main)``. Its units of work
 (one training run or one range test each) are listed by ``arms(cfg, seed)`` (training runs) or
 by its own ``plan(cfg)`` / ``run_unit(cfg, name, ...)``, so ``run_all.py`` can run the units of
-every experiment in parallel processes and then call ``main`` with ``--summarize-only``. Flags: ``--preset``, ``--out``, ``--device``, ``--seeds`` and
-``--<field> value`` for any field of the Config. Results land in ``<out>/<experiment>/<run>/``
+every experiment in parallel processes and then call ``main`` with ``--summarize-only``.
+Flags: ``--preset``, ``--out``, ``--device``, ``--seeds``, ``--scale`` and ``--<field> value``
+for any field of the Config. Results land in ``<out>/<experiment>/<run>/``
 (``hessian_lr.records``); the summary in ``<out>/<experiment>/summary.json``, next to the
 config that produced it (``experiment_config.json``). Rerunning resumes unfinished runs and skips
 finished ones, so an interrupted sweep loses nothing already computed.
@@ -53,7 +54,7 @@ def experiment_name(file: str) -> str:
 
 
 def train_kwargs(cfg: Any, seed: int) -> dict[str, Any]:
-    """The ``TrainConfig`` fields taken straight from the base preset (``_presets.train_fields``)."""
+    """The ``TrainConfig`` fields taken from the base preset (``_presets.train_fields``)."""
     return train_fields(cfg, seed)
 
 
@@ -232,9 +233,10 @@ def train_cost(cfg: Any, tcfg: TrainConfig) -> float:
     steps = tcfg.steps
     evals = steps // max(1, tcfg.eval_every) + 1
     per_image = train_macs(cfg, 1, batch_size=1) / 3.0
-    return train_macs(cfg, steps, batch_size=tcfg.batch_size) + evals * _test_size(
-        tcfg.dataset
-    ) * per_image
+    return (
+        train_macs(cfg, steps, batch_size=tcfg.batch_size)
+        + evals * _test_size(tcfg.dataset) * per_image
+    )
 
 
 def arm_units(module: Any, cfg: Any) -> list[tuple[str, TrainConfig]]:
@@ -403,9 +405,6 @@ def cli(
     )
     t0 = time.perf_counter()
     module = sys.modules[main.__module__]
-    status = None
-    if args.summarize_only or hasattr(module, "arms") or hasattr(module, "plan"):
-        status = unit_status(module, cfg, args.out)
     try:
         summary = main(cfg, out=args.out, device=args.device, progress=not args.no_progress)
     except Exception as e:  # noqa: BLE001 - a partial set of runs may not summarise
@@ -413,7 +412,8 @@ def cli(
             raise
         summary = {"error": f"{type(e).__name__}: {e}"}
     summary = {"experiment": experiment, "preset": args.preset, **summary}
-    if status is not None:
+    if hasattr(module, "arms") or hasattr(module, "plan"):
+        status = unit_status(module, cfg, args.out)
         summary["complete"] = all(s["status"] in ("finished", "diverged") for s in status.values())
         summary["units"] = status
     # Wall time summed over invocations (a resumed or skipped rerun adds its own, not replaces).

@@ -41,19 +41,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from hessian_lr.curvature.hessian import HessianOperator
-from hessian_lr.curvature.lanczos import lanczos
-from hessian_lr.curvature.linop import params_to_vector
-from hessian_lr.lr.estimate import secant_lr
-from hessian_lr.lr.noise import noise_null
+from hessian_lr.curvature import HessianOperator, lanczos, params_to_vector
+from hessian_lr.lr import noise_null, secant_lr
 from hessian_lr.records import read_json, write_json_atomic
-from hessian_lr.schedules.closed_form import schedule_from_dict
+from hessian_lr.schedules import schedule_from_dict
 from hessian_lr.training.data import load_dataset
 from hessian_lr.training.models import build_model
 
-__all__ = ["ArmSpec", "StopArm", "run_arm", "run_arms_parallel", "arm_path", "load_arm", "arm_macs"]
+__all__ = [
+    "ArmSpec",
+    "StopArm",
+    "run_arm",
+    "run_arms_parallel",
+    "arm_path",
+    "load_arm",
+    "arm_macs",
+    "stop_requested",
+    "install_stop_handler",
+]
 
 _DATA: dict[tuple, Any] = {}
+_PERM: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,28 @@ def load_arm(out: str | Path, experiment: str, name: str) -> dict[str, Any] | No
     return read_json(path) if path.exists() else None
 
 
+def stop_requested() -> bool:
+    """Whether ``run_all`` asked this process to stop (``_common.request_stop``)."""
+    import _common
+
+    return bool(_common._STATE.get("stop"))
+
+
+def install_stop_handler() -> None:
+    """Make SIGUSR1 (``run_all``'s deadline) request a clean stop at the next step.
+
+    The arm then checkpoints and raises :class:`StopArm`; a rerun resumes. Only in the main
+    thread (signal handlers cannot be set elsewhere).
+    """
+    import signal
+    import threading
+
+    import _common
+
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, _common.request_stop)
+
+
 def arm_macs(spec: ArmSpec, forward_macs_per_image: float) -> float:
     """Estimated multiply-accumulates of an arm (for ``run_all``'s scheduling).
 
@@ -129,9 +159,11 @@ def _data(spec: ArmSpec, device: torch.device):
 def _batch_indices(n: int, batch: int, seed: int, step: int, device) -> torch.Tensor:
     per_epoch = n // batch
     epoch, i = divmod(step, per_epoch)
-    gen = torch.Generator().manual_seed(1_000_003 * seed + epoch)
-    perm = torch.randperm(n, generator=gen)
-    return perm[i * batch : (i + 1) * batch].to(device)
+    key = (n, seed, epoch, str(device))
+    if _PERM.get("key") != key:  # one permutation per epoch, kept for the epoch's steps
+        gen = torch.Generator().manual_seed(1_000_003 * seed + epoch)
+        _PERM.update(key=key, perm=torch.randperm(n, generator=gen).to(device))
+    return _PERM["perm"][i * batch : (i + 1) * batch]
 
 
 def _r(x: float) -> float | None:
@@ -159,6 +191,7 @@ def _probe(model, loss_fn, batch, mode, v0, gen, spec) -> tuple[dict[str, float]
             max_iter=spec.lanczos_max_iter,
             v0=v0,
             generator=gen,
+            progress=False,
         )
     lam = float(res.eigenvalues[0])
     out = {
@@ -375,6 +408,7 @@ def _jsonable_spec(spec: ArmSpec) -> dict[str, Any]:
 
 
 def _save_ckpt(path: Path, spec, model, opt, state) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(
         {

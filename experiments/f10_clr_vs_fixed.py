@@ -28,7 +28,7 @@ summary.json:
 * ``fixed_before_drop``: the fixed arm's accuracy at its last evaluation before its first LR
   drop (the constant-LR phase; null without drops or evaluations there) and
   ``iterations_to_fixed_before_drop`` {run: first iteration reaching it}.
-* ``checks.clr_faster``: {"holds": both CLR arms reach ``fixed_final`` within 0.5 x the
+* ``checks.clr_faster``: {"holds": some CLR arm reaches ``fixed_final`` within 0.5 x the
   iterations (the paper: 25k/70k = 0.36 for triangular2, 42k/70k = 0.6 for exp_range at a
   higher accuracy), "fraction": {run: fraction}}.
 """
@@ -81,7 +81,13 @@ PRESETS = presets(
     ),
     # A fifth of the paper's iterations, the same cycle-to-run proportions (gamma^steps = 0.015).
     gpu=dict(
-        _LENET, batch_size=100, steps=14_000, step_size=400, gamma=0.9997, eval_every=250, seeds=(0,)
+        _LENET,
+        batch_size=100,
+        steps=14_000,
+        step_size=400,
+        gamma=0.9997,
+        eval_every=250,
+        seeds=(0,),
     ),
     cpu=dict(_LENET, batch_size=100, steps=1800, eval_every=150, seeds=(0,)),
     smoke=dict(_LENET, batch_size=64, steps=48, step_size=6, gamma=0.93, eval_every=8),
@@ -171,7 +177,9 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
         "iterations_to_fixed_before_drop": reach_before,
         "checks": {
             "clr_faster": {
-                "holds": all(fraction[a] is not None and fraction[a] <= 0.5 for a in CLR_ARMS),
+                # Some CLR arm within half the iterations (the paper: triangular2 0.36,
+                # exp_range 0.6 -- "both" would fail on the paper's own numbers).
+                "holds": any(fraction[a] is not None and fraction[a] <= 0.5 for a in CLR_ARMS),
                 "fraction": {a: fraction[a] for a in CLR_ARMS},
             }
         },

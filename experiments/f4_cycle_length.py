@@ -17,9 +17,9 @@ summary.json: ``lengths`` (iterations), ``final_test_accuracy`` {length: [per se
 ``best_test_accuracy`` {length: [per seed]}, ``mean_final_accuracy`` {length: mean},
 ``gap_to_longest_points`` {length: mean final of the longest minus this one, in points},
 ``claim`` {longer_gains: the longest cycle's mean final accuracy exceeds the shortest's,
-gain_points: that difference, shortest_competitive: the shortest cycle's error rate is at most
-``competitive_error_ratio`` x the longest's, competitive_error_ratio, monotone: mean final accuracy never
-decreases with length}.
+gain_points: that difference, shortest_competitive: the shortest cycle's error rate is at
+most ``competitive_error_ratio`` x the longest's, competitive_error_ratio, monotone: mean final
+accuracy never decreases with length}.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ batches do slightly better.
 Protocol: the F3 1cycle (45 % up, 45 % down, 10 % annihilation; ``base_lr``/``max_lr`` from the
 F2 range test) around a base setting (``weight_decay``, cyclical momentum 0.95 -> 0.85 -> 0.95,
 ``batch_size``), changing one factor at a time. Constant momentum m is a 1cycle whose momentum
-bounds are both m. Batch-size runs keep the iteration count, as the paper does (``batch_protocol = "steps"``;
-``"epochs"`` sees the same number of examples instead: ``onecycle_steps`` x ``batch_size`` / b
-iterations), with the same LRs.
+bounds are both m. Batch-size runs keep the iteration count, as the paper does
+(``batch_protocol = "steps"``; ``"epochs"`` sees the same number of examples instead:
+``onecycle_steps`` x ``batch_size`` / b iterations), with the same LRs.
 
 Runs: ``base_seed<s>`` (the base setting: it is the cyclical-momentum point of the momentum
 sweep and the base point of the other two), ``wd<value>_seed<s>`` (``wd1e-04``),
@@ -59,9 +59,7 @@ PRESETS = presets(
     ),
     gpu=dict(onecycle_steps=300, batch_sizes=(256, 1024), seeds=(0,)),
     cpu=dict(onecycle_steps=700, batch_sizes=(64, 256)),
-    smoke=dict(
-        onecycle_steps=12, weight_decays=(1e-3, 1e-5), momenta=(0.9,), batch_sizes=(32,)
-    ),
+    smoke=dict(onecycle_steps=12, weight_decays=(1e-3, 1e-5), momenta=(0.9,), batch_sizes=(32,)),
 )
 
 

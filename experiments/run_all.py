@@ -121,7 +121,15 @@ def make_jobs(
         for unit in _common.plan(module, cfg):
             rank = seeds.index(unit["seed"]) if unit.get("seed") in seeds else 0
             jobs.append(
-                Job(name, unit["name"], preset, device, rank, unit["macs"], unit["macs"] / macs_per_s)
+                Job(
+                    name,
+                    unit["name"],
+                    preset,
+                    device,
+                    rank,
+                    unit["macs"],
+                    unit["macs"] / macs_per_s,
+                )
             )
     return jobs
 
@@ -226,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
     only = [s.strip() for s in args.only.split(",")] if args.only else []
     families = [(args.preset, args.device, args.jobs, args.scale, args.gpu_macs_per_s)]
     if args.cpu_preset and args.cpu_jobs > 0:
-        families.append((args.cpu_preset, "cpu", args.cpu_jobs, args.cpu_scale, args.cpu_macs_per_s))
+        families.append(
+            (args.cpu_preset, "cpu", args.cpu_jobs, args.cpu_scale, args.cpu_macs_per_s)
+        )
     queues: dict[str, list[Job]] = {}
     slots: dict[str, int] = {}
     for preset, device, n, scale, rate in families:
@@ -292,7 +302,10 @@ def run(args: argparse.Namespace) -> int:
                         launch(j, args, env, out)
                         running.append(j)
                         busy += 1
-                        print(f"[{now - t0:6.0f}s] start {j.key} (est {j.estimate_s:.0f}s)", flush=True)
+                        print(
+                            f"[{now - t0:6.0f}s] start {j.key} (est {j.estimate_s:.0f}s)",
+                            flush=True,
+                        )
             if not running and (stopping or not any(pending.values())):
                 break
             if now >= stop_at and running:
@@ -344,7 +357,9 @@ def summarize(queues: dict[str, list[Job]], args: argparse.Namespace, env, out: 
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "ab") as fh:
                 child_env = dict(env, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-                procs.append((experiment, subprocess.Popen(cmd, stdout=fh, stderr=fh, env=child_env)))
+                procs.append(
+                    (experiment, subprocess.Popen(cmd, stdout=fh, stderr=fh, env=child_env))
+                )
     for experiment, p in procs:
         try:
             rc = p.wait(timeout=args.summary_timeout)
@@ -381,7 +396,9 @@ def worker(args: argparse.Namespace) -> int:
     try:
         _common.run_unit(module, cfg, unit, out=Path(args.out) / args.preset, device=args.device)
     except KeyboardInterrupt as e:
-        print(f"{experiment}/{unit}: stopped ({e}) after {time.perf_counter() - t0:.0f}s", flush=True)
+        print(
+            f"{experiment}/{unit}: stopped ({e}) after {time.perf_counter() - t0:.0f}s", flush=True
+        )
         return 3
     print(f"{experiment}/{unit}: done in {time.perf_counter() - t0:.0f}s", flush=True)
     return 0
@@ -414,7 +431,9 @@ def import_results(src: str, *, repo: Path = ROOT) -> None:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--preset", default="gpu", help="family for --device (default gpu)")
     p.add_argument("--device", default="cuda", help="cuda or cpu (default cuda)")
     p.add_argument("--jobs", type=int, default=8, help="parallel units on --device (default 8)")

@@ -8,13 +8,26 @@ schedules around it (CLR, 1cycle, SGDR) and the LR range test. No logic lives he
 from ._version import __version__
 
 # Curvature: operators and HVPs
-from .curvature.hessian import BACKENDS, HessianOperator, NonFiniteError
+from .curvature.hessian import (
+    BACKENDS,
+    DataChangedError,
+    HessianOperator,
+    NonFiniteError,
+    select_params,
+)
 from .curvature.linop import DenseOperator, LinearOperator, params_to_vector, vector_to_params
 
 # Spectrum and trace
 from .curvature.lanczos import LanczosResult, SpectralDensity, lanczos, spectral_density
 from .curvature.power import PowerIterationResult, power_iteration
-from .curvature.trace import TraceResult, hutchinson_trace, hutchpp_trace
+from .curvature.trace import (
+    TraceResult,
+    hutchinson_trace,
+    hutchpp_trace,
+    trace_estimate,
+    xnystrace,
+    xtrace,
+)
 
 # Learning-rate estimation
 from .lr.estimate import CurvatureError, LREstimate, SecantResult, estimate_lr, secant_lr
@@ -23,8 +36,16 @@ from .lr.curvature_lr import CurvatureLR
 
 # Schedules and the range test
 from .schedules.scheduler import ScheduleLR
+from .schedules import (
+    SCHEDULES,
+    LinearWarmup,
+    WarmupCosine,
+    WarmupStableDecay,
+    schedule_names,
+)
 from .schedules.range_test import (
     CurvatureCheck,
+    RangeTestConfig,
     RangeTestResult,
     RangeTestSuggestion,
     RangeTestSuggestions,
@@ -55,6 +76,8 @@ __all__ = [
     "BACKENDS",
     "HessianOperator",
     "NonFiniteError",
+    "DataChangedError",
+    "select_params",
     "LinearOperator",
     "DenseOperator",
     "params_to_vector",
@@ -68,6 +91,9 @@ __all__ = [
     "PowerIterationResult",
     "hutchinson_trace",
     "hutchpp_trace",
+    "xtrace",
+    "xnystrace",
+    "trace_estimate",
     "TraceResult",
     # estimation
     "estimate_lr",
@@ -88,9 +114,15 @@ __all__ = [
     "ExpDecay",
     "InvDecay",
     "Constant",
+    "LinearWarmup",
+    "WarmupCosine",
+    "WarmupStableDecay",
+    "SCHEDULES",
+    "schedule_names",
     "schedule_from_dict",
     "ScheduleLR",
     "lr_range_test",
+    "RangeTestConfig",
     "suggest_lrs",
     "RangeTestResult",
     "RangeTestSuggestion",

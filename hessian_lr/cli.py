@@ -250,9 +250,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (ImportError, TypeError, ValueError) as err:
         parser.error(f"--log: {err}")
     _set_threads(args.threads)
+    from .training.distributed import DistContext, init_from_env
+
+    started_group = init_from_env(cfg.device)  # under torchrun: gloo on CPU, NCCL on GPUs
+    main_rank = DistContext.detect().is_main
+    say = print if main_rank else (lambda *a, **k: None)
     run = args.run or f"seed{cfg.seed}"
-    print(f"train -> {Path(args.out) / args.experiment / run}", flush=True)
-    print(f"  schedule: {json.dumps(cfg.schedule)}", flush=True)
+    say(f"train -> {Path(args.out) / args.experiment / run}", flush=True)
+    say(f"  schedule: {json.dumps(cfg.schedule)}", flush=True)
     t0 = time.perf_counter()
     try:
         res = train(
@@ -265,18 +270,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
             allow_config_change=args.allow_config_change,
         )
     except (RunLockedError, ConfigMismatchError) as err:
-        print(f"hessian-lr train: {err}", file=sys.stderr)
+        say(f"hessian-lr train: {err}", file=sys.stderr)
         return 2
+    finally:
+        if started_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.2f} %"
 
     note = f", resumed at step {res.resumed_from}" if res.resumed_from else ""
-    print(
+    say(
         f"  {res.status}: {res.steps} steps, final test accuracy {pct(res.final_test_accuracy)}, "
         f"best {pct(res.best_test_accuracy)} ({time.perf_counter() - t0:.1f} s{note})"
     )
-    print(f"  records: {res.run_dir / 'records.jsonl'}")
+    say(f"  records: {res.run_dir / 'records.jsonl'}")
     return 0 if res.status in ("finished", "diverged") else 1
 
 
@@ -302,6 +312,8 @@ def _cmd_checkout(command: str, rest: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hessian-lr`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `torchrun ... -m hessian_lr.cli -- train ...` (see the README)
+        argv = argv[1:]
     if argv[:1] in (["experiment"], ["figures"]) and argv[1:] not in (["-h"], ["--help"]):
         return _cmd_checkout(argv[0], argv[1:])
     parser = build_parser()

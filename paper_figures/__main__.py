@@ -45,19 +45,35 @@ def main(argv: list[str] | None = None) -> int:
         "figures are drawn; pass --no-claims to skip)",
     )
     parser.add_argument("--no-claims", action="store_true", help="do not write CLAIMS.md")
+    parser.add_argument(
+        "--gpu-results",
+        type=Path,
+        default=None,
+        help="gpu-preset results, drawn into <out>/gpu and put beside the cpu ones in CLAIMS.md "
+        "(default: results_gpu if it exists and --results is not given)",
+    )
     args = parser.parse_args(argv)
     results = args.results if args.results is not None else default_results()
+    gpu_results = args.gpu_results
+    if gpu_results is None and args.results is None:
+        from .claims import default_gpu_results
+
+        gpu_results = default_gpu_results()
     names = [f.upper() for f in args.figures] or list(FIGURES)
     unknown = [f for f in names if f not in FIGURES]
     if unknown:
         parser.error(f"unknown figure(s) {' '.join(unknown)}; known: {' '.join(FIGURES)}")
     print(f"results: {results}  ->  {args.out}", flush=True)
     failed, missing = [], []
-    for name in names:
+    jobs = [(name, results, args.out) for name in names]
+    if gpu_results is not None:
+        print(f"gpu results: {gpu_results}  ->  {args.out / 'gpu'}", flush=True)
+        jobs += [(name, gpu_results, args.out / "gpu") for name in names if name != "F1"]
+    for name, source, dest in jobs:
         t0 = time.perf_counter()
         try:
             mod = figure_module(name)
-            paths = mod.draw(results, args.out)
+            paths = mod.draw(source, dest)
         except MissingResults as e:
             missing.append(name)
             print(f"{name}: skipped -- {e}", flush=True)
@@ -75,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if claims_path is not None and not args.no_claims:
         from .claims import write_claims
 
-        write_claims(results, claims_path)
+        write_claims(results, claims_path, gpu_results=gpu_results)
         print(f"claims: {claims_path}", flush=True)
     if missing:
         print(f"missing results for {' '.join(missing)} (commands above)", flush=True)

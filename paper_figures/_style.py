@@ -44,6 +44,7 @@ DPI = 100
 ARM_COLORS: dict[str, str] = {
     "onecycle": "#0072B2",  # blue: the papers' proposal
     "pc": "#D55E00",  # vermilion: piecewise-constant / multistep baseline
+    "pc_same": "#CC79A7",  # reddish purple: PC at 1cycle's iterations
     "step": "#D55E00",
     "inv": "#E69F00",  # orange
     "fixed": "#555555",  # grey

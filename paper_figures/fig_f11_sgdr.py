@@ -161,7 +161,9 @@ def draw(results, out) -> list[Path]:
             ax.axvline(e, color=COLORS.get(a, "#999999"), lw=0.6, alpha=0.35)
     ax.set_yscale("log")
     finals_ = [y[-1] for _, y in drawn.values()]
-    ax.set_ylim(min(finals_) * 0.8, min(1.0, max(finals_) * 4))
+    # Runs stuck at chance (error ≈ 90 %) are in the legend but do not set the axis range.
+    alive = [e for e in finals_ if e < CHANCE_ERROR] or finals_
+    ax.set_ylim(min(alive) * 0.8, min(1.0, max(alive) * 3))
     from matplotlib.ticker import FixedLocator, NullFormatter, PercentFormatter
 
     ticks = [0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]

@@ -137,6 +137,49 @@ def test_train_rejects_a_bad_config(tmp_path, capsys):
     assert "batch_size must be >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--eval-batch-size", "0"], "eval_batch_size must be >= 1"),
+        (["--seed", "-1"], "seed must be an integer >= 0"),
+        (["--probe-size", "0"], "probe_size must be >= 1"),
+        (["--momentum", "1.5"], "momentum must lie in [0, 1)"),
+        (["--schedule", "0"], "constant LR must be a positive finite number, got 0"),
+        (["--schedule", "-0.1"], "constant LR must be a positive finite number, got -0.1"),
+        (["--steps", "300", "--schedule",
+          '{"type": "OneCycle", "base_lr": 0.1, "max_lr": 1, "step_size": 40, "total_steps": 100}'],
+         "ends at total_steps=100 but the run has steps=300"),
+        (["--steps", "ten"], "argument --steps: invalid literal"),
+        (["--schedule", "bogus:x=1"], "unknown schedule 'bogus'"),
+    ],
+)  # fmt: skip
+def test_train_flags_are_validated_at_parse_time(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", *flags, "--out", str(tmp_path), "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "usage: hessian-lr train" in err
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_train_resume_with_other_flags_needs_allow_config_change(tmp_path, capsys):
+    base = ["train", "--model", "mlp", "--steps", "6", "--eval-every", "3", "--device", "cpu",
+            "--out", str(tmp_path), "--run", "r", "--no-progress",
+            "--schedule", "0.05"]  # fmt: skip
+    assert cli.main(base) == 0
+    assert cli.main([*base[:-1], "0.02"]) == 2
+    err = capsys.readouterr().err
+    assert "schedule" in err and "choose another run name" in err
+    # A finished run cannot continue under another config even with the flag: still refused.
+    assert cli.main([*base[:-1], "0.02", "--allow-config-change"]) == 2
+    # An unfinished one can, with the flag (the change is noted in meta.json).
+    run = Run(tmp_path, "train", "r")
+    run.update_meta(status="interrupted")
+    longer = [*base[:4], "12", *base[5:]]
+    assert cli.main(longer) == 2
+    assert "--allow-config-change" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- range test
 def test_range_test_tiny_run(tmp_path, capsys):
     rc = cli.main(

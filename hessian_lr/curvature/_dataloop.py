@@ -8,8 +8,10 @@ layout of curvlinops' ``CurvatureLinearOperator``. The base owns:
   iterators materialized, tensors moved to the device (and upcast for mixed precision);
 * the objective: ``reduction`` "mean" (weights c_b = counted elements, see
   ``_batches.element_count_fn``, or ``batch_size_fn``) or "sum";
-* the passes: modes and kernels (``_evaluation.evaluation_context``), global RNG and loader
-  generators left as found (``_batches.preserved_loader_rng``);
+* the passes: global RNG and loader generators left as found
+  (``_batches.preserved_loader_rng``); modes and kernels for each forward pass
+  (``_forward_context``, ``_evaluation.evaluation_context``: entered around each forward, so
+  products on a cached graph pay nothing for it);
 * chunks of ``chunk_size`` columns accumulated in place (memory: the output plus one chunk);
 * the fixed-matrix check: two passes of one product compared (``check_data``), so that a
   solver never runs on data that changes between passes;
@@ -21,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -128,13 +130,16 @@ class DataLoopOperator(LinearOperator):
     # ----------------------------------------------------------------------------- the loop
     @contextmanager
     def _pass(self) -> Iterator[None]:
-        """Modes and kernels of the operator's passes; RNG states of a loader preserved."""
+        """A public call's passes over the data: RNG states of a loader preserved, grad on."""
         with ExitStack() as stack:
             if not self._is_list:
                 stack.enter_context(preserved_loader_rng(self._data))
-            stack.enter_context(evaluation_context(self.model, self.bn_mode, self.device))
             stack.enter_context(torch.enable_grad())
             yield
+
+    def _forward_context(self) -> AbstractContextManager:
+        """Modes and kernels of one forward pass (enter it around every model evaluation)."""
+        return evaluation_context(self.model, self.bn_mode, self.device)
 
     def _batches(self) -> Iterator[tuple[int, float, Batch]]:
         """(index, weight c_b, batch) over one pass; batches with nothing to count skipped."""

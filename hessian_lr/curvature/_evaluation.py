@@ -152,7 +152,7 @@ def _restore_modes(saved: list[tuple[nn.Module, bool, bool | None]]) -> None:
 
 def state_tensors(model: nn.Module) -> list[torch.Tensor]:
     """Parameters and floating-point buffers: what the Hessian at the current point depends on."""
-    out = [p.detach() for p in model.parameters()]
+    out = list(model.parameters())  # the objects: `.data = ...` swaps are seen through them
     out += [b for b in model.buffers() if b.is_floating_point()]
     return out
 

@@ -78,7 +78,9 @@ def tridiagonal_eigh(
 class _Loop:
     """State of one :func:`lanczos_run` (kept in a class so each step reads in parts)."""
 
-    def __init__(self, op: object, V0: torch.Tensor, max_steps: int, caller: str) -> None:
+    def __init__(
+        self, op: object, V0: torch.Tensor, max_steps: int, caller: str, preallocate: bool = False
+    ) -> None:
         p, N = V0.shape
         self.op, self.p, self.N, self.caller = op, p, N, caller
         self.max_steps = min(max_steps, N)
@@ -87,7 +89,7 @@ class _Loop:
         # basis is zeros, not empty: rows of finished probes stay 0 (never NaN garbage) in the
         # batched products; one probe only ever reads rows it has written.
         self.alloc = torch.empty if p == 1 else torch.zeros
-        self.cap = min(self.max_steps, 16) + 1
+        self.cap = self.max_steps + 1 if preallocate else min(self.max_steps, 16) + 1
         self.Q = self.alloc((p, self.cap, N), dtype=self.dtype, device=self.device)
         V0 = V0.to(self.dtype)
         norms = torch.linalg.vector_norm(V0, dim=1, keepdim=True)
@@ -103,13 +105,6 @@ class _Loop:
         self.defect = np.zeros(p)
         self.num_matvecs = 0
         self.tiny = breakdown_tol(op.dtype)
-        # partial re-orthogonalization (Simon 1984): estimates ω of q_{j+1}ᵀq_k, k ≤ j
-        self.eps = float(torch.finfo(self.dtype).eps)
-        self.omega = np.zeros((p, self.max_steps + 1))
-        self.omega_prev = np.zeros((p, self.max_steps + 1))
-        self.omega[:, 0] = 1.0
-        self.force = np.zeros(p, dtype=bool)  # re-orthogonalize the next vector too
-        self.num_reorth = 0
 
     def grow(self, j: int) -> None:
         if j + 1 >= self.cap:  # grow the preallocated basis geometrically
@@ -155,60 +150,6 @@ class _Loop:
             b_np = torch.linalg.vector_norm(W, dim=1).double().cpu().numpy()
         return W, a_np, b_np, host[3]
 
-    def orthogonalize_partial(self, j: int, W: torch.Tensor, idx: np.ndarray) -> tuple:
-        """Three-term recurrence and local re-orthogonalization; full Gram-Schmidt only when
-        Simon's recurrence says some |q_{j+1}ᵀq_k| may exceed √eps (partial
-        re-orthogonalization: semi-orthogonality keeps the tridiagonal, hence the Ritz values and
-        quadrature weights, accurate to working precision; Simon 1984, Parlett ch. 13)."""
-        q = self.Q[:, j]
-        a = torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2)  # (p, 1)
-        W = torch.addcmul(W, a, q, value=-1)
-        if j > 0:
-            W.addcmul_(self.beta_prev, self.Q[:, j - 1], value=-1)
-        a2 = torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2)  # local: once more vs q_j
-        W = torch.addcmul(W, a2, q, value=-1)
-        host = torch.cat([a + a2, torch.linalg.vector_norm(W, dim=1, keepdim=True)], 1)
-        host = host.double().cpu().numpy()
-        if not np.isfinite(host).all():
-            check_finite(W, self.caller)
-            raise ValueError(f"{self.caller}: the Lanczos recurrence overflowed (inf)")
-        a_np, b_np = host[:, 0].copy(), host[:, 1].copy()
-        need = self.force.copy()
-        for i in idx:
-            need[i] |= self._omega_step(i, j, a_np[i], b_np[i])
-        if need[idx].any():
-            self.num_reorth += 1
-            basis = self.Q[:, : j + 1]
-            for _ in range(2):
-                W, h = _gram_schmidt(W, basis)
-                a_np = a_np + h[:, j].double().cpu().numpy()
-            b_np = torch.linalg.vector_norm(W, dim=1).double().cpu().numpy()
-            for i in idx:
-                self.omega[i, : j + 1] = self.eps
-        self.force = need & ~self.force  # Simon: the vector after a re-orthogonalized one too
-        return W, a_np, b_np, np.zeros(self.p)
-
-    def _omega_step(self, i: int, j: int, a: float, b: float) -> bool:
-        """Advance the estimates ω_k ≈ q_{j+1}ᵀq_k; True when one exceeds √eps."""
-        if j == 0 or b <= 0:
-            self.omega_prev[i, :2], self.omega[i, :2] = (1.0, 0.0), (self.eps, 1.0)
-            return False
-        al, be = self.alpha[i], self.beta[i]
-        cur, prev = self.omega[i], self.omega_prev[i]  # ω(q_j, q_k), ω(q_{j-1}, q_k)
-        k = np.arange(j)
-        new = np.zeros(self.max_steps + 1)
-        be_km1 = np.concatenate([[0.0], be[: j - 1]])
-        new[:j] = (
-            be[:j] * cur[1 : j + 1]
-            + (al[:j] - a) * cur[:j]
-            + be_km1 * np.where(k > 0, cur[np.maximum(k - 1, 0)], 0.0)
-            - be[j - 1] * prev[:j]
-        ) / b
-        new[:j] += np.sign(new[:j]) * self.eps * (be[:j] + b) / b
-        new[j], new[j + 1] = self.eps, 1.0
-        self.omega_prev[i], self.omega[i] = cur.copy(), new
-        return bool(np.max(np.abs(new[:j])) > math.sqrt(self.eps))
-
     def restart_vector(self, i: int, j: int, generator: torch.Generator | None) -> bool:
         """Put a random unit vector orthogonal to probe i's basis at row j + 1, if one exists."""
         r = randn((self.N,), self.op, generator, dtype=self.dtype)
@@ -238,7 +179,7 @@ def lanczos_run(
     v0_is_random: bool = True,
     caller: str = "lanczos",
     progress: bool | None = False,
-    reorth: str = "full",
+    preallocate: bool = False,
 ) -> Krylov:
     """Run Lanczos with full re-orthogonalization from the p rows of V0 (p, N), side by side.
 
@@ -258,11 +199,10 @@ def lanczos_run(
     exact Ritz values say nothing about the rest of the spectrum, while a random block that
     breaks down holds every distinct eigenvalue of the space it explored (with probability one).
 
-    ``reorth="partial"`` (SLQ) re-orthogonalizes against the whole basis only when Simon's
-    estimates of the loss of orthogonality exceed √eps (and on the step after), which keeps
-    the basis semi-orthogonal and T accurate at a fraction of the cost; no ``defect`` then.
+    ``preallocate`` reserves the whole basis at once (SLQ, which always runs every step) instead
+    of growing it geometrically (a λ_max run usually stops after a few dozen steps).
     """
-    s = _Loop(op, V0, max_steps, caller)
+    s = _Loop(op, V0, max_steps, caller, preallocate)
     bar = Progress(s.max_steps * s.p, caller, progress)
     block_random = v0_is_random  # whether the current block started from a random vector
     try:
@@ -273,10 +213,7 @@ def lanczos_run(
             s.grow(j)
             W = s.product(j, idx)
             bar.update(idx.size)
-            if reorth == "full":
-                W, a_np, b_np, h_norm = s.orthogonalize(j, W, idx)
-            else:
-                W, a_np, b_np, h_norm = s.orthogonalize_partial(j, W, idx)
+            W, a_np, b_np, h_norm = s.orthogonalize(j, W, idx)
             broke = []
             completed_random = block_random
             for i in idx:
@@ -305,7 +242,6 @@ def lanczos_run(
                     break
     finally:
         bar.close()
-    s.reorth_steps = s.num_reorth
     return Krylov(
         basis=s.Q,
         alpha=s.alpha,

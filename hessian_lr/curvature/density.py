@@ -237,7 +237,9 @@ def spectral_density(
     for start in range(0, num_probes, batch_size):
         p = min(batch_size, num_probes - start)
         V0 = draw((p, N), op, generator)
-        kr = lanczos_run(op, V0, num_steps, caller="spectral_density", progress=progress)
+        kr = lanczos_run(
+            op, V0, num_steps, caller="spectral_density", progress=progress, preallocate=True
+        )
         num_matvecs += kr.num_matvecs
         for i in range(p):
             m = int(kr.steps[i])

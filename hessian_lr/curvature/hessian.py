@@ -179,7 +179,9 @@ class HessianOperator(DataLoopOperator):
 
         self.requested_backend = backend
         if backend == "auto":
-            backend = "double-backward" if self._single else "forward-over-reverse"
+            # Recurrent layers on CUDA run fused cells without forward-mode AD.
+            rnn_cuda = needs_cudnn_off(model, self.device)
+            backend = "double-backward" if self._single or rnn_cuda else "forward-over-reverse"
         self.backend: str = backend
         self.fallback_reason: str | None = None
         self.cache_graph = self._single if cache_graph is None else bool(cache_graph)
@@ -203,8 +205,10 @@ class HessianOperator(DataLoopOperator):
             )
         if needs_cudnn_off(self.model, self.device):
             self.notes.append(
-                "cuDNN is off for recurrent modules (its RNNs are not twice differentiable)"
+                "cuDNN is off for recurrent modules (its RNNs are not twice differentiable); "
+                "their fused CUDA cells have no forward-mode AD: use backend='double-backward'"
             )
+        self._state = state_tensors(self.model)  # what the Hessian at θ depends on
         chosen = set(self.names)
         self._fixed = [(n, p) for n, p in self.model.named_parameters() if n not in chosen]
 
@@ -254,6 +258,10 @@ class HessianOperator(DataLoopOperator):
         return values
 
     def _loss(self, theta: Sequence[torch.Tensor], batch: Batch) -> torch.Tensor:
+        with self._forward_context():
+            return self._loss_in_context(theta, batch)
+
+    def _loss_in_context(self, theta: Sequence[torch.Tensor], batch: Batch) -> torch.Tensor:
         values = self._values(theta)
         if self.closure:
             with _reparametrize_module(self.model, values, tie_weights=True):
@@ -277,12 +285,12 @@ class HessianOperator(DataLoopOperator):
     def _refresh(self) -> None:
         """Drop caches when the model changed since they were built."""
         if self._graphs or self._grad_cache is not None:
-            if fingerprint(state_tensors(self.model)) != self._key:
+            if fingerprint(self._state) != self._key:
                 self.release_graph()
 
     def _remember_state(self) -> None:
         if self._key is None:
-            self._key = fingerprint(state_tensors(self.model))
+            self._key = fingerprint(self._state)
 
     def _forget_batch(self) -> None:
         self._transient = None  # an uncached graph lives for one batch

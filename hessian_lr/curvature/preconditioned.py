@@ -31,12 +31,13 @@ class PreconditionedOperator(LinearOperator):
     Args:
         op: a symmetric (N, N) operator with ``shape``, ``dtype``, ``device`` and ``op @ v``
             (``HessianOperator``, ``DenseOperator``, ...). Not modified.
-        diagonal: (N,) the diagonal of P, every entry positive and finite. Converted to the
-            operator's dtype and device (a copy; the caller's tensor is not kept).
+        diagonal: (N,) the diagonal of P, every entry positive. ``+inf`` marks a coordinate that
+            does not move (scale 0: it drops out of the pencil and contributes eigenvalue 0).
+            Converted to the operator's dtype and device (a copy).
 
     Raises:
         TypeError: ``op`` is not an operator or ``diagonal`` not a tensor.
-        ValueError: a shape mismatch, or a diagonal entry that is ≤ 0, NaN or inf.
+        ValueError: a shape mismatch, or a diagonal entry that is ≤ 0 or NaN.
 
     Example:
         >>> import torch
@@ -59,8 +60,8 @@ class PreconditionedOperator(LinearOperator):
                 f"so it must have shape ({n},)"
             )
         p = diagonal.detach().to(device=op.device, dtype=op.dtype).clone()
-        if not bool(torch.isfinite(p).all()):
-            raise ValueError("diagonal holds NaN or inf; the preconditioner must be finite")
+        if bool(torch.isnan(p).any()) or bool(torch.isneginf(p).any()):
+            raise ValueError("diagonal holds NaN or -inf; the preconditioner must be positive")
         if not bool((p > 0).all()):
             raise ValueError(
                 f"diagonal must be positive (min {float(p.min()):.3e}); a preconditioner "
@@ -69,7 +70,8 @@ class PreconditionedOperator(LinearOperator):
         super().__init__(n, op.dtype, op.device)
         self.op = op
         self.diagonal = p
-        self._scale = p.rsqrt()
+        self._frozen = torch.isinf(p)
+        self._scale = torch.where(self._frozen, 0.0, p.rsqrt())
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         s = self._scale.unsqueeze(1)
@@ -84,7 +86,7 @@ class PreconditionedOperator(LinearOperator):
 
     def from_original(self, u: torch.Tensor) -> torch.Tensor:
         """A vector u in parameter coordinates -> w = P^{1/2} u (e.g. to warm-start Lanczos)."""
-        s = self.diagonal.sqrt()
+        s = torch.where(self._frozen, 0.0, self.diagonal.sqrt())
         return (s if u.ndim == 1 else s.unsqueeze(1)) * u
 
     def __repr__(self) -> str:

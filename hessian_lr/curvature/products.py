@@ -39,6 +39,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["PRODUCTS", "forward_over_reverse", "double_backward", "finite_difference"]
 
 Batch = Any
+#: Use ``is_grads_batched`` for k > 1 columns on the CPU too (off: a column loop measured 1.2x
+#: faster there; tests switch it on to cover the GPU path).
+BATCHED_ON_CPU = False
 
 
 def forward_over_reverse(
@@ -64,7 +67,7 @@ def double_backward(op: HessianOperator, index: int, batch: Batch, V: torch.Tens
     if not live:  # no gradient depends on the parameters: H_b = 0
         return V.new_zeros(V.shape)
     outputs = [g for _, g in live]
-    if k == 1 or V.device.type == "cpu":
+    if k == 1 or (V.device.type == "cpu" and not BATCHED_ON_CPU):
         # On CPU, is_grads_batched (vmap over the backward) measured 1.2x slower than a loop
         # over the columns on the cached graph (benchmarks/bench_curvature.py).
         cols = []
@@ -75,13 +78,22 @@ def double_backward(op: HessianOperator, index: int, batch: Batch, V: torch.Tens
         return cols[0].unsqueeze(1) if k == 1 else torch.stack(cols, dim=1)
     vs = op._split(V.T)  # tensors of shape (k, *p.shape)
     try:
-        hv = _grad(outputs, theta, [vs[i] for i, _ in live], batched=True)
+        hv = torch.autograd.grad(
+            outputs,
+            theta,
+            grad_outputs=[vs[i] for i, _ in live],
+            retain_graph=True,
+            allow_unused=True,
+            is_grads_batched=True,
+        )
     except RuntimeError:  # an op without a batching rule: one column at a time
         cols = [
             params_to_vector(_grad(outputs, theta, [vs[i][j] for i, _ in live])) for j in range(k)
         ]
         return torch.stack(cols, dim=1)
-    return torch.cat([h.reshape(k, -1) for h in hv], dim=1).T
+    # Unused inputs: None (materialize_grads would give zeros without the batch dimension).
+    flat = [V.new_zeros(k, t.numel()) if h is None else h.reshape(k, -1) for h, t in zip(hv, theta)]
+    return torch.cat(flat, dim=1).T
 
 
 def _grad(

@@ -48,6 +48,9 @@ class CurvatureLR(LRScheduler):
         optimizer: the wrapped optimizer.
         estimator: an ``LREstimator`` (stepped by the caller, before this scheduler).
         method: which of the estimator's methods drives the LR (default its first).
+        key: which field of that method's results the EMA follows (default ``"lr"``), e.g.
+            ``method="sharpness", key="lr_stable"`` with ``safety=0.5`` keeps the LR at half the
+            gradient-descent stability bound 2/λ_max (``LREstimator.track``).
         safety: factor on the estimate (> 0), e.g. 0.5 for a margin below the estimate.
         min_lr, max_lr: clipping bounds, 0 ≤ min_lr ≤ max_lr.
         warmup_steps: updates with the base LRs before the estimate takes over.
@@ -72,6 +75,7 @@ class CurvatureLR(LRScheduler):
         estimator: LREstimator,
         *,
         method: str | None = None,
+        key: str = "lr",
         safety: float = 1.0,
         min_lr: float = 0.0,
         max_lr: float = math.inf,
@@ -103,6 +107,8 @@ class CurvatureLR(LRScheduler):
         self._seen_updates: int | None = None  # estimator records seen when it was set
         self.estimator = estimator
         self.method = method
+        self.key = key
+        self._ema_name = estimator.track(method, key)
         self.safety = float(safety)
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
@@ -114,7 +120,7 @@ class CurvatureLR(LRScheduler):
 
     def target_lr(self) -> float:
         """clip(safety · smoothed estimate, min_lr, max_lr): where the LR is heading."""
-        value = self.safety * self.estimator.smoothed(self.method)
+        value = self.safety * self.estimator.smoothed(self._ema_name)
         if not math.isfinite(value):  # cannot happen with a finite ema_init; be safe
             value = self.max_lr if math.isfinite(self.max_lr) else self.min_lr
         return min(max(value, self.min_lr), self.max_lr)

@@ -14,6 +14,11 @@ one :class:`~hessian_lr.curvature.HessianOperator` on the batch and applies a ru
   batch-to-batch noise (a finite-difference HVP along the step; 2 gradients, no HVP). Equal to
   Σ|g|/Σ|Hg| for a plain-SGD step on a quadratic; under momentum, Σ|d|/Σ|Hd| along the update d.
 * ``secant`` (trajectory only, no model) is :func:`hessian_lr.lr.secant.secant_lr`.
+* ``update`` / ``preconditioned_sharpness`` (need ``optimizer=``): the optimizer-aware estimates of
+  :mod:`hessian_lr.lr.update` and :mod:`hessian_lr.lr.stability` (issue 15), same dispatch.
+
+The method functions live in :mod:`hessian_lr.lr.methods` (``METHOD_TABLE``: adding a method is
+one entry); the formulas in :mod:`hessian_lr.lr.rules`.
 
 Flags (``LREstimate.flags``; strings from :mod:`hessian_lr.lr.rules`): any flag makes ``lr`` nan
 and keeps the formula's value (where one exists) in ``raw_lr``. ``negative_curvature`` (gᵀHg ≤ 0,
@@ -30,22 +35,27 @@ Randomness (the Lanczos start) comes from ``generator`` or a fresh one seeded wi
 
 from __future__ import annotations
 
-import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from ..curvature.hessian import HessianOperator, NonFiniteError
-from ..curvature.lanczos import lanczos
 from ..curvature.linop import params_to_vector
 from ..rng import preserved_rng
-from . import rules
 from .defaults import DEFAULT_BN_MODE
+from .methods import (
+    HVP_METHODS,
+    METHOD_TABLE,
+    METHODS,
+    OPTIMIZER_METHODS,
+    EstimateContext,
+    check_options,
+)
+from .result import LREstimate
 from .rules import (  # noqa: F401 (flag names re-exported for old imports)
     FLAGS,
     NEGATIVE_CURVATURE,
@@ -65,339 +75,16 @@ __all__ = [
     "HVP_METHODS",
     "LREstimate",
     "METHODS",
+    "METHOD_TABLE",
+    "OPTIMIZER_METHODS",
     "SecantResult",
+    "check_options",
     "estimate_lr",
     "estimate_lrs",
     "secant_lr",
 ]
 
 _NAN = float("nan")
-
-
-# ------------------------------------------------------------------------------------ results
-@dataclass(frozen=True)
-class LREstimate:
-    """A learning-rate estimate from :func:`estimate_lr` and the curvature numbers behind it.
-
-    Attributes:
-        lr: the estimate (a positive float), or ``nan`` when ``flags`` is not empty.
-            ``quadratic``: gᵀg/gᵀHg; ``secant_hvp``: Σ|g|/Σ|Hg| (L1) or ‖g‖/‖Hg‖ (L2);
-            ``sharpness``: 1/λ_max; ``secant_same_batch``: Σ|Δθ|/Σ|Δg|. Units: the LR of
-            plain SGD on the loss.
-        method: the method's name.
-        raw_lr: the formula's value regardless of flags (e.g. 1/λ of an unconverged Ritz value).
-        loss: mean loss on the batch at the current parameters.
-        grad_norm: ‖g‖₂. grad_l1: Σ|g|.
-        gHg: gᵀHg. hg_norm: ‖Hg‖₂. hg_l1: Σ|Hg| (HVP methods).
-        curvature: Rayleigh quotient of H along the direction used (gᵀHg/gᵀg, λ_max, or
-            Δθᵀ Δg/‖Δθ‖² for the same-batch secant).
-        step_norm: ‖Δθ‖₂ (same-batch secant).
-        lambda_max: largest Hessian eigenvalue (sharpness). residual: its Ritz residual.
-        lr_newton: 1/λ_max. lr_stable: 2/λ_max. lr_stable_momentum: (2 + 2β)/λ_max.
-        momentum: the β used for ``lr_stable_momentum``.
-        norm: ``"l1"`` / ``"l2"`` for the secant rules, else ``None``.
-        num_hvps: Hessian-vector products spent. num_gradients: gradients spent.
-        seconds: wall-clock time of the call.
-        flags: see the module docstring; empty when all is well.
-        backend: the HVP back end that ran.
-        bn_mode: the BatchNorm mode of the loss (``"train"`` or ``"eval"``).
-        seed: the seed of the call's own generator (``None`` when one was passed).
-        details: method-specific numbers (e.g. from optimizer-aware methods).
-        eigenvector: (N,) top eigenvector (sharpness), for warm starts; not in ``repr``.
-    """
-
-    lr: float
-    method: str
-    raw_lr: float = _NAN
-    loss: float = _NAN
-    grad_norm: float = _NAN
-    grad_l1: float = _NAN
-    gHg: float = _NAN
-    hg_norm: float = _NAN
-    hg_l1: float = _NAN
-    curvature: float = _NAN
-    step_norm: float = _NAN
-    lambda_max: float = _NAN
-    residual: float = _NAN
-    lr_newton: float = _NAN
-    lr_stable: float = _NAN
-    lr_stable_momentum: float = _NAN
-    momentum: float = 0.0
-    norm: str | None = None
-    num_hvps: int = 0
-    num_gradients: int = 0
-    seconds: float = 0.0
-    flags: tuple[str, ...] = ()
-    backend: str = ""
-    bn_mode: str = DEFAULT_BN_MODE
-    seed: int | None = None
-    details: dict[str, Any] = field(default_factory=dict, compare=False)
-    eigenvector: torch.Tensor | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        """True when ``lr`` is a finite positive number (then ``flags`` is empty)."""
-        return math.isfinite(self.lr) and self.lr > 0
-
-    def __repr__(self) -> str:
-        # Only the numbers this method produced: NaN fields (other methods') are left out.
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not f.repr or (f.name in ("norm", "seed") and value is None):
-                continue
-            if f.name == "momentum" and self.method != "sharpness":
-                continue
-            if f.name == "details" and not value:
-                continue
-            if f.name != "lr" and isinstance(value, float) and math.isnan(value):
-                continue
-            parts.append(f"{f.name}={value!r}")
-        return f"LREstimate({', '.join(parts)})"
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-Python fields (no eigenvector), e.g. for JSON records."""
-        d = {k: v for k, v in asdict(self).items() if k != "eigenvector"}
-        d["flags"] = list(self.flags)
-        return d
-
-
-# ---------------------------------------------------------------------------- the dispatch
-@dataclass
-class EstimateContext:
-    """What a method of :func:`estimate_lrs` may use: one operator and shared products.
-
-    A method is a function ``fn(ctx) -> LREstimate`` (or any result with ``lr``, ``raw_lr``,
-    ``flags``, ``ok``, ``num_hvps``, ``seconds``, ``as_dict()``) registered in ``METHOD_TABLE``;
-    ``ctx.gradient()`` and ``ctx.hg()`` are computed once and shared between methods.
-    """
-
-    op: HessianOperator
-    norm: str = "l1"
-    momentum: float = 0.0
-    lanczos_tol: float = 1e-2
-    lanczos_max_iter: int | None = None
-    v0: torch.Tensor | None = None
-    warm_starts: dict[str, torch.Tensor] = field(default_factory=dict)
-    strict: bool = False
-    on_nonfinite: str = "raise"
-    generator: torch.Generator | None = None
-    optimizer: torch.optim.Optimizer | None = None
-    theta_prev: torch.Tensor | None = None
-    _grad: tuple[float, torch.Tensor] | None = None
-    _hg: torch.Tensor | None = None
-
-    def gradient(self) -> tuple[float, torch.Tensor]:
-        """(mean loss, g) at the current parameters (computed once)."""
-        if self._grad is None:
-            self._grad = self.op.gradient()
-        return self._grad
-
-    def hg(self) -> torch.Tensor:
-        """H g (one HVP, computed once)."""
-        if self._hg is None:
-            self._hg = self.op @ self.gradient()[1]
-        return self._hg
-
-    def common(self) -> dict[str, Any]:
-        """Loss and gradient fields shared by every estimate."""
-        loss, g = self.gradient()
-        s = rules.gradient_stats(g)
-        return dict(loss=loss, grad_norm=s.grad_norm, grad_l1=s.g_l1)
-
-
-def _strict_check(ctx: EstimateContext, flags: Sequence[str], gHg: float = _NAN) -> None:
-    if not ctx.strict:
-        return
-    if ZERO_GRADIENT in flags:
-        raise CurvatureError("the gradient is zero (a stationary point): gᵀg/gᵀHg is 0/0")
-    if NEGATIVE_CURVATURE in flags:
-        raise CurvatureError(
-            f"gᵀHg = {gHg:.3e} ≤ 0: no positive curvature along the gradient, so the quadratic "
-            "model has no minimiser along −g"
-        )
-
-
-def _gradient_rule(ctx: EstimateContext, method: str) -> LREstimate:
-    loss, g = ctx.gradient()
-    s = rules.gradient_stats(g)
-    if not s.gg > 0:
-        _strict_check(ctx, (ZERO_GRADIENT,))
-        return LREstimate(lr=_NAN, method=method, flags=(ZERO_GRADIENT,), **ctx.common())
-    hg = ctx.hg()
-    if method == "quadratic":
-        res = rules.quadratic_lr(g, hg)
-    else:
-        res = rules.secant_hvp_lr(g, hg, ctx.norm)
-    st = rules.gradient_stats(g, hg)
-    _strict_check(ctx, res.flags, st.gHg)
-    return LREstimate(
-        lr=res.lr,
-        method=method,
-        raw_lr=res.raw_lr,
-        gHg=st.gHg,
-        hg_norm=st.hg_norm,
-        hg_l1=st.hg_l1,
-        curvature=st.gHg / st.gg,
-        norm=ctx.norm if method == "secant_hvp" else None,
-        flags=res.flags,
-        num_hvps=1,
-        num_gradients=1,
-        **ctx.common(),
-    )
-
-
-def _quadratic(ctx: EstimateContext) -> LREstimate:
-    return _gradient_rule(ctx, "quadratic")
-
-
-def _secant_hvp(ctx: EstimateContext) -> LREstimate:
-    return _gradient_rule(ctx, "secant_hvp")
-
-
-def _sharpness(ctx: EstimateContext) -> LREstimate:
-    h0 = ctx.op.num_hvps
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        res = lanczos(
-            ctx.op,
-            k=1,
-            which="LA",
-            tol=ctx.lanczos_tol,
-            max_iter=ctx.lanczos_max_iter,
-            v0=ctx.warm_starts.get("sharpness", ctx.v0),
-            generator=ctx.generator,
-        )
-    for w in caught:  # the solver's "not converged" warning becomes the flag
-        if not (issubclass(w.category, RuntimeWarning) and "lanczos" in str(w.message)):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    lam = float(res.eigenvalues[0])
-    sh = rules.sharpness_lrs(lam, ctx.momentum)
-    if ctx.strict and NEGATIVE_CURVATURE in sh.flags:
-        raise CurvatureError(
-            f"sharpness: λ_max = {lam:.3e} ≤ 0, the Hessian has no positive curvature, so no "
-            "step size is implied"
-        )
-    flags = ([] if res.converged else [NOT_CONVERGED]) + list(sh.flags)
-    void = dict(lr_newton=_NAN, lr_stable=_NAN, lr_stable_momentum=_NAN) if flags else {}
-    return LREstimate(
-        lr=_NAN if flags else sh.lr_newton,
-        method="sharpness",
-        raw_lr=1.0 / lam if lam != 0 else _NAN,
-        lambda_max=lam,
-        curvature=lam,
-        residual=float(res.residuals[0]),
-        **{
-            "lr_newton": sh.lr_newton,
-            "lr_stable": sh.lr_stable,
-            "lr_stable_momentum": sh.lr_stable_momentum,
-            **void,
-        },
-        momentum=ctx.momentum,
-        num_hvps=ctx.op.num_hvps - h0,
-        num_gradients=1,
-        flags=tuple(flags),
-        eigenvector=res.eigenvectors[:, 0].detach(),
-        **ctx.common(),
-    )
-
-
-def _secant_same_batch(ctx: EstimateContext) -> LREstimate:
-    if ctx.theta_prev is None:
-        raise ValueError(
-            "method 'secant_same_batch' needs theta_prev=: the parameters before the last step "
-            "(a flat vector or a list of tensors in the operator's parameter order)"
-        )
-    loss, g = ctx.gradient()
-    theta = params_to_vector([p.detach() for p in ctx.op.params]).to(g.dtype)
-    prev = ctx.theta_prev.to(theta.device, theta.dtype).reshape(-1)
-    if prev.numel() != theta.numel():
-        raise ValueError(f"theta_prev has {prev.numel()} entries, the parameters {theta.numel()}")
-    _, g_prev = ctx.op.gradient_at(prev.to(ctx.op.device, ctx.op.dtype))
-    rule = rules.secant_rule(theta - prev, g - g_prev, norm=ctx.norm)
-    if ctx.strict and (ZERO_STEP in rule.flags or ZERO_CURVATURE in rule.flags):
-        raise CurvatureError(f"secant_same_batch: flags {list(rule.flags)}; no LR is implied")
-    return LREstimate(
-        lr=rule.lr,
-        method="secant_same_batch",
-        raw_lr=rule.raw_lr,
-        curvature=rule.curvature,
-        step_norm=rule.step_norm,
-        norm=ctx.norm,
-        flags=rule.flags,
-        num_gradients=2,
-        details={"lr_l1": rule.lr_l1, "lr_l2": rule.lr_l2, "step_l1": rule.step_l1},
-        **ctx.common(),
-    )
-
-
-def _optimizer_of(ctx: EstimateContext, method: str) -> torch.optim.Optimizer:
-    if ctx.optimizer is None:
-        raise ValueError(
-            f"method {method!r} reads the optimizer's state: pass optimizer=... (the optimizer "
-            "that trains the model)"
-        )
-    return ctx.optimizer
-
-
-def _update(ctx: EstimateContext) -> Any:
-    from .update import update_lr_from_operator  # issue 15 (lr/update.py)
-
-    return update_lr_from_operator(
-        ctx.op,
-        _optimizer_of(ctx, "update"),
-        ctx.op.params,
-        strict=ctx.strict,
-        on_nonfinite=ctx.on_nonfinite,
-    )
-
-
-def _preconditioned_sharpness(ctx: EstimateContext) -> Any:
-    from .stability import preconditioned_sharpness_from_operator  # issue 15
-
-    return preconditioned_sharpness_from_operator(
-        ctx.op,
-        _optimizer_of(ctx, "preconditioned_sharpness"),
-        ctx.op.params,
-        lanczos_tol=ctx.lanczos_tol,
-        lanczos_max_iter=ctx.lanczos_max_iter,
-        v0=ctx.warm_starts.get("preconditioned_sharpness"),
-        strict=ctx.strict,
-        on_nonfinite=ctx.on_nonfinite,
-        generator=ctx.generator,
-    )
-
-
-#: Method name -> ``fn(ctx) -> result``. Adding a method is one entry here.
-METHOD_TABLE: dict[str, Callable[[EstimateContext], Any]] = {
-    "quadratic": _quadratic,
-    "secant_hvp": _secant_hvp,
-    "sharpness": _sharpness,
-    "secant_same_batch": _secant_same_batch,
-    "update": _update,
-    "preconditioned_sharpness": _preconditioned_sharpness,
-}
-#: Methods that read the optimizer's state (``optimizer=`` required).
-OPTIMIZER_METHODS = ("update", "preconditioned_sharpness")
-#: Methods that need the model and a batch; ``secant`` needs iterates only.
-HVP_METHODS = tuple(METHOD_TABLE)
-METHODS = ("secant", *HVP_METHODS)
-
-
-def check_options(
-    norm: str, momentum: float, lanczos_tol: float, on_nonfinite: str, bn_mode: str
-) -> None:
-    """Validate the options shared by ``estimate_lr``, ``estimate_lrs`` and ``LREstimator``."""
-    if norm not in NORMS:
-        raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
-    if not (math.isfinite(momentum) and 0.0 <= momentum < 1.0):
-        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-    if not lanczos_tol > 0:
-        raise ValueError(f"lanczos_tol must be positive, got {lanczos_tol}")
-    if on_nonfinite not in ("raise", "flag"):
-        raise ValueError(f"on_nonfinite must be 'raise' or 'flag', got {on_nonfinite!r}")
-    if bn_mode not in ("train", "eval"):
-        raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
 
 
 def _resolve_methods(methods: Sequence[str]) -> tuple[str, ...]:

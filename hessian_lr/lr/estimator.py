@@ -31,7 +31,6 @@ positive (the paper's EMA of every Eq. 8 value). A failing ``step`` leaves the s
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -48,26 +47,16 @@ from ..curvature.hessian import NonFiniteError, select_params
 from ..curvature.linop import params_to_vector
 from ..observe import Observer, StepContext
 from ..records import append_record, to_jsonable
+from ._estimator_state import EstimatorCheckpoint
+from ._optimizer_view import OptimizerView
 from .defaults import DEFAULT_BN_MODE
 from .estimate import HVP_METHODS, METHODS, OPTIMIZER_METHODS, check_options, estimate_lrs
-from .rules import NONFINITE_LOSS
-from .secant import SCALES, SecantResult, null_band, secant_lr
+from .secant import SCALES, SecantResult, nonfinite_secant, secant_lr, with_null_band
 
 __all__ = ["LREstimator"]
 
-_STATE_VERSION = 2
-_MIN_NOISE_WINDOW = 5
 
-
-def _nonfinite_secant(lr: float, steps: int, norm: str, scale: str) -> SecantResult:
-    nan = float("nan")
-    return SecantResult(
-        lr=nan, lr_l1=nan, lr_l2=nan, curvature=nan, step_l1=nan, step_norm=nan, lr_used=lr,
-        lr_next=lr, steps=steps, norm=norm, scale=scale, flags=(NONFINITE_LOSS,),
-    )  # fmt: skip
-
-
-class LREstimator(Observer):
+class LREstimator(EstimatorCheckpoint, Observer):
     """Learning-rate estimates every ``every`` optimizer steps, with EMA, history and records.
 
     Args:
@@ -190,10 +179,10 @@ class LREstimator(Observer):
         self._hvp_methods = tuple(m for m in methods if m in HVP_METHODS)
         self._names, self._params = select_params(model, params)
 
-        self._group_weights = self._compute_group_weights()
-        self.momentum = self._detect_momentum() if momentum is None else float(momentum)
+        self._opt = OptimizerView(optimizer, self._params)
+        self.momentum = self._opt.momentum() if momentum is None else float(momentum)
         self._explicit_momentum = momentum is not None
-        self.caveats = self._detect_caveats()
+        self.caveats = self._opt.caveats()
         if self.caveats and "secant" in methods:
             warnings.warn(
                 "LREstimator: the secant estimate (Super-Convergence Eq. 8) is derived for plain "
@@ -204,35 +193,43 @@ class LREstimator(Observer):
                 stacklevel=2,
             )
 
-        # State (see state_dict).
+        self._init_state()
+        self._hook = self._install_lr_hook(optimizer)
+
+    def _init_state(self) -> None:
+        """The state that ``state_dict`` saves, at step 0."""
         self.num_steps = 0
         self._snapshots: list[torch.Tensor] = []
         self._span_prev: list[float] = []
         self._span_cur: list[float] = []
-        self._smoothed = {m: self.ema_init for m in methods}
-        self._counts = {m: 0 for m in methods}
+        self._smoothed = {m: self.ema_init for m in self.methods}
+        self._tracked: dict[str, tuple[str, str]] = {}
+        self._counts = {m: 0 for m in self.methods}
         self._history: list[dict[str, Any]] = []
         self._latest: dict[str, Any] = {}
         self._eigenvectors: dict[str, torch.Tensor] = {}
-        self._noise_ratios: deque[float] = deque(maxlen=noise_window)
+        self._noise_ratios: deque[float] = deque(maxlen=self.noise_window)
         self._theta_before: torch.Tensor | None = None
         self._pending_lrs: list[float] | None = None
-
-        if "secant" in methods:
+        if "secant" in self.methods:
             self._snapshots.append(self._snapshot())
-        if "secant_same_batch" in methods and every == 1:
+        if "secant_same_batch" in self.methods and self.every == 1:
             self._theta_before = self._snapshot()
-        self._hook = None
-        if optimizer is not None and hasattr(optimizer, "register_step_pre_hook"):
-            ref = weakref.ref(self)
 
-            def hook(opt: Any, args: Any, kwargs: Any) -> None:
-                est = ref()
-                if est is not None:
-                    est._pending_lrs = est._group_lrs()
+    def _install_lr_hook(self, optimizer: Any) -> Any:
+        """A step pre-hook that records the groups' LRs applied by each ``optimizer.step()``."""
+        if optimizer is None or not hasattr(optimizer, "register_step_pre_hook"):
+            return None
+        ref = weakref.ref(self)
 
-            self._hook = optimizer.register_step_pre_hook(hook)
-            weakref.finalize(self, self._hook.remove)  # no dangling hook once collected
+        def hook(opt: Any, args: Any, kwargs: Any) -> None:
+            est = ref()
+            if est is not None:
+                est._pending_lrs = est._opt.group_lrs()
+
+        handle = optimizer.register_step_pre_hook(hook)
+        weakref.finalize(self, handle.remove)  # no dangling hook once collected
+        return handle
 
     @staticmethod
     def _check_args(model: Any, methods: tuple, every: Any, loss_fn: Any, optimizer: Any) -> None:
@@ -254,67 +251,6 @@ class LREstimator(Observer):
         aware = [m for m in methods if m in OPTIMIZER_METHODS]
         if aware and optimizer is None:
             raise ValueError(f"methods {aware} read the optimizer's state: pass optimizer=...")
-
-    # --------------------------------------------------------------------------- the optimizer
-    def _compute_group_weights(self) -> list[int]:
-        if self.optimizer is None:
-            return []
-        ids = {id(p): p.numel() for p in self._params}
-        weights = [
-            sum(ids.get(id(p), 0) for p in group["params"]) for group in self.optimizer.param_groups
-        ]
-        if sum(weights) == 0:
-            raise ValueError("none of the estimated parameters is in the optimizer's param_groups")
-        return weights
-
-    def _group_lrs(self) -> list[float]:
-        return [float(group["lr"]) for group in self.optimizer.param_groups]
-
-    def _weighted_lr(self, lrs: Sequence[float]) -> float:
-        weights = self._group_weights
-        if len(lrs) != len(weights):  # groups were added: recount
-            weights = self._group_weights = self._compute_group_weights()
-        return sum(w * lr for w, lr in zip(weights, lrs)) / sum(weights)
-
-    def _active_groups(self) -> list[dict]:
-        if self.optimizer is None:
-            return []
-        return [g for g, w in zip(self.optimizer.param_groups, self._group_weights) if w > 0]
-
-    def _detect_momentum(self) -> float:
-        groups = self._active_groups()
-        m = groups[0].get("momentum", 0.0) if groups else 0.0
-        return float(m) if isinstance(m, (int, float)) else 0.0
-
-    def _detect_caveats(self) -> tuple[str, ...]:
-        """Short descriptions of what departs from plain SGD, e.g. ``("momentum=0.9",)``."""
-        if self.optimizer is None:
-            return ()
-        found: list[str] = []
-        if not isinstance(self.optimizer, torch.optim.SGD):
-            found.append(f"optimizer={type(self.optimizer).__name__}")
-        groups = self._active_groups()
-        for key in ("momentum", "dampening", "weight_decay"):
-            values = sorted({float(g.get(key) or 0.0) for g in groups} - {0.0})
-            if values:
-                found.append(f"{key}={'/'.join(f'{v:g}' for v in values)}")
-        if any(g.get("nesterov", False) for g in groups):
-            found.append("nesterov")
-        return tuple(found)
-
-    def _null_setup(self) -> dict[str, Any] | None:
-        """Momentum, Nesterov and dampening of the secant's noise null; None when undefined."""
-        groups = self._active_groups()
-        if self.optimizer is not None and not isinstance(self.optimizer, torch.optim.SGD):
-            if not self._explicit_momentum:
-                return None  # Adam & co: the heavy-ball null does not apply
-            groups = []
-        g0 = groups[0] if groups else {}
-        return dict(
-            momentum=self.momentum,
-            nesterov=bool(g0.get("nesterov", False)),
-            dampening=float(g0.get("dampening", 0.0) or 0.0),
-        )
 
     # ------------------------------------------------------------------------------ the step
     def _snapshot(self) -> torch.Tensor:
@@ -350,8 +286,8 @@ class LREstimator(Observer):
                 raise ValueError(f"lr must be a positive finite number, got {lr}")
             return value, None
         if self.optimizer is not None:
-            groups = self._pending_lrs if self._pending_lrs is not None else self._group_lrs()
-            return self._weighted_lr(groups), groups
+            groups = self._pending_lrs if self._pending_lrs is not None else self._opt.group_lrs()
+            return self._opt.weighted_lr(groups), groups
         return None, None
 
     def step(self, batch: Any = None, *, lr: float | None = None) -> dict[str, Any] | None:
@@ -418,7 +354,10 @@ class LREstimator(Observer):
             theta = self._snapshot()
             if len(self._snapshots) == 2:
                 results["secant"] = self._secant(theta, self._span_prev, span_cur)
-                results["secant"] = self._noise_test(results["secant"], new["noise_ratios"])
+                results["secant"] = with_null_band(
+                    results["secant"], new["noise_ratios"], tol=self.noise_tol,
+                    generator=self.generator,
+                )  # fmt: skip
             new["snapshots"] = [*self._snapshots, theta][-2:]
             new["span_prev"] = span_cur
         num_hvps = 0
@@ -455,6 +394,14 @@ class LREstimator(Observer):
             if math.isfinite(value) and value > 0:
                 smoothed[m] = self.ema_alpha * value + (1.0 - self.ema_alpha) * smoothed[m]
                 counts[m] += 1
+        for name, (m, key) in self._tracked.items():
+            r = results.get(m)
+            if r is None or not (r.ok or self.ema_include_flagged):
+                continue
+            value = float(getattr(r, key, float("nan")))
+            if math.isfinite(value) and value > 0:
+                smoothed[name] = self.ema_alpha * value + (1.0 - self.ema_alpha) * smoothed[name]
+                counts[name] += 1
         return smoothed, counts
 
     def _record(self, t, lr_now, groups, results, new, warm, num_hvps, t0) -> dict[str, Any]:
@@ -497,7 +444,7 @@ class LREstimator(Observer):
             lr1, lr2 = prev[0], None
         else:
             lr1, lr2 = sum(prev) / len(prev), sum(cur) / len(cur)
-        null = self._null_setup() or {}
+        null = self._opt.null_setup(self.momentum, self._explicit_momentum) or {}
         try:
             return secant_lr(
                 self._snapshots[0], self._snapshots[1], theta, lr1, lr_next=lr2,
@@ -506,22 +453,7 @@ class LREstimator(Observer):
         except NonFiniteError:
             if self.on_nonfinite == "raise":
                 raise
-            return _nonfinite_secant(lr1, self.every, self.norm, self.secant_scale)
-
-    def _noise_test(self, res: SecantResult, window: deque) -> SecantResult:
-        """Add the window's bootstrap band and the noise flag to a secant result."""
-        from dataclasses import replace
-
-        if math.isfinite(res.noise_ratio) and res.noise_ratio > 0:
-            window.append(res.noise_ratio)
-        if len(window) < _MIN_NOISE_WINDOW or not math.isfinite(res.noise_null):
-            return res
-        band = null_band(list(window), tol=self.noise_tol, generator=self.generator)
-        return replace(
-            res,
-            noise_band=(band.low, band.high),
-            indistinguishable_from_noise=band.indistinguishable,
-        )
+            return nonfinite_secant(lr1, self.every, self.norm, self.secant_scale)
 
     # ------------------------------------------------------------------------------ reading
     @property
@@ -544,6 +476,26 @@ class LREstimator(Observer):
             raise KeyError(f"method {method!r} is not estimated here; methods: {self.methods}")
         return self._smoothed[method]
 
+    def track(self, method: str, key: str) -> str:
+        """Also keep an EMA of ``getattr(result, key)`` for ``method``; return the EMA's name.
+
+        E.g. ``track("sharpness", "lr_stable")`` smooths 2/λ_max under the name
+        ``"sharpness.lr_stable"`` (read it with ``smoothed(name)``; ``CurvatureLR(key=...)`` calls
+        this). ``key="lr"`` is the method's own EMA. Same rules as the main EMA (flags, α, init).
+        """
+        if method not in self.methods:
+            raise ValueError(f"method {method!r} is not estimated here; methods: {self.methods}")
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"key must be a result attribute name, got {key!r}")
+        if key == "lr":
+            return method
+        name = f"{method}.{key}"
+        if name not in self._tracked:
+            self._tracked[name] = (method, key)
+            self._smoothed.setdefault(name, self.ema_init)
+            self._counts.setdefault(name, 0)
+        return name
+
     def num_estimates(self, method: str) -> int:
         """How many estimates of ``method`` entered the EMA."""
         if method not in self._counts:
@@ -555,71 +507,6 @@ class LREstimator(Observer):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-
-    # ------------------------------------------------------------------------- checkpointing
-    def _config(self) -> dict[str, Any]:
-        return {
-            "methods": list(self.methods),
-            "every": self.every,
-            "norm": self.norm,
-            "secant_lr_rule": self.secant_lr_rule,
-            "secant_scale": self.secant_scale,
-            "num_params": sum(p.numel() for p in self._params),
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        """The estimator's state, loadable with ``torch.load(..., weights_only=True)``.
-
-        Step count, iterates, LR spans, EMA, history, warm starts, the noise window and the
-        generator state.
-        """
-        vecs = self._eigenvectors
-        return {
-            "version": _STATE_VERSION,
-            "config": self._config(),
-            "num_steps": self.num_steps,
-            "snapshots": [s.clone() for s in self._snapshots],
-            "span_prev": list(self._span_prev),
-            "span_cur": list(self._span_cur),
-            "smoothed": dict(self._smoothed),
-            "counts": dict(self._counts),
-            "history": [json.loads(json.dumps(r)) for r in self._history],
-            "eigenvector": vecs["sharpness"].clone() if "sharpness" in vecs else None,
-            "eigenvectors": {m: v.clone() for m, v in vecs.items()},
-            "noise_ratios": list(self._noise_ratios),
-            "theta_before": None if self._theta_before is None else self._theta_before.clone(),
-            "generator": self.generator.get_state(),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; the configuration must match."""
-        version = state.get("version")
-        if version not in (1, _STATE_VERSION):
-            raise ValueError(f"unsupported LREstimator state version {version!r}")
-        mine, theirs = self._config(), dict(state["config"])
-        theirs.setdefault("secant_scale", "per_step")  # version 1 had only the per-step form
-        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
-        if diff:
-            raise ValueError(f"state_dict configuration differs (saved, here): {diff}")
-        dev = self.storage_device
-        self.num_steps = int(state["num_steps"])
-        self._snapshots = [s.to(dev) for s in state["snapshots"]]
-        self._span_prev = [float(x) for x in state["span_prev"]]
-        self._span_cur = [float(x) for x in state["span_cur"]]
-        self._smoothed = {k: float(v) for k, v in state["smoothed"].items()}
-        self._counts = {k: int(v) for k, v in state["counts"].items()}
-        self._history = [dict(r) for r in state["history"]]
-        vecs = dict(state.get("eigenvectors") or {})
-        if not vecs and state.get("eigenvector") is not None:
-            vecs["sharpness"] = state["eigenvector"]
-        self._eigenvectors = {m: v.to(dev) for m, v in vecs.items()}
-        self._noise_ratios = deque(state.get("noise_ratios", []), maxlen=self.noise_window)
-        before = state.get("theta_before")
-        self._theta_before = None if before is None else before.to(dev)
-        if state.get("generator") is not None:
-            self.generator.set_state(state["generator"])
-        self._latest = {}
-        self._pending_lrs = None
 
     def __repr__(self) -> str:
         smoothed = {m: round(v, 6) for m, v in getattr(self, "_smoothed", {}).items()}

@@ -26,16 +26,24 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 
 from ..curvature.hessian import NonFiniteError
 from ..curvature.linop import params_to_vector
-from .rules import NORMS, ZERO_CURVATURE, ZERO_STEP, secant_rule
+from .rules import NONFINITE_LOSS, NORMS, ZERO_CURVATURE, ZERO_STEP, secant_rule
 
-__all__ = ["SCALES", "NullBand", "SecantResult", "null_band", "secant_lr"]
+__all__ = [
+    "SCALES",
+    "NullBand",
+    "SecantResult",
+    "nonfinite_secant",
+    "null_band",
+    "secant_lr",
+    "with_null_band",
+]
 
 #: Spacing conventions of Eq. 8 with iterates s steps apart (see the module docstring).
 SCALES = ("per_step", "paper")
@@ -363,7 +371,10 @@ def null_band(
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     logs = r.log()
     nblocks = math.ceil(n / b)
-    starts = torch.randint(0, n - b + 1, (num_resamples, nblocks), generator=gen)
+    # Drawn on the generator's device (a CUDA generator works too), used on the CPU.
+    starts = torch.randint(
+        0, n - b + 1, (num_resamples, nblocks), generator=gen, device=gen.device
+    ).cpu()
     idx = (starts.unsqueeze(-1) + torch.arange(b)).reshape(num_resamples, -1)[:, :n]
     means = logs[idx].mean(dim=1)
     q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
@@ -379,3 +390,38 @@ def null_band(
         tol=tol,
         block=b,
     )
+
+
+#: Fewest finite ratios before :func:`with_null_band` runs the test.
+MIN_NULL_WINDOW = 5
+
+
+def with_null_band(
+    res: SecantResult,
+    window: Any,
+    *,
+    tol: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> SecantResult:
+    """Append ``res.noise_ratio`` to ``window`` (a deque) and fill the band and the noise flag.
+
+    The band is :func:`null_band` of the window's ratios; with fewer than ``MIN_NULL_WINDOW``
+    ratios, or without a null (no momentum given), ``res`` is returned unchanged (flag None).
+    """
+    if math.isfinite(res.noise_ratio) and res.noise_ratio > 0:
+        window.append(res.noise_ratio)
+    if len(window) < MIN_NULL_WINDOW or not math.isfinite(res.noise_null):
+        return res
+    band = null_band(list(window), tol=tol, generator=generator)
+    return replace(
+        res, noise_band=(band.low, band.high), indistinguishable_from_noise=band.indistinguishable
+    )
+
+
+def nonfinite_secant(lr: float, steps: int, norm: str, scale: str) -> SecantResult:
+    """The flagged result for iterates that hold NaN or inf (``nonfinite_loss``, lr nan)."""
+    nan = float("nan")
+    return SecantResult(
+        lr=nan, lr_l1=nan, lr_l2=nan, curvature=nan, step_l1=nan, step_norm=nan, lr_used=lr,
+        lr_next=lr, steps=steps, norm=norm, scale=scale, flags=(NONFINITE_LOSS,),
+    )  # fmt: skip

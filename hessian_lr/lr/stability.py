@@ -184,8 +184,13 @@ def stability_threshold(
     group_of = _group_of(optimizer)
     if params is None:
         params = [p for g in optimizer.param_groups for p in g["params"]]
-    groups = [optimizer.param_groups[i] for i in sorted({group_of[id(p)] for p in params})]
-    lr = _reference_lr(optimizer, params)
+    lr = _reference_lr(optimizer, params, moving_only=True)
+    moving = {
+        group_of[id(p)]
+        for p in params
+        if id(p) in group_of and _scalar(optimizer.param_groups[group_of[id(p)]]["lr"]) != 0
+    }
+    groups = [optimizer.param_groups[i] for i in sorted(moving)]
     name = type(optimizer).__name__
     if isinstance(optimizer, torch.optim.SGD):
         beta = _scalar(_shared(groups, "momentum", 0.0))
@@ -241,34 +246,32 @@ def preconditioner_diagonal(
 
     Q_i = P_i · η̄/η_g (module docstring): Adam/AdamW P = √v̂ + ε (v̂ = v/(1 − β₂ᵗ), or the amsgrad
     maximum), RMSprop P = √v + ε (centered √(v − m²) + ε), SGD P = 1. The state after the last
-    step is used (the frozen preconditioner of the next step). None when Q is the identity (SGD
-    with one LR).
+    step is used (the frozen preconditioner of the next step). A parameter that does not move
+    (not in the optimizer, or in a group with LR 0) gets Q_i = ∞ (its coordinates drop out of
+    the generalized eigenproblem). None when Q is the identity (SGD, one LR, all moving).
 
     Raises:
-        ValueError: a parameter has no optimizer state yet (take a step first), or its group has
-            LR 0 (leave it out of ``params``).
+        ValueError: a moving parameter has no optimizer state yet (take a step first), or no
+            parameter moves.
     """
     group_of = _group_of(optimizer)
-    lr_ref = _reference_lr(optimizer, params)
+    lr_ref = _reference_lr(optimizer, params, moving_only=True)
     lrs = [_scalar(g["lr"]) for g in optimizer.param_groups]
-    zero = [i for i, p in enumerate(params) if lrs[group_of[id(p)]] == 0]
-    if zero:
-        raise ValueError(
-            f"parameters at positions {zero} are in a group with LR 0; they do not move, "
-            "so leave them out of params"
-        )
+    lr_of = [lrs[group_of[id(p)]] if id(p) in group_of else 0.0 for p in params]
     if isinstance(optimizer, torch.optim.Adam):
         rule: Callable[[dict, dict], torch.Tensor] | None = _adam_p
     elif isinstance(optimizer, torch.optim.RMSprop):
         rule = _rmsprop_p
     else:
         rule = None
-        if len({lrs[group_of[id(p)]] for p in params}) == 1:
+        if len(set(lr_of)) == 1:  # one non-zero LR for every parameter
             return None
     parts = []
-    for i, p in enumerate(params):
-        group = optimizer.param_groups[group_of[id(p)]]
-        ratio = lr_ref / lrs[group_of[id(p)]]
+    for i, (p, lr) in enumerate(zip(params, lr_of)):
+        if lr == 0:
+            parts.append(torch.full((p.numel(),), math.inf, dtype=torch.float64, device=p.device))
+            continue
+        ratio = lr_ref / lr
         if rule is None:
             parts.append(torch.full((p.numel(),), ratio, dtype=torch.float64, device=p.device))
             continue
@@ -278,7 +281,7 @@ def preconditioner_diagonal(
                 f"parameter {i} (shape {tuple(p.shape)}) has no {type(optimizer).__name__} state "
                 "yet: the preconditioner is defined after the first optimizer step"
             )
-        parts.append(rule(state, group).reshape(-1) * ratio)
+        parts.append(rule(state, optimizer.param_groups[group_of[id(p)]]).reshape(-1) * ratio)
     return params_to_vector(parts)
 
 

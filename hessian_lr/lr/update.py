@@ -123,18 +123,34 @@ def optimizer_parameters(
     return names
 
 
-def _reference_lr(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> float:
-    """Parameter-count-weighted mean LR of the groups holding ``params``."""
+def _reference_lr(
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.Tensor],
+    *,
+    moving_only: bool = False,
+) -> float:
+    """Parameter-count-weighted mean LR of the groups holding ``params`` (others are skipped).
+
+    Raises:
+        ValueError: no parameter of ``params`` is in the optimizer (with ``moving_only``: at a
+            non-zero LR).
+    """
     group_of = _group_of(optimizer)
-    missing = [i for i, p in enumerate(params) if id(p) not in group_of]
-    if missing:
-        raise ValueError(f"parameters at positions {missing} are not in the optimizer")
     lrs = [_scalar(g["lr"]) for g in optimizer.param_groups]
-    used = [lrs[group_of[id(p)]] for p in params]
+    held = [(p, lrs[group_of[id(p)]]) for p in params if id(p) in group_of]
+    if moving_only:
+        held = [(p, lr) for p, lr in held if lr != 0]
+    if not held:
+        raise ValueError(
+            "none of the parameters is updated by the optimizer"
+            + (" at a non-zero LR" if moving_only else "")
+            + "; pass the optimizer that trains them"
+        )
+    used = [lr for _, lr in held]
     if len(set(used)) == 1:  # one LR: exactly that (no rounding from the weighted mean)
         return used[0]
-    total = sum(p.numel() for p in params)
-    return sum(p.numel() * lr for p, lr in zip(params, used)) / total
+    total = sum(p.numel() for p, _ in held)
+    return sum(p.numel() * lr for p, lr in held) / total
 
 
 # --------------------------------------------------------------------------------- directions
@@ -299,14 +315,15 @@ def update_direction(
 
     Args:
         optimizer: a ``torch.optim.Optimizer``.
-        params: parameters held by the optimizer (others are not moved, so not listed).
+        params: the parameters (a parameter the optimizer does not hold does not move: its
+            direction is 0; at least one must be held).
         grads: the gradient of each parameter the step would use (same shapes).
         direction: ``"analytic"`` (exact formulas; SGD, Adam, AdamW, RMSprop only),
             ``"generic"`` (step a float64 copy), or ``"auto"`` (analytic when the optimizer's type
             is exactly one of those, else generic).
 
     Raises:
-        ValueError: mismatched lists, parameters not in the optimizer, unknown ``direction``.
+        ValueError: mismatched lists, no parameter in the optimizer, unknown ``direction``.
         TypeError: ``"analytic"`` for an unsupported optimizer, or a generic copy that fails.
 
     Example:
@@ -331,6 +348,9 @@ def update_direction(
     lr_ref = _reference_lr(optimizer, params)
     group_of = _group_of(optimizer)
     lrs = [_scalar(g["lr"]) for g in optimizer.param_groups]
+    held = [i for i, p in enumerate(params) if id(p) in group_of]  # the others do not move
+    all_params, all_grads = params, grads
+    params, grads = [all_params[i] for i in held], [all_grads[i] for i in held]
     rule = _ANALYTIC.get(type(optimizer))
     complex_params = any(torch.is_complex(p) for p in params)
     if direction == "analytic" and (rule is None or complex_params):
@@ -354,7 +374,9 @@ def update_direction(
             state = optimizer.state.get(p, {})
             steps.append(rule(p, g.detach().double().reshape(p.shape), state, group))
         source = type(optimizer).__name__.lower()
-    out = [s * scale[group_of[id(p)]] for s, p in zip(steps, params)]
+    out = [torch.zeros(p.shape, dtype=torch.float64, device=p.device) for p in all_params]
+    for i, s, p in zip(held, steps, params):
+        out[i] = s.reshape(p.shape) * scale[group_of[id(p)]]
     return UpdateDirection(direction=out, lr=lr_ref, source=source)
 
 
@@ -433,7 +455,7 @@ def update_lr_from_operator(
     Args:
         op: a :class:`~hessian_lr.curvature.HessianOperator` (``gradient()`` and ``@``) whose
             parameters are ``params``, in that order.
-        optimizer: the optimizer holding ``params``.
+        optimizer: the optimizer; parameters it does not hold have d = 0 (they do not move).
         params: the operator's parameter tensors, in its order.
         direction: as in :func:`update_lr`.
         strict: as in :func:`update_lr`.

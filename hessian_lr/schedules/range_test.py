@@ -63,6 +63,7 @@ from ._state import _Snapshot
 from .crosscheck import curvature_check as run_curvature_check
 from .crosscheck import resolve_bn_mode
 from .evaluation import autocast_context, evaluate
+from .range_config import RangeTestConfig, check_ladder
 from .range_result import (
     CurvatureCheck,
     RangeTestResult,
@@ -82,9 +83,6 @@ __all__ = [
     "suggest_lrs",
 ]
 
-RAMPS = ("linear", "exp")
-AMP_DTYPES = (torch.float16, torch.bfloat16)
-
 
 # ----------------------------------------------------------------------------- the ladder
 def lr_ramp(
@@ -99,108 +97,11 @@ def lr_ramp(
         >>> lr_ramp(0.0, 1.0, 5).tolist()
         [0.0, 0.25, 0.5, 0.75, 1.0]
     """
-    _check_ladder(start_lr, end_lr, num_steps, ramp)
+    check_ladder(start_lr, end_lr, num_steps, ramp)
     n = num_steps - 1
     if ramp == "linear":
         return np.array([start_lr + (i / n) * (end_lr - start_lr) for i in range(num_steps)])
     return np.array([start_lr * (end_lr / start_lr) ** (i / n) for i in range(num_steps)])
-
-
-def _check_ladder(start_lr: float, end_lr: float, num_steps: int, ramp: str) -> None:
-    if ramp not in RAMPS:
-        raise ValueError(f"ramp must be one of {RAMPS}, got {ramp!r}")
-    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 2:
-        raise ValueError(
-            f"num_steps must be an integer ≥ 2 (the ladder has two ends), got {num_steps}"
-        )
-    if not (math.isfinite(start_lr) and math.isfinite(end_lr)):
-        raise ValueError(f"start_lr and end_lr must be finite, got {start_lr} and {end_lr}")
-    if ramp == "exp" and not start_lr > 0:
-        raise ValueError(f"the exp ramp needs start_lr > 0 (log scale), got {start_lr}")
-    if start_lr < 0:
-        raise ValueError(f"start_lr must be ≥ 0, got {start_lr}")
-    if not end_lr > start_lr:
-        raise ValueError(f"end_lr must be larger than start_lr, got {start_lr} → {end_lr}")
-
-
-# ----------------------------------------------------------------------------- the settings
-@dataclass(frozen=True, kw_only=True)
-class RangeTestConfig:
-    """The range test's settings (every one also a keyword of :func:`lr_range_test`).
-
-    Attributes:
-        end_lr: the ladder's top (required; > ``start_lr``).
-        num_steps: optimizer updates (required; ≥ 2); each consumes ``accumulation_steps``
-            batches.
-        start_lr: the ladder's bottom (≥ 0; the exp ramp needs > 0).
-        ramp: ``"linear"`` (Smith's range test) or ``"exp"`` (fastai's).
-        val_every: evaluate the held-out data after every ``val_every``-th update.
-        accumulation_steps: micro-batches per update; each micro-loss is divided by it before
-            ``backward`` (the recorded loss is their mean).
-        smoothing: β of the bias-corrected EMA, in [0, 1) (0: no smoothing).
-        diverge_factor: stop when the smoothed loss exceeds this × the best (> 1; ``math.inf``
-            disables the rule; non-finite losses always stop the run).
-        restore: restore parameters, buffers, gradients, optimizer state and LRs, module modes,
-            a GradScaler and RNG states (torch CPU/CUDA, numpy, random, DataLoader generators)
-            afterwards, also on an exception. With ``restore=False`` the trained state is left.
-        curvature_check: before training, on the first update's batches, compute λ_max and
-            gᵀg/gᵀHg (:mod:`hessian_lr.schedules.crosscheck`); a failure is reported on the
-            result (``curvature.flags == ("failed",)`` and a ``RuntimeWarning``), not raised.
-        bn_mode: BatchNorm mode of the cross-check's Hessian: ``"train"``, ``"eval"``, or None
-            for ``hessian_lr.lr.defaults.DEFAULT_BN_MODE``; recorded on the result.
-        amp_dtype: ``torch.float16`` or ``torch.bfloat16`` to run forward passes under
-            ``torch.autocast`` (None: full precision).
-        progress: show a tqdm progress bar.
-    """
-
-    end_lr: float | None = None
-    num_steps: int | None = None
-    start_lr: float = 1e-5
-    ramp: Literal["linear", "exp"] = "linear"
-    val_every: int = 1
-    accumulation_steps: int = 1
-    smoothing: float = 0.98
-    diverge_factor: float = 4.0
-    restore: bool = True
-    curvature_check: bool = True
-    bn_mode: Literal["train", "eval"] | None = None
-    amp_dtype: torch.dtype | None = None
-    progress: bool = False
-
-    def __post_init__(self) -> None:
-        """Validate every setting (ValueError naming the setting)."""
-        if self.end_lr is None or self.num_steps is None:
-            raise ValueError(
-                "the range test needs end_lr and num_steps (the ladder's top and its length)"
-            )
-        _check_ladder(self.start_lr, self.end_lr, self.num_steps, self.ramp)
-        for name in ("val_every", "accumulation_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0.0 <= self.smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
-        if not self.diverge_factor > 1.0:
-            raise ValueError(
-                f"diverge_factor must be > 1 (or math.inf to disable), got {self.diverge_factor}"
-            )
-        resolve_bn_mode(self.bn_mode)
-        if self.amp_dtype is not None and self.amp_dtype not in AMP_DTYPES:
-            raise ValueError(
-                f"amp_dtype must be torch.float16, torch.bfloat16 or None, got {self.amp_dtype}"
-            )
-
-    def record(self) -> dict[str, Any]:
-        """The settings as plain JSON-able values (the result's ``config``)."""
-        return {
-            "start_lr": float(self.start_lr),
-            "end_lr": float(self.end_lr),  # type: ignore[arg-type]
-            "num_steps": self.num_steps,
-            "ramp": self.ramp,
-            "accumulation_steps": self.accumulation_steps,
-            "smoothing": float(self.smoothing),
-            "diverge_factor": float(self.diverge_factor),
-        }
 
 
 _SETTINGS = frozenset(f.name for f in dataclasses.fields(RangeTestConfig))
@@ -268,17 +169,14 @@ def lr_range_test(
         loss_fn: ``loss_fn(outputs, targets)`` → scalar mean loss, or with ``closure=True``
             ``loss_fn(model, batch)`` → scalar (for dict batches or models with internal losses).
         config: a :class:`RangeTestConfig`; keywords in ``settings`` override its fields.
-        val_data: held-out batches (a DataLoader, a list, or one batch), evaluated in eval mode
-            without gradients after every ``val_every``-th update (updates val_every,
-            2·val_every, …) by :func:`~hessian_lr.schedules.evaluation.evaluate`: mean loss and
-            top-1 accuracy (outputs (B, C), integer targets (B,); None otherwise or with
-            ``closure=True``).
+        val_data: held-out batches (a DataLoader, a list, or one batch), evaluated after every
+            ``val_every``-th update by :func:`~hessian_lr.schedules.evaluation.evaluate` (mean
+            loss; top-1 accuracy for (B, C) outputs and integer targets, else None).
         device: where batches are moved; default the device of the model's parameters (the
             model itself is never moved: move it first).
         closure: see ``loss_fn``.
-        generator: random source for the cross-check's Lanczos start vector; default a private
-            generator seeded 0 (the global RNG is never drawn from, so the cross-check does not
-            change the training run).
+        generator: the cross-check's Lanczos start vector source; default a private generator
+            seeded 0 (the global RNG is never drawn from).
         grad_scaler: a ``torch.amp.GradScaler`` for float16 autocast (restored afterwards).
         **settings: any :class:`RangeTestConfig` field by name: ``end_lr`` and ``num_steps``
             (required unless in ``config``), ``start_lr=1e-5``, ``ramp="linear"``,
@@ -471,9 +369,10 @@ def _forward_backward(ctx: _Context, cfg: RangeTestConfig, stream: Cycle) -> tup
             loss = loss / k
             (ctx.scaler.scale(loss) if ctx.scaler is not None else loss).backward()
             total = loss.detach() if total is None else total + loss.detach()
-    gnorm = _grad_norm(ctx.opt_params)
-    if ctx.scaler is not None and ctx.scaler.is_enabled():
-        gnorm /= float(ctx.scaler.get_scale())  # a power of two: exact
+    if ctx.scaler is not None and ctx.scaler.is_enabled():  # float64: scaled norms overflow
+        gnorm = _grad_norm(ctx.opt_params, torch.float64) / float(ctx.scaler.get_scale())
+    else:
+        gnorm = _grad_norm(ctx.opt_params)
     return float(total), gnorm  # type: ignore[arg-type]
 
 
@@ -498,17 +397,20 @@ def _optimizer_step(ctx: _Context, i: int, gnorm: float, rec: _Records) -> None:
         ctx.optimizer.step()
         rec.num_updates += 1
         return
+    scale = float(ctx.scaler.get_scale())
     ctx.scaler.step(ctx.optimizer)  # skipped by the scaler when the gradients are not finite
     ctx.scaler.update()
-    if math.isfinite(gnorm):
-        rec.num_updates += 1
-    else:
+    if ctx.scaler.is_enabled() and float(ctx.scaler.get_scale()) < scale:  # it backed off
         rec.skipped.append(i)
+    else:
+        rec.num_updates += 1
 
 
-def _grad_norm(params: Sequence[torch.Tensor]) -> float:
+def _grad_norm(params: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> float:
     norms = [
-        torch.linalg.vector_norm(p.grad.detach()).double() for p in params if p.grad is not None
+        torch.linalg.vector_norm(p.grad.detach(), dtype=dtype).double()
+        for p in params
+        if p.grad is not None
     ]
     if not norms:
         return 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -121,8 +122,19 @@ def suggest_lrs(
     )
 
 
-def _max_lr_rule(lrs_a, sm, finite, loss_min_idx, loss_flat, val_lrs, steps, accs, vl, flat_tol,
-                 plateau_tol):  # fmt: skip
+def _max_lr_rule(
+    lrs_a: np.ndarray,
+    sm: np.ndarray,
+    finite: np.ndarray,
+    loss_min_idx: int | None,
+    loss_flat: bool,
+    val_lrs: Sequence[float],
+    steps: list[int | None],
+    accs: np.ndarray,
+    vl: np.ndarray,
+    flat_tol: float,
+    plateau_tol: float,
+) -> tuple[str, float | None, int | None, list[str], Any]:
     """(rule, max_lr, step, flags, ((plateau_lo, plateau_hi), ratio) or None)."""
     flags: list[str] = []
     max_lr: float | None = None

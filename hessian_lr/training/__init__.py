@@ -1,5 +1,32 @@
-"""Training runs: data, models, the runner, observers and run records.
+"""Training runs: data, models, the runner, its observers, run folders, configs and recipes.
 
 Uses ``curvature``, ``lr`` and ``schedules``; nothing in the library imports it except the CLI
-and the demo. Submodules are imported on use (``from hessian_lr.training.runner import train``).
+and the demo (and ``records``' compatibility names, lazily). Modules:
+
+* :mod:`.data` -- datasets, file formats, downloads, subsets, augmentation, the batch stream;
+* :mod:`.models` -- MLP, LeNet-5, CIFAR ResNets (``build_model``);
+* :mod:`.train_config` -- ``TrainConfig`` (validated at construction) and ``TrainResult``;
+* :mod:`.config` -- dataclasses <-> command-line flags, schedule specs (``NAME:k=v``);
+* :mod:`.run` -- run folders (``Run``), the one-writer lock (``RunLock``), metadata;
+* :mod:`.observers` -- the estimator adapter, curvature probe, evaluation, callback observers;
+* :mod:`.runner` -- ``train``: the resumable loop;
+* :mod:`.recipes` -- ``range_test_from_config``: the LR range test set up like a run.
 """
+
+from .recipes import RangeTestConfig, range_test_from_config
+from .run import Run, RunLock, RunLockedError, find_runs
+from .runner import ConfigMismatchError, train
+from .train_config import TrainConfig, TrainResult
+
+__all__ = [
+    "train",
+    "TrainConfig",
+    "TrainResult",
+    "ConfigMismatchError",
+    "Run",
+    "RunLock",
+    "RunLockedError",
+    "find_runs",
+    "RangeTestConfig",
+    "range_test_from_config",
+]

@@ -43,6 +43,7 @@ from ..rng import get_rng_state, preserved_rng, set_rng_state
 from ..schedules.closed_form import schedule_from_dict
 from ..schedules.scheduler import ScheduleLR
 from .data import Dataset, batch_stream, load_dataset, probe_indices
+from .distributed import DistContext
 from .models import build_model
 from .observers import (
     CurvatureProbe,
@@ -52,7 +53,7 @@ from .observers import (
     RunContext,
     evaluate,
 )
-from .run import Run, now, run_metadata
+from .run import Run, RunLock, now, run_metadata
 from .train_config import TrainConfig, TrainResult, config_diff
 
 __all__ = [
@@ -183,7 +184,8 @@ class _Session:
     scheduler: ScheduleLR
     stream: Any
     observers: list[Observer]
-    writer: RecordWriter
+    writer: RecordWriter | None
+    ddp: DistContext = field(default_factory=DistContext)
     sinks: list[RecordSink] = field(default_factory=list)
     start_step: int = 0
     step: int = 0
@@ -193,6 +195,8 @@ class _Session:
 
     def checkpoint(self, step: int) -> None:
         """Replace ``checkpoint.pt`` atomically (unique temporary name, then ``os.replace``)."""
+        if not self.ddp.is_main:
+            return
         states = {k: o.state_dict() for k, o in zip(_state_keys(self.observers), self.observers)}
         state = {
             "step": step,
@@ -242,6 +246,8 @@ class _Session:
 
     def emit(self, record: Mapping[str, Any]) -> None:
         """Write one record to ``records.jsonl`` (the source of truth), then to every sink."""
+        if self.writer is None:  # not rank 0
+            return
         self.writer.write(record)
         for sink in self.sinks:
             sink.write(record)
@@ -260,6 +266,7 @@ def train(
     observers: Iterable[Observer] = (),
     sinks: Iterable[RecordSink | str | Callable[[Mapping[str, Any]], Any]] = (),
     allow_config_change: bool = False,
+    process_group: Any = None,
 ) -> TrainResult:
     """Train ``cfg`` into ``<root>/<experiment>/<run>/``, resuming if a checkpoint is there.
 
@@ -290,6 +297,8 @@ def train(
             :func:`~hessian_lr.records.make_sink`). ``records.jsonl`` is always written.
         allow_config_change: resume a run folder whose ``config.json`` differs from ``cfg``
             (recorded in ``meta.json`` under ``config_changes``); otherwise that raises.
+        process_group: under ``torchrun``, the group to train over (default: the default group
+            when one is initialized); see :mod:`hessian_lr.training.distributed`.
 
     Returns:
         TrainResult. A finished or diverged run found in place is returned without training.
@@ -299,34 +308,40 @@ def train(
         ConfigMismatchError: the folder holds a run of another configuration.
     """
     run_obj = Run(root, experiment, run or f"seed{cfg.seed}")
-    with run_obj.lock():
-        done, diff = _prepare_folder(run_obj, cfg, allow_config_change)
+    ddp = DistContext.detect(process_group)
+    lock = run_obj.lock()
+    try:
+        done, diff = ddp.agree(lambda: _prepare_folder(run_obj, cfg, allow_config_change, lock))
         if done is not None:
             return done
         extra = [*observers, *([RecordCallback(callback)] if callback is not None else [])]
-        s = _build(cfg, run_obj, train_data, test_data, extra, experiment, diff)
-        s.sinks = [make_sink(x) for x in sinks]
+        s = _build(cfg, run_obj, train_data, test_data, extra, ddp)
+        _start(s, diff, experiment)
+        s.sinks = [make_sink(x) for x in sinks] if ddp.is_main else []
         try:
-            status, step = _loop(s, progress, f"{experiment}/{run_obj.name}")
+            status, step = _loop(s, progress and ddp.is_main, f"{experiment}/{run_obj.name}")
         except BaseException:
-            run_obj.update_meta(status="interrupted", steps_done=s.step)
+            if ddp.is_main:
+                run_obj.update_meta(status="interrupted", steps_done=s.step)
             raise
         finally:
-            s.writer.close()
-            for obs in s.observers:
-                obs.close()
-            for sink in s.sinks:
-                sink.close()
+            for closable in [s.writer, *s.observers, *s.sinks]:
+                closable.close() if closable is not None else None
         seconds = s.elapsed + time.perf_counter() - s.t_start
-        run_obj.update_meta(status=status, finished=now(), steps_done=step, seconds=seconds)
-        run_obj.checkpoint_path.unlink(missing_ok=True)
+        if ddp.is_main:
+            run_obj.update_meta(status=status, finished=now(), steps_done=step, seconds=seconds)
+            run_obj.checkpoint_path.unlink(missing_ok=True)
+        ddp.barrier()
         return _result(run_obj, status, step, seconds, s.resumed_from)
+    finally:
+        lock.release()
 
 
 def _prepare_folder(
-    run: Run, cfg: TrainConfig, allow_config_change: bool
+    run: Run, cfg: TrainConfig, allow_config_change: bool, lock: RunLock
 ) -> tuple[TrainResult | None, dict[str, Any]]:
-    """Under the lock: clean up after a killed writer, check the config, spot a finished run."""
+    """Take the lock; clean up after a killed writer, check the config, spot a finished run."""
+    lock.acquire()
     for path in run.stray_temp_files():
         path.unlink(missing_ok=True)
     meta = run.meta()
@@ -362,11 +377,12 @@ def _build(
     train_data: Dataset | None,
     test_data: Dataset | None,
     extra: list[Observer],
-    experiment: str,
-    diff: dict[str, Any],
+    ddp: DistContext,
 ) -> _Session:
-    """Data, model, optimizer, schedule, observers, batch stream; then resume or start fresh."""
-    device = resolve_device(cfg.device)
+    """Data, model, optimizer, schedule, observers and batch stream of a run."""
+    device = ddp.device(resolve_device(cfg.device))
+    if cfg.batch_size < ddp.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} < {ddp.world_size} processes: no shards")
     _seed_everything(cfg.seed)
     if train_data is None:
         train_data = load_dataset(
@@ -401,8 +417,15 @@ def _build(
             *default_observers(cfg, model, optimizer, train_data, test_data, device),
             *extra,
         ],
-        writer=RecordWriter(run.records_path),
+        writer=RecordWriter(run.records_path) if ddp.is_main else None,
+        ddp=ddp,
     )
+    return s
+
+
+def _start(s: _Session, diff: dict[str, Any], experiment: str) -> None:
+    """Resume from the checkpoint or start fresh; rank 0 writes config.json and meta.json."""
+    run, cfg, ddp, device = s.run, s.cfg, s.ddp, s.device
     meta = run.meta()
     if run.checkpoint_path.exists():
         ckpt = torch.load(run.checkpoint_path, map_location=device, weights_only=False)
@@ -416,9 +439,10 @@ def _build(
                 f"checkpoint does not fit them ({type(err).__name__}: {err}); choose another "
                 "run name"
             ) from err
-        s.writer.truncate_after(s.start_step - 1)
-    else:
-        s.writer.truncate_after(-1)  # a run that died before its first checkpoint starts clean
+    ddp.broadcast_module(s.model)  # identical anyway (same seed, same checkpoint): make sure
+    if not ddp.is_main:
+        return
+    s.writer.truncate_after(s.start_step - 1)  # -1: a run dead before its first checkpoint
     if diff or not run.checkpoint_path.exists():
         write_json_atomic(run.config_path, cfg)
     changes = {}
@@ -433,7 +457,6 @@ def _build(
         experiment=experiment,
         **changes,
     )
-    return s
 
 
 def _observe(observers: Sequence[Observer], ctx: RunContext, *, last: bool) -> None:
@@ -446,6 +469,18 @@ def _observe(observers: Sequence[Observer], ctx: RunContext, *, last: bool) -> N
                 f"observer {obs.name!r} wrote record keys {clash} already set at step {ctx.step}"
             )
         ctx.record.update(rec)
+
+
+def _forward(
+    s: _Session, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module
+) -> tuple[torch.Tensor, float]:
+    """The loss to differentiate and the batch's mean loss (all ranks: the global batch's)."""
+    if not s.ddp.active:
+        loss = loss_fn(s.model(x), y)
+        return loss, float(loss.detach())
+    xs, ys = s.ddp.shard(x, y)  # this rank's part; sum / global size, gradients summed later
+    local = nn.functional.cross_entropy(s.model(xs), ys, reduction="sum") / len(y)
+    return local, float(s.ddp.sum_(local.detach().clone()))
 
 
 def _loop(s: _Session, progress: bool, desc: str) -> tuple[str, int]:
@@ -469,11 +504,10 @@ def _loop(s: _Session, progress: bool, desc: str) -> tuple[str, int]:
             x, y = s.stream.batch(step)
             x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
             lr, mom = _current(optimizer)
-            loss = loss_fn(model(x), y)
+            loss, loss_value = _forward(s, x, y, loss_fn)
             record: dict[str, Any] = {"step": step, "epoch": step / per_epoch, "lr": lr}
             if mom is not None:
                 record["momentum"] = mom
-            loss_value = float(loss.detach())
             record["train_loss"] = loss_value
             if not math.isfinite(loss_value):
                 status = "diverged"
@@ -481,7 +515,9 @@ def _loop(s: _Session, progress: bool, desc: str) -> tuple[str, int]:
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            s.ddp.sum_gradients(model)
             optimizer.step()
+            s.ddp.broadcast_module(model, buffers_only=True)
             if step + 1 < cfg.steps:
                 s.scheduler.step()
             ctx = RunContext(

@@ -210,3 +210,30 @@ def test_half_precision_bad_dtype_refused():
     case = ZOO["mlp_float16"]()
     with pytest.raises(ValueError, match="float32 or torch.float64"):
         HessianOperator(case.model, case.loss_fn, case.data, dtype=torch.float16)
+
+
+def test_single_batch_rule():
+    from hessian_lr.curvature._batches import is_single_batch
+
+    x, y = torch.zeros(2, 3), torch.zeros(2)
+    assert is_single_batch((x, y), closure=False)
+    assert is_single_batch([x, y], closure=False)
+    assert is_single_batch(({"x": x}, y), closure=False)
+    assert is_single_batch(({"x": x}, {"y": y}), closure=False)  # (inputs, targets) of dicts
+    assert not is_single_batch(({"x": x}, {"y": y}), closure=True)  # two dict batches
+    assert is_single_batch({"x": x, "y": y}, closure=True)
+    assert not is_single_batch([(x, y), (x, y)], closure=False)
+    assert not is_single_batch(iter([(x, y)]), closure=False)
+
+
+@pytest.mark.parametrize("name", ["unused_parameters", "tiny_gpt", "mse_mean_unequal_batches"])
+def test_batched_double_backward_path(name, monkeypatch):
+    """The GPU path (is_grads_batched over k columns), run on the CPU."""
+    from hessian_lr.curvature import products
+
+    monkeypatch.setattr(products, "BATCHED_ON_CPU", True)
+    case = ZOO[name]()
+    op = HessianOperator(case.model, case.loss_fn, case.data, backend="double-backward")
+    H, _ = dense_hessian(case)
+    V = _v(op.shape[0], 5)
+    assert rel_error(op @ V, H @ V) < 1e-10

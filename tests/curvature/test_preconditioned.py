@@ -54,6 +54,24 @@ def test_float32_operator_takes_float64_diagonal():
     )
 
 
+def test_infinite_entries_freeze_coordinates():
+    A, p = _pencil(10, seed=5)
+    frozen = np.array([1, 4, 7])
+    p_inf = p.copy()
+    p_inf[frozen] = np.inf
+    S = PreconditionedOperator(DenseOperator(torch.tensor(A)), torch.tensor(p_inf))
+    keep = np.setdiff1d(np.arange(10), frozen)
+    dense = S.to_dense().numpy()
+    assert np.all(dense[frozen] == 0) and np.all(dense[:, frozen] == 0)
+    sub = A[np.ix_(keep, keep)] / np.sqrt(np.outer(p[keep], p[keep]))
+    np.testing.assert_allclose(dense[np.ix_(keep, keep)], sub, rtol=1e-13)
+    res = lanczos(S, k=1, tol=1e-12, generator=torch.Generator().manual_seed(0))
+    ref = scipy.linalg.eigh(A[np.ix_(keep, keep)], np.diag(p[keep]), eigvals_only=True)[-1]
+    assert float(res.eigenvalues[0]) == pytest.approx(ref, rel=1e-8)
+    w = S.from_original(torch.ones(10, dtype=DT))
+    assert torch.isfinite(w).all() and bool((w[frozen] == 0).all())
+
+
 def test_diagonal_is_copied():
     A, p = _pencil()
     d = torch.tensor(p)
@@ -70,6 +88,7 @@ def test_diagonal_is_copied():
         (torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=DT), ValueError, "positive"),
         (torch.tensor([1.0, -1.0, 1.0, 1.0], dtype=DT), ValueError, "positive"),
         (torch.tensor([1.0, float("nan"), 1.0, 1.0], dtype=DT), ValueError, "NaN"),
+        (torch.tensor([1.0, -float("inf"), 1.0, 1.0], dtype=DT), ValueError, "NaN or -inf"),
         ([1.0, 1.0, 1.0, 1.0], TypeError, "torch.Tensor"),
     ],
 )

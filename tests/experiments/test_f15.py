@@ -114,6 +114,27 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
     assert not (folder / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
+def test_figure_and_claims_from_smoke_results(smoke, tmp_path):
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from paper_figures import fig_f15_edge_of_stability as fig
+
+    rows = fig.claims(smoke)
+    assert len(rows) == 5 and all(r.figure == "F15" for r in rows)
+    summary = read_json(smoke / NAME / "summary.json")
+    for row, (task, opt) in zip(rows, [("vision", "sgd"), ("gpt", "sgd"), ("vision", "adam"),
+                                       ("gpt", "adam")]):  # fmt: skip
+        runs = [r for r in summary["runs"].values() if (r["task"], r["optimizer"]) == (task, opt)]
+        ok = all(r["reached_edge"] and r["hover_fraction"] >= 0.5 for r in runs)
+        assert row.holds == ok and (row.note != "") == (not ok)
+    assert rows[-1].holds is None
+    paths = fig.draw(smoke, tmp_path)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(
+        p.stat().st_size > 0 for p in paths
+    )
+
+
 def test_gpt_is_causal_and_twice_differentiable():
     import torch
 

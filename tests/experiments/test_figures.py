@@ -145,12 +145,13 @@ def test_unknown_figure_is_an_error():
 
 
 def test_committed_claims_regenerate_identically(tmp_path):
-    """CLAIMS.md is a pure function of the committed cpu results."""
+    """CLAIMS.md is a pure function of the committed cpu (and gpu, if any) results."""
     results = REPO / "results_cpu"
+    gpu = REPO / "results_gpu"
     committed = Path(paper_figures.__file__).parent / "CLAIMS.md"
     if not results.is_dir() or not committed.exists():
         pytest.skip("no committed results_cpu/ and CLAIMS.md")
     from paper_figures.claims import write_claims
 
-    fresh = write_claims(results, tmp_path / "CLAIMS.md")
+    fresh = write_claims(results, tmp_path / "CLAIMS.md", gpu_results=gpu if gpu.is_dir() else None)
     assert fresh.read_text(encoding="utf-8") == committed.read_text(encoding="utf-8")

@@ -74,3 +74,36 @@ def test_trust_arguments_are_checked():
         CurvatureLR(opt, est, max_increase=0.5)
     with pytest.raises(ValueError, match="max_decrease"):
         CurvatureLR(opt, est, max_decrease=1.5)
+
+
+class Quadratic(nn.Module):
+    def __init__(self, diag):
+        super().__init__()
+        self.register_buffer("a", torch.tensor(diag, dtype=DT))
+        self.theta = nn.Parameter(torch.ones(len(diag), dtype=DT))
+
+    def forward(self, x):
+        return (0.5 * (self.a * self.theta**2).sum()).expand(x.shape[0])
+
+
+def test_key_follows_another_field_of_the_estimate():
+    model = Quadratic([1.0, 2.0, 4.0])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    est = LREstimator(model, methods=("sharpness",), every=1, loss_fn=mean_out, optimizer=opt,
+                      ema_alpha=1.0, ema_init=0.3, lanczos_tol=1e-10)  # fmt: skip
+    sched = CurvatureLR(opt, est, method="sharpness", key="lr_stable", safety=0.5)
+    assert sched.get_last_lr() == [pytest.approx(0.15)]
+    x = torch.zeros(2, 1, dtype=DT)
+    for _ in range(3):
+        opt.zero_grad()
+        mean_out(model(x), None).backward()
+        opt.step()
+        est.step((x, None))
+        sched.step()
+        # λ_max = 4: lr_stable = 2/4, half of it is the LR.
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.25, rel=1e-9)
+    assert est.smoothed("sharpness.lr_stable") == pytest.approx(0.5, rel=1e-9)
+    assert est.smoothed("sharpness") == pytest.approx(0.25, rel=1e-9)  # 1/λ, the method's own
+    assert est.history[-1]["smoothed"]["sharpness.lr_stable"] == pytest.approx(0.5, rel=1e-9)
+    with pytest.raises(ValueError, match="not estimated"):
+        est.track("quadratic", "lr")

@@ -372,3 +372,44 @@ def test_secant_argument_errors():
         secant_lr(t, t, torch.tensor([0.0, float("nan"), 0.0]), 0.1)
     with pytest.raises(TypeError):
         secant_lr("a", t, t, 0.1)
+
+
+# ------------------------------------------------------------ dispatch to the optimizer-aware
+def test_optimizer_aware_methods_dispatch_to_their_functions():
+    from hessian_lr.lr.estimator import LREstimator
+    from hessian_lr.lr.stability import preconditioned_sharpness
+    from hessian_lr.lr.update import update_lr
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).to(DT)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(1)
+    batch = (torch.randn(12, 3, generator=g, dtype=DT), torch.randint(0, 2, (12,), generator=g))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        loss_fn(model(batch[0]), batch[1]).backward()
+        opt.step()
+    upd = estimate_lr(model, loss_fn, batch, method="update", optimizer=opt)
+    ref = update_lr(model, loss_fn, batch, opt)
+    assert upd.lr == pytest.approx(ref.lr, rel=1e-12) and upd.method == "update"
+    pre = estimate_lr(
+        model, loss_fn, batch, method="preconditioned_sharpness", optimizer=opt, lanczos_tol=1e-8
+    )
+    ref = preconditioned_sharpness(model, loss_fn, batch, opt, lanczos_tol=1e-8)
+    assert pre.lr == pytest.approx(ref.lr, rel=1e-6)
+    with pytest.raises(ValueError, match="optimizer"):
+        estimate_lr(model, loss_fn, batch, method="update")
+    est = LREstimator(
+        model, methods=("update", "preconditioned_sharpness"), every=1, loss_fn=loss_fn,
+        optimizer=opt,
+    )  # fmt: skip
+    opt.zero_grad()
+    loss_fn(model(batch[0]), batch[1]).backward()
+    opt.step()
+    out = est.step(batch)
+    assert set(out) == {"update", "preconditioned_sharpness"}
+    assert set(est.history[-1]["estimates"]) == {"update", "preconditioned_sharpness"}
+    assert "preconditioned_sharpness" in est.state_dict()["eigenvectors"]
+    with pytest.raises(ValueError, match="optimizer"):
+        LREstimator(model, methods=("update",), loss_fn=loss_fn)

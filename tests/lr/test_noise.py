@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hessian_lr.lr.estimate import secant_lr
+from hessian_lr.lr import secant_lr
 from hessian_lr.lr.noise import noise_null, noise_null_per_step
 
 

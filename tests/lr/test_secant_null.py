@@ -140,10 +140,10 @@ class _null:
 
 @pytest.mark.parametrize(("momentum", "every"), [(0.9, 1), (0.9, 5), (0.0, 1)])
 def test_null_flag_fires_on_pure_noise(momentum, every):
-    n = 3000
+    n = 2000
     model = NoiseModel(n)
     g = torch.Generator().manual_seed(7)
-    xis = torch.randn(60 * every + 400, n, generator=g, dtype=DT)
+    xis = torch.randn(40 * every + 150, n, generator=g, dtype=DT)
     recs = run_estimator(
         model, lambda t: model(xis[t]), lr=0.05, momentum=momentum, every=every, steps=len(xis)
     )

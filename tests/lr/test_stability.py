@@ -10,12 +10,14 @@ import scipy.linalg
 import torch
 from torch import nn
 
+from hessian_lr.curvature.hessian import HessianOperator
 from hessian_lr.lr.stability import (
     adam_threshold,
     gd_threshold,
     heavy_ball_threshold,
     nesterov_threshold,
     preconditioned_sharpness,
+    preconditioned_sharpness_from_operator,
     preconditioner_diagonal,
     rmsprop_threshold,
     stability_threshold,
@@ -221,16 +223,25 @@ def test_sgd_sharpness_is_raw_lambda_max_and_groups_scale():
     )
 
 
-def test_preconditioner_needs_state_and_moving_params():
-    model = Quadratic(_matrix(), np.ones(7))
+def test_preconditioner_needs_state_and_frozen_params_drop_out():
+    A = _matrix()
+    model = Quadratic(A, np.ones(7))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     with pytest.raises(ValueError, match="no Adam state yet"):
         preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True)
     opt = torch.optim.SGD([{"params": [model.w], "lr": 0.0}, {"params": [model.c], "lr": 0.1}])
-    with pytest.raises(ValueError, match="LR 0"):
-        preconditioner_diagonal(opt, [model.w, model.c])
+    q = preconditioner_diagonal(opt, [model.w, model.c])
+    assert torch.isinf(q[:4]).all() and torch.equal(q[4:], torch.ones(3, dtype=DT))
+    sub = np.linalg.eigvalsh(A[4:, 4:])[-1]
     res = preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True, lanczos_tol=1e-12)
-    assert res.lambda_max == pytest.approx(np.linalg.eigvalsh(_matrix()[4:, 4:])[-1], rel=1e-10)
+    assert res.lambda_max == pytest.approx(sub, rel=1e-10)
+    # the same on an operator over both parameters (w frozen by LR 0, then by absence)
+    op = HessianOperator(model, quad_loss, BATCH, closure=True)
+    for o in (opt, torch.optim.SGD([model.c], lr=0.1)):
+        res = preconditioned_sharpness_from_operator(op, o, [model.w, model.c], lanczos_tol=1e-12)
+        assert res.lambda_max == pytest.approx(sub, rel=1e-10) and res.lr_in_use == 0.1
+    with pytest.raises(ValueError, match="none of the parameters"):
+        preconditioner_diagonal(torch.optim.SGD([model.w], lr=0.0), [model.w, model.c])
 
 
 def test_negative_curvature_flag():

@@ -221,6 +221,18 @@ def test_zero_lr_group_does_not_move():
     torch.testing.assert_close(ud.direction[1], -split(gradient(model))[1] * (0.2 / ud.lr))
 
 
+def test_parameters_outside_the_optimizer_get_zero_direction():
+    model = make_quadratic(2)
+    opt = torch.optim.SGD([model.c], lr=0.1, momentum=0.9)
+    g = split(gradient(model))
+    for mode in ("analytic", "generic"):
+        ud = update_direction(opt, [model.w, model.c], g, direction=mode)
+        assert torch.equal(ud.direction[0], torch.zeros(2, 2, dtype=DT))
+        torch.testing.assert_close(ud.direction[1], -g[1])
+    with pytest.raises(ValueError, match="none of the parameters"):
+        update_direction(opt, [model.w], g[:1])
+
+
 def test_generic_fallback_nadam_matches_its_step():
     model = make_quadratic(3)
     opt = torch.optim.NAdam(model.parameters(), lr=0.02)

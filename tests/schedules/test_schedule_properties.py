@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from hessian_lr.schedules import SCHEDULES, SGDR, schedule_names
 
-PROPS = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 CALL_SECONDS = 0.5  # generous: a call is microseconds to milliseconds
 
 _valid = st.floats(0.0, 1.0)  # drawn most often, so that valid schedules are generated
@@ -30,11 +32,13 @@ reals = st.one_of(
 ints = st.one_of(st.integers(1, 40), st.integers(1, 40), st.integers(-3, 60), st.floats(0, 5))
 
 FIELDS = {
-    "base_lr": reals, "max_lr": reals, "eta_max": reals, "eta_min": reals, "peak_lr": reals,
+    "base_lr": reals, "max_lr": st.one_of(st.floats(1.0, 3.0), reals), "eta_max": reals,
+    "eta_min": reals, "peak_lr": reals,
     "min_lr": reals, "gamma": reals, "power": reals, "decay": reals, "final_fraction": reals,
     "pct_start": reals, "div_factor": reals, "final_div_factor": reals, "start_factor": reals,
     "decay_fraction": reals, "base_momentum": reals, "max_momentum": reals,
-    "step_size": st.one_of(st.integers(1, 5), ints), "step_size_up": ints, "step_size_down": st.one_of(st.none(), ints),
+    "step_size": st.one_of(st.integers(1, 5), ints), "step_size_up": ints,
+    "step_size_down": st.one_of(st.none(), ints),
     "total_steps": st.one_of(st.none(), st.integers(20, 60), ints),
     "warmup_steps": st.one_of(st.integers(0, 5), ints),
     "decay_steps": st.one_of(st.none(), ints), "steps_per_epoch": ints,
@@ -69,6 +73,7 @@ def timed(fn, *args):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", schedule_names())
 def test_constructor_property(name):
     cls = SCHEDULES[name]

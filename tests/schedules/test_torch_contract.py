@@ -40,7 +40,7 @@ def lrs_of(opt):
 
 def run(opt, sched, n, step=None):
     out = []
-    for t in range(n):
+    for _t in range(n):
         out.append(lrs_of(opt))
         opt.step()
         (step or sched.step)()

@@ -278,7 +278,9 @@ def test_download_offline(isolated, monkeypatch):
 
 def test_download_checksum_mismatch(isolated, monkeypatch):
     monkeypatch.setattr(
-        data.download.urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(b"not the file")
+        data.download.urllib.request,
+        "urlopen",
+        lambda url, timeout=None: io.BytesIO(b"not the file"),
     )
     root = isolated / "dl"
     with pytest.raises(ChecksumError, match="SHA-256"):
@@ -319,7 +321,9 @@ def test_download_success_cifar_tarball(isolated, monkeypatch):
     info = dataset_info("cifar10")
     hashes = {info.archive: hashlib.sha256(blob).hexdigest()}
     monkeypatch.setitem(data._DATASETS, "cifar10", replace(info, sha256=hashes))
-    monkeypatch.setattr(data.download.urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(blob))
+    monkeypatch.setattr(
+        data.download.urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(blob)
+    )
     monkeypatch.setenv(data.DATA_ENV, str(isolated / "env"))  # download target without root
     ds = load_dataset("cifar10", download=True, split="test")
     assert len(ds) == 6
@@ -491,3 +495,108 @@ def test_synthetic_like_and_names():
         load_dataset("imagenet")
     with pytest.raises(ValueError, match="split"):
         load_dataset("digits", split="val")
+
+
+# --------------------------------------------------------------------------------------------
+# corrupt files name themselves and the remedy (issue 11, item 10)
+# --------------------------------------------------------------------------------------------
+
+
+def _assert_names_file_and_remedy(exc_info, path):
+    msg = str(exc_info.value)
+    assert isinstance(exc_info.value, data.CorruptDatasetError)
+    assert isinstance(exc_info.value, ValueError)
+    assert str(path) in msg
+    assert "download=True" in msg and "delete" in msg
+
+
+def test_truncated_gzip_idx(isolated):
+    root = isolated / "data"
+    fake_mnist(root / "mnist")
+    path = root / "mnist" / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-40])  # an interrupted download
+    with pytest.raises(data.CorruptDatasetError) as info:
+        load_dataset("mnist", root=root)
+    _assert_names_file_and_remedy(info, path)
+    assert "truncated gzip" in str(info.value)
+
+
+def test_corrupt_gzip_idx(isolated):
+    root = isolated / "data"
+    fake_mnist(root / "mnist")
+    path = root / "mnist" / "t10k-images-idx3-ubyte.gz"
+    raw = bytearray(path.read_bytes())
+    raw[20:60] = bytes(40)  # damaged deflate stream, gzip magic intact
+    path.write_bytes(bytes(raw))
+    with pytest.raises(data.CorruptDatasetError) as info:
+        load_dataset("mnist", split="test", root=root)
+    _assert_names_file_and_remedy(info, path)
+    assert "corrupt gzip" in str(info.value)
+
+
+def test_idx_with_zero_images(isolated):
+    root = isolated / "data"
+    fake_mnist(root / "mnist", compress=(False,) * 4)
+    write_idx(root / "mnist" / "train-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8),
+              compress=False)  # fmt: skip
+    write_idx(root / "mnist" / "train-labels-idx1-ubyte", np.zeros((0,), np.uint8), compress=False)
+    with pytest.raises(data.CorruptDatasetError) as info:
+        load_dataset("mnist", root=root)
+    _assert_names_file_and_remedy(info, root / "mnist" / "train-images-idx3-ubyte")
+    assert "0 images" in str(info.value)
+
+
+def test_truncated_cifar_pickle(isolated):
+    root = isolated / "data"
+    fake_cifar10(root / "cifar-10-batches-py")
+    path = root / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(data.CorruptDatasetError) as info:
+        load_dataset("cifar10", root=root)
+    _assert_names_file_and_remedy(info, path)
+    assert "truncated" in str(info.value) and "CIFAR batch" in str(info.value)
+
+
+def test_truncated_idx_body_is_a_corrupt_file(tmp_path):
+    raw = idx_bytes(np.zeros((2, 3), np.uint8))
+    (tmp_path / "short").write_bytes(raw[:-1])
+    with pytest.raises(data.CorruptDatasetError, match="6 bytes of data.*download=True"):
+        read_idx(tmp_path / "short")
+
+
+# --------------------------------------------------------------------------------------------
+# the batch stream: one place where the run's seed becomes batches, augmentation and probes
+# --------------------------------------------------------------------------------------------
+
+
+def test_batch_stream_is_the_sampler_order_plus_seeded_augmentation():
+    ds = synthetic_like("cifar10", 50, seed=3)
+    stream = data.batch_stream(ds, 8, seed=5, augment=True)
+    sampler = ResumableBatchSampler(50, 8, shuffle=True, seed=5, drop_last=True)
+    assert stream.steps_per_epoch == len(sampler) == 6
+    gen = torch.Generator().manual_seed(5 + 777)  # the documented augmentation stream
+    for step in range(14):  # across epoch boundaries
+        epoch, pos = divmod(step, 6)
+        idx = next(sampler.batches(epoch, pos))
+        x, y = stream.batch(step)
+        assert torch.equal(y, ds.y[idx])
+        assert torch.equal(x, augment_batch(ds.x[idx], gen))
+    # Resume: a fresh stream with the saved state continues identically.
+    state = stream.state_dict()
+    x_next, _ = stream.batch(14)
+    again = data.batch_stream(ds, 8, seed=5, augment=True)
+    again.load_state_dict(state)
+    assert torch.equal(again.batch(14)[0], x_next)
+    assert data.augment_seed(5) == 782 and data.probe_seed(5) == 12350
+    assert data.trace_seed(5, 7) == 5 * 100003 + 7
+
+
+def test_batch_stream_iterates_epoch_by_epoch_like_the_loader():
+    ds = synthetic_like("digits", 30, seed=1)
+    stream = data.batch_stream(ds, 7, seed=2)
+    loader = make_loader(ds, 7, shuffle=True, seed=2, drop_last=True)
+    for _ in range(3):  # each iteration is one epoch, as the loader's
+        got = [y for _, y in stream]
+        want = [y for _, y in loader]
+        assert len(got) == len(want) == 4
+        assert all(torch.equal(a, b) for a, b in zip(got, want))

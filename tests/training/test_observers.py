@@ -56,9 +56,7 @@ class WeightNorm(Observer):
 
 
 def _strip(records, drop=()):
-    return [
-        {k: v for k, v in r.items() if "seconds" not in k and k not in drop} for r in records
-    ]
+    return [{k: v for k, v in r.items() if "seconds" not in k and k not in drop} for r in records]
 
 
 def test_a_new_observer_needs_no_change_to_train_and_resumes(tmp_path):

@@ -142,7 +142,7 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         except pickle.UnpicklingError as err:
             if "refusing" in str(err):
                 raise
-            raise _corrupt(path, f"not a readable CIFAR batch ({err})") from None
+            raise _corrupt(path, f"truncated or damaged CIFAR batch ({err})") from None
         except (ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
             raise _corrupt(
                 path, f"not a readable CIFAR batch ({type(err).__name__}: {err})"

@@ -1,0 +1,102 @@
+"""``LREstimate``: the result of one curvature LR estimate (see :mod:`hessian_lr.lr.estimate`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+
+from .defaults import DEFAULT_BN_MODE
+
+__all__ = ["LREstimate"]
+
+_NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class LREstimate:
+    """A learning-rate estimate from :func:`estimate_lr` and the curvature numbers behind it.
+
+    Attributes:
+        lr: the estimate (a positive float), or ``nan`` when ``flags`` is not empty.
+            ``quadratic``: gᵀg/gᵀHg; ``secant_hvp``: Σ|g|/Σ|Hg| (L1) or ‖g‖/‖Hg‖ (L2);
+            ``sharpness``: 1/λ_max; ``secant_same_batch``: Σ|Δθ|/Σ|Δg|. Units: the LR of
+            plain SGD on the loss.
+        method: the method's name.
+        raw_lr: the formula's value regardless of flags (e.g. 1/λ of an unconverged Ritz value).
+        loss: mean loss on the batch at the current parameters.
+        grad_norm: ‖g‖₂. grad_l1: Σ|g|.
+        gHg: gᵀHg. hg_norm: ‖Hg‖₂. hg_l1: Σ|Hg| (HVP methods).
+        curvature: Rayleigh quotient of H along the direction used (gᵀHg/gᵀg, λ_max, or
+            Δθᵀ Δg/‖Δθ‖² for the same-batch secant).
+        step_norm: ‖Δθ‖₂ (same-batch secant).
+        lambda_max: largest Hessian eigenvalue (sharpness). residual: its Ritz residual.
+        lr_newton: 1/λ_max. lr_stable: 2/λ_max. lr_stable_momentum: (2 + 2β)/λ_max.
+        momentum: the β used for ``lr_stable_momentum``.
+        norm: ``"l1"`` / ``"l2"`` for the secant rules, else ``None``.
+        num_hvps: Hessian-vector products spent. num_gradients: gradients spent.
+        seconds: wall-clock time of the call.
+        flags: see the module docstring; empty when all is well.
+        backend: the HVP back end that ran.
+        bn_mode: the BatchNorm mode of the loss (``"train"`` or ``"eval"``).
+        seed: the seed of the call's own generator (``None`` when one was passed).
+        details: method-specific numbers (e.g. from optimizer-aware methods).
+        eigenvector: (N,) top eigenvector (sharpness), for warm starts; not in ``repr``.
+    """
+
+    lr: float
+    method: str
+    raw_lr: float = _NAN
+    loss: float = _NAN
+    grad_norm: float = _NAN
+    grad_l1: float = _NAN
+    gHg: float = _NAN
+    hg_norm: float = _NAN
+    hg_l1: float = _NAN
+    curvature: float = _NAN
+    step_norm: float = _NAN
+    lambda_max: float = _NAN
+    residual: float = _NAN
+    lr_newton: float = _NAN
+    lr_stable: float = _NAN
+    lr_stable_momentum: float = _NAN
+    momentum: float = 0.0
+    norm: str | None = None
+    num_hvps: int = 0
+    num_gradients: int = 0
+    seconds: float = 0.0
+    flags: tuple[str, ...] = ()
+    backend: str = ""
+    bn_mode: str = DEFAULT_BN_MODE
+    seed: int | None = None
+    details: dict[str, Any] = field(default_factory=dict, compare=False)
+    eigenvector: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when ``lr`` is a finite positive number (then ``flags`` is empty)."""
+        return math.isfinite(self.lr) and self.lr > 0
+
+    def __repr__(self) -> str:
+        # Only the numbers this method produced: NaN fields (other methods') are left out.
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not f.repr or (f.name in ("norm", "seed") and value is None):
+                continue
+            if f.name == "momentum" and self.method != "sharpness":
+                continue
+            if f.name == "details" and not value:
+                continue
+            if f.name != "lr" and isinstance(value, float) and math.isnan(value):
+                continue
+            parts.append(f"{f.name}={value!r}")
+        return f"LREstimate({', '.join(parts)})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-Python fields (no eigenvector), e.g. for JSON records."""
+        d = {k: v for k, v in asdict(self).items() if k != "eigenvector"}
+        d["flags"] = list(self.flags)
+        return d

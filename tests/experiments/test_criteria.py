@@ -1,0 +1,65 @@
+"""The claims' criteria pass on the papers' own numbers; the seed rule decides as documented."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from paper_figures import criteria  # noqa: E402
+from paper_figures.criteria import PAPER_NUMBERS, decide, failed_run  # noqa: E402
+
+CHECKED = [e for e in PAPER_NUMBERS if e["check"] is not None]
+
+
+@pytest.mark.parametrize(
+    "entry", CHECKED, ids=[f"{e['figure']}:{e['claim'][:30]}" for e in CHECKED]
+)
+def test_every_criterion_passes_on_the_papers_numbers(entry):
+    assert entry["check"]() is True, f"{entry['figure']} criterion fails on {entry['numbers']}"
+
+
+def test_every_numeric_claim_has_a_source_and_numbers():
+    figures = {e["figure"] for e in CHECKED}
+    assert {"F3", "F4", "F6", "F8", "F9", "F10", "F11"} <= figures
+    for e in PAPER_NUMBERS:
+        assert e["source"] and e["numbers"]
+
+
+def test_criteria_can_fail():
+    """Each criterion says no on numbers that contradict the paper (a test that cannot fail...)."""
+    assert not criteria.onecycle_beats_pc(0.848, 0.896, 1 / 8)
+    assert not criteria.onecycle_beats_pc(0.95, 0.90, 1.0)  # same iterations: no fraction
+    assert not criteria.short_cycles_competitive(0.79, 0.89)  # error 21% vs 11%
+    assert not criteria.gain_grows_as_data_shrinks(-0.03, -0.04)
+    assert not criteria.largest_wd_is_worst({1e-3: 0.85, 1e-4: 0.84, 1e-5: 0.83})
+    assert criteria.largest_wd_is_worst({1e-3: 0.70, 1e-4: 0.84, 1e-5: 0.83})
+    assert not criteria.momentum_matters_little(6.2)
+    assert not criteria.clr_reaches_fixed_sooner([0.83, 0.83])
+    assert not criteria.sgdr_sooner(1.5)
+    assert not criteria.onecycle_matches_long_baseline(0.8714, 0.8887, 1 / 7)
+
+
+def test_decide_seed_rule():
+    # A large margin on one seed is decided.
+    d = decide([4.0])
+    assert d.holds is True and d.n == 1
+    assert decide([-5.0]).holds is False
+    # Under 3 points on fewer than 3 seeds: undecided.
+    assert decide([1.0, 1.5]).holds is None
+    # Three seeds whose spread covers the mean: undecided; a tight spread decides.
+    assert decide([2.0, -1.0, 0.5]).holds is None
+    tight = decide([1.0, 1.2, 0.9])
+    assert tight.holds is True and tight.sd == pytest.approx(0.152752523, rel=1e-6)
+    assert decide([]).holds is None
+
+
+def test_failed_run_is_chance_level():
+    assert failed_run(0.10) and failed_run(0.115) and failed_run(None) and failed_run(float("nan"))
+    assert not failed_run(0.5)
+    assert failed_run(0.5, num_classes=2)
