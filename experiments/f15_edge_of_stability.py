@@ -348,10 +348,56 @@ def _evaluate(model: nn.Module, loss_fn: Any, data: tuple, task: str) -> dict[st
         model.train(was)
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
+def _observer(cfg: Config, spec: dict, loss_fn: Any, train: tuple) -> EdgeOfStability:
+    """The run's observer: measurements on the first ``probe_size`` training examples."""
+    return EdgeOfStability(
+        every=cfg.measure_every,
+        loss_fn=loss_fn,
+        batch=tuple(t[: cfg.probe_size] for t in train),
+        bn_mode=DEFAULT_BN_MODE,
+        update=True,
+        lanczos_tol=cfg.lanczos_tol,
+        at_last=True,
+        generator=torch.Generator().manual_seed(spec["seed"]),
+    )
+
+
+def _save_checkpoint(
+    path: Path, step: int, model: nn.Module, opt: torch.optim.Optimizer, eos: EdgeOfStability
+) -> None:
+    """Model, optimizer, observer and RNG states after ``step`` updates, replaced atomically."""
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "observer": eos.state_dict(),
+        "rng": get_rng_state(),
+    }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def _resume(
+    run: Run,
+    dev: torch.device,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    eos: EdgeOfStability,
+    writer: RecordWriter,
+) -> int:
+    """Load the checkpoint if there is one (records after it are dropped); the first step."""
+    if not run.checkpoint_path.exists():
+        if run.records_path.exists():
+            writer.truncate_after(-1)  # records of a run that died before its first checkpoint
+        return 0
+    ck = torch.load(run.checkpoint_path, map_location=dev, weights_only=False)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    eos.load_state_dict(ck["observer"])
+    set_rng_state(ck["rng"])
+    writer.truncate_after(ck["step"] - 1)
+    return ck["step"]
 
 
 def run_unit(cfg: Config, name: str, *, out: str, device: str) -> str:
@@ -366,33 +412,14 @@ def run_unit(cfg: Config, name: str, *, out: str, device: str) -> str:
     task = (_vision if spec["task"] == "vision" else _gpt)(cfg, spec["seed"], dev)
     model, loss_fn, train = task["model"], task["loss_fn"], task["train"]
     opt = _optimizer(cfg, spec, model)
-    probe = tuple(t[: cfg.probe_size] for t in train)
-    eos = EdgeOfStability(
-        every=cfg.measure_every,
-        loss_fn=loss_fn,
-        batch=probe,
-        bn_mode=DEFAULT_BN_MODE,
-        update=True,
-        lanczos_tol=cfg.lanczos_tol,
-        at_last=True,
-        generator=torch.Generator().manual_seed(spec["seed"]),
-    )
+    eos = _observer(cfg, spec, loss_fn, train)
     run.dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run.config_path, {"experiment_config": asdict(cfg), **spec, **task["info"]})
     writer = RecordWriter(run.records_path)
-    start = 0
-    if run.checkpoint_path.exists():
-        ck = torch.load(run.checkpoint_path, map_location=dev, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        eos.load_state_dict(ck["observer"])
-        set_rng_state(ck["rng"])
-        start = ck["step"]
-        writer.truncate_after(start - 1)
-    elif run.records_path.exists():
-        writer.truncate_after(-1)
+    start = _resume(run, dev, model, opt, eos, writer)
     run.update_meta(status="running", device=str(dev), steps=spec["steps"])
     t0, status, steps = time.perf_counter(), "finished", spec["steps"]
+    t = start - 1
     model.train()
     for t in range(start, steps):
         batch = _batch(
@@ -426,14 +453,7 @@ def run_unit(cfg: Config, name: str, *, out: str, device: str) -> str:
             record.update(_evaluate(model, loss_fn, task["test"], spec["task"]))
         writer.write(_finite(record))
         if (t + 1) % cfg.checkpoint_every == 0 and t + 1 < steps:
-            state = {
-                "step": t + 1,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "observer": eos.state_dict(),
-                "rng": get_rng_state(),
-            }
-            _save_checkpoint(run.checkpoint_path, state)
+            _save_checkpoint(run.checkpoint_path, t + 1, model, opt, eos)
     writer.close()
     seconds = run.meta().get("seconds", 0.0) + time.perf_counter() - t0
     run.update_meta(status=status, steps_done=t + 1, seconds=seconds)

@@ -50,6 +50,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(ROOT))  # the checkout's hessian_lr, also when it is not installed
 
 import _common  # noqa: E402
 from _presets import scaled  # noqa: E402
@@ -269,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     data = data_env(args.data_root, out)
     if data is not None:
         env["HESSIAN_LR_DATA"] = data
@@ -404,12 +406,39 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def import_results(src: str, *, repo: Path = ROOT) -> None:
+#: Per-step record keys that thinning may drop; a record with any other key is always kept.
+STEP_KEYS = {"step", "epoch", "lr", "momentum", "train_loss"}
+
+
+def thin_records(path: Path, every: int, *, above: int = 2000) -> int:
+    """Keep every ``every``-th per-step record of a long run; never an evaluation or probe.
+
+    A record is kept when its step is a multiple of ``every``, when it is the last one, or when
+    it carries anything beyond the per-step keys (test accuracy, estimates, λ_max, densities).
+    Runs with at most ``above`` records are left alone. Returns the records dropped.
+    """
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if every <= 1 or len(lines) <= above:
+        return 0
+    kept = []
+    for i, line in enumerate(lines):
+        rec = json.loads(line)
+        if rec.get("step", 0) % every == 0 or i == len(lines) - 1 or set(rec) - STEP_KEYS:
+            kept.append(line)
+    tmp = path.with_suffix(".thin.tmp")
+    tmp.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return len(lines) - len(kept)
+
+
+def import_results(src: str, *, repo: Path = ROOT, thin: int = 5) -> None:
     """Copy ``<src>/gpu`` into ``results_gpu/`` and ``<src>/cpu`` into ``results_cpu/``.
 
     An experiment whose ``experiment_config.json`` differs from the one already there replaces
     the old folder (its results are superseded); otherwise the run folders are merged, the
-    imported ones winning. Checkpoints come along (units that did not finish resume from them).
+    imported ones winning. Checkpoints come along only for runs that did not finish (they
+    resume from them). Finished runs longer than 2,000 steps keep every ``thin``-th per-step
+    record (evaluations, estimates and probes are all kept), to keep the results small.
     """
     for preset, target in (("gpu", "results_gpu"), ("cpu", "results_cpu")):
         base = Path(src) / preset
@@ -427,7 +456,46 @@ def import_results(src: str, *, repo: Path = ROOT) -> None:
                 shutil.rmtree(dest)
                 print(f"{target}/{exp.name}: superseded, replaced", flush=True)
             shutil.copytree(exp, dest, dirs_exist_ok=True)
-            print(f"{target}/{exp.name}: imported", flush=True)
+            dropped = 0
+            for meta in dest.glob("*/meta.json"):
+                if json.loads(meta.read_text()).get("status") in ("finished", "diverged"):
+                    records = meta.parent / "records.jsonl"
+                    if records.exists():
+                        dropped += thin_records(records, thin)
+            for lock in dest.glob("*/.lock"):
+                lock.unlink()
+            print(f"{target}/{exp.name}: imported ({dropped} per-step records thinned)", flush=True)
+
+
+#: Experiments whose earlier cpu results stay until rerun: the LeNet-5 protocol of F9 and F10 did
+#: not change in issue 13 (only the preset's bookkeeping fields did).
+KEEP_OLD = ("f9_lenet_mnist", "f10_clr_vs_fixed")
+
+
+def prune_stale(*, repo: Path = ROOT, keep: tuple[str, ...] = KEEP_OLD) -> list[str]:
+    """Remove ``results_cpu/<exp>`` / ``results_gpu/<exp>`` made by a preset that has changed.
+
+    A folder is stale when its ``experiment_config.json`` differs from what the experiment's
+    current ``cpu`` (``gpu``) preset would write, i.e. it came from an earlier protocol (the
+    LeNet-5 presets before issue 13, say). Experiments run_all does not know are left alone.
+    """
+    from hessian_lr.records import to_jsonable
+
+    removed = []
+    modules = _modules(list(EXPERIMENTS))
+    for preset, target in (("gpu", "results_gpu"), ("cpu", "results_cpu")):
+        for name, module in modules.items():
+            folder = repo / target / name
+            stored = folder / "experiment_config.json"
+            if not stored.exists() or preset not in module.PRESETS or name in keep:
+                continue
+            info = json.loads(stored.read_text())
+            current = scaled(module.PRESETS[preset], float(info.get("scale", 1.0)))
+            if info.get("preset") != preset or info.get("config") != to_jsonable(current):
+                shutil.rmtree(folder)
+                removed.append(f"{target}/{name}")
+                print(f"{target}/{name}: made by an earlier {preset} preset, removed", flush=True)
+    return removed
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -466,6 +534,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan and estimates only")
     p.add_argument("--import-from", default=None, help="copy <dir>/gpu, <dir>/cpu into results_*")
+    p.add_argument("--thin", type=int, default=5, help="--import-from: keep every k-th step")
+    p.add_argument(
+        "--prune-stale",
+        action="store_true",
+        help="remove results_cpu/results_gpu folders made by an earlier preset (also done "
+        "after --import-from)",
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--nice", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -476,7 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args)
     if args.import_from:
-        import_results(args.import_from)
+        import_results(args.import_from, thin=args.thin)
+        prune_stale()
+        return 0
+    if args.prune_stale:
+        prune_stale()
         return 0
     return run(args)
 

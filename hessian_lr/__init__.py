@@ -32,6 +32,8 @@ from .curvature.trace import (
 # Learning-rate estimation
 from .lr.estimate import CurvatureError, LREstimate, SecantResult, estimate_lr, secant_lr
 from .lr.estimator import LREstimator
+from .lr.noise import noise_null
+from .lr.secant import NullBand, null_band
 from .lr.curvature_lr import CurvatureLR
 
 # Schedules and the range test
@@ -102,6 +104,9 @@ __all__ = [
     "SecantResult",
     "CurvatureError",
     "LREstimator",
+    "noise_null",
+    "null_band",
+    "NullBand",
     "CurvatureLR",
     # schedules and range test
     "Schedule",

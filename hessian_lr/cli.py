@@ -3,7 +3,7 @@
 * ``hessian-lr demo [--out DIR] [--quick]`` -- the one-command tour (:mod:`hessian_lr.demo`):
   range test, 1cycle vs piecewise constant with the LR estimator on, figures and ``report.md``.
 * ``hessian-lr range-test ...`` -- the LR range test (Smith 2017, CLR §3.3) with every
-  :class:`~hessian_lr.training.recipes.RangeTestConfig` field as a flag, printing the suggested
+  :class:`~hessian_lr.training.recipes.RangeTestSetup` field as a flag, printing the suggested
   bounds and writing ``range_test.json`` and ``range_test.png``.
 * ``hessian-lr train ...`` -- one run of :func:`hessian_lr.training.runner.train` with every
   ``TrainConfig`` field as a flag (:mod:`hessian_lr.training.config` maps fields to flags);
@@ -87,7 +87,7 @@ def _checkout_parser(sub: Any, name: str, what: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``hessian-lr`` (its subcommands and their flags)."""
     from .training.config import SCHEDULE_HELP, add_dataclass_args
-    from .training.recipes import RangeTestConfig
+    from .training.recipes import RangeTestSetup
     from .training.train_config import TrainConfig
 
     parser = argparse.ArgumentParser(
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rt.set_defaults(subparser=rt)
-    add_dataclass_args(rt, RangeTestConfig)
+    add_dataclass_args(rt, RangeTestSetup)
     rt.add_argument("--no-val", dest="val_examples", action="store_const", const=0,
                     help="no held-out evaluation (= --val-examples 0)")  # fmt: skip
     rt.add_argument("--no-curvature", dest="curvature_check", action="store_false",
@@ -188,10 +188,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_range_test(args: argparse.Namespace) -> int:
     from .training.config import dataclass_from_args
-    from .training.recipes import RangeTestConfig
+    from .training.recipes import RangeTestSetup
 
     try:
-        cfg = dataclass_from_args(RangeTestConfig, args)
+        cfg = dataclass_from_args(RangeTestSetup, args)
     except (TypeError, ValueError) as err:
         args.subparser.error(str(err))
     _set_threads(args.threads)

@@ -59,8 +59,7 @@ def collect_claims(results: str | Path) -> list[Claim]:
 # The claims of figures.md, used for rows whose results are missing.
 _CLAIM_TEXT = {
     "F1": "curves equal PyTorch's schedulers where both define them",
-    "F2": "accuracy rises then turns ragged/falls; suggested max/min drawn; a wide high plateau "
-    "signals super-convergence",
+    "F2": "accuracy rises then turns ragged/falls; suggested max/min drawn",
     "F3": "1cycle reaches ≥ the baseline's final accuracy in a fraction of its iterations",
     "F4": "longer cycles gain, short cycles stay competitive",
     "F5": "estimates are far above the fixed LR; fixed-LR estimate spikes then collapses; CLR "

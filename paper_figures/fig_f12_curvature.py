@@ -81,6 +81,18 @@ def _densities(run) -> list[dict]:
     return [read_json(p) for p in sorted(run.dir.glob("density_u*.json"))]
 
 
+def _init_inset(ax, d: dict, color) -> None:
+    """The density at initialization on its own eigenvalue scale (it reaches far beyond)."""
+    inset = ax.inset_axes([0.1, 0.12, 0.36, 0.36])
+    grid = np.asarray(d["grid"], dtype=float)
+    y = np.maximum(np.asarray(d["density"], dtype=float), 1e-7)
+    inset.plot(grid, y, color=color, lw=1.2)
+    inset.set_yscale("log")
+    inset.set_ylim(1e-6, None)
+    inset.set_title(f"at init (λ_max {fmt_num(d['lambda_max_slq'], 3)})", fontsize=8)
+    inset.tick_params(labelsize=7)
+
+
 def draw(results, out) -> list[Path]:
     groups, summ = _load(results)
     (claim,) = claims(results)
@@ -100,7 +112,20 @@ def draw(results, out) -> list[Path]:
             beta = np.interp(xl, xm, mom) if len(mom) else 0.9
             ax_l.plot((xl + 1) / n, (2 + 2 * beta) / lr, ":", lw=1.3, color=c)
         x, tr = series(recs, "trace")
-        ax_t.plot((x + 1) / n, tr, "o-", ms=4, color=c, label=LABELS[arm])
+        xs, se = series(recs, "trace_std_error")
+        if len(se) == len(tr) and len(tr):  # Hutchinson's standard error as error bars
+            ax_t.errorbar(
+                (x + 1) / n,
+                tr,
+                yerr=se,
+                fmt="o-",
+                ms=4,
+                capsize=3,
+                color=c,
+                label=f"{LABELS[arm]} (± s.e.)",
+            )
+        else:
+            ax_t.plot((x + 1) / n, tr, "o-", ms=4, color=c, label=LABELS[arm])
     ax_l.plot([], [], ":", color="k", label="stability cap (2 + 2β)/LR")
     ax_l.set_yscale("log")
     lam_all = np.concatenate([series(g[0].records(), "lambda_max")[1] for g in groups.values()])
@@ -142,6 +167,9 @@ def draw(results, out) -> list[Path]:
         if xmax is not None:
             lo = min(float(np.asarray(d["grid"]).min()) for d in dens[arm] if d["updates"] > 0)
             ax.set_xlim(min(lo, -0.1 * xmax), xmax)
+        init = [d for d in dens[arm] if d["updates"] == 0]
+        if init and xmax is not None and init[0]["lambda_max_slq"] > xmax:
+            _init_inset(ax, init[0], cols[0])
     _style.title(
         fig,
         "F12 (beyond the papers): curvature during training, 1cycle vs PC",

@@ -246,16 +246,24 @@ def draw(results: str | Path | None, out: str | Path) -> list[Path]:
             lw=2.2,
             label=f"default step, η₀ = {base}",
         )
+    # Five hues far apart (Okabe-Ito); T_mult = 2 dashed, so no two curves look alike.
     sgdr_colors = {
-        (50, 1): "#009E73",
-        (100, 1): "#000000",
-        (200, 1): "#999999",
-        (1, 2): "#0b5d1e",
-        (10, 2): "#CC79A7",
+        (50, 1): "#009E73",  # bluish green
+        (100, 1): "#0072B2",  # blue
+        (200, 1): "#7F7F7F",  # mid grey
+        (1, 2): "#000000",  # black
+        (10, 2): "#CC79A7",  # reddish purple
     }
     for (T_0, T_mult), (lr, ts, tl) in data["sgdr"].items():
         c = sgdr_colors[(T_0, T_mult)]
-        ax_sgdr.plot(epochs, lr, color=c, lw=1.3, label=f"SGDR T₀ = {T_0}, T_mult = {T_mult}")
+        ax_sgdr.plot(
+            epochs,
+            lr,
+            color=c,
+            lw=1.6,
+            ls="-" if T_mult == 1 else (0, (4, 1.5)),
+            label=f"SGDR T₀ = {T_0}, T_mult = {T_mult}",
+        )
         sel = slice(0, None, 40)
         ax_sgdr.plot(
             ts[sel] / SPE, tl[sel], color=c, ls="none", marker="o", ms=3, mfc="none", mew=0.7

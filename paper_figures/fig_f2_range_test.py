@@ -74,8 +74,7 @@ def claims(results) -> list[Claim]:
     return [
         Claim(
             "F2",
-            "accuracy rises then turns ragged/falls; suggested max/min drawn; a wide high plateau "
-            "signals super-convergence",
+            "accuracy rises then turns ragged/falls; suggested max/min drawn",
             PAPER,
             f"every test rose and then fell by ≥ {100 * margin:.0f} points (or diverged): "
             f"{'yes' if holds else 'no'} — {each}; suggested max_lr "
@@ -84,17 +83,49 @@ def claims(results) -> list[Claim]:
             holds,
             ""
             if holds
-            else "A short test trains too little at each LR for the accuracy to rise clearly "
-            "before the LR gets large, and a model that tolerates the whole LR range shows no "
-            "fall.",
-        )
+            else "Tests that did not both rise and fall by the margin: "
+            + ", ".join(n for n, r in runs.items() if not r["rises_then_falls"])
+            + ".",
+        ),
+        _plateau_claim(results, longest),
     ]
+
+
+WIDE_PLATEAU = 3.0  # "wide": the high plateau spans at least this LR ratio (our reading)
+
+
+def _plateau_claim(results, longest: dict) -> Claim:
+    """F2's plateau as a prediction, judged by F3: a wide plateau ⇔ 1cycle wins in fewer steps."""
+    from . import figure_module
+
+    ratio = longest.get("plateau_ratio")
+    wide = ratio is not None and ratio >= WIDE_PLATEAU
+    try:
+        f3 = figure_module("F3").claims(results)[0]
+        f3_holds, f3_text = f3.holds, f3.verdict
+    except MissingResults:
+        f3_holds, f3_text = None, "no F3 results"
+    holds = None if f3_holds is None or ratio is None else (wide == f3_holds)
+    return Claim(
+        "F2",
+        "a wide high plateau signals super-convergence (judged by F3)",
+        "SC Fig. 2: ResNet-56 accuracy stays high over a wide range of large LRs (up to ≈ 3), "
+        "and it super-converges (Fig. 1a)",
+        f"plateau ratio {fmt_num(ratio, 2)} of the longest test (wide: ≥ {WIDE_PLATEAU:g}) → "
+        f"predicts {'super-convergence' if wide else 'none'}; F3: {f3_text} "
+        f"[{preset(results, EXPERIMENTS[0])}]",
+        holds,
+        f"The plateau predicted {'super-convergence' if wide else 'none'} but F3 "
+        f"{'does not hold' if wide else 'holds'}."
+        if holds is False
+        else "",
+    )
 
 
 def draw(results, out) -> list[Path]:
     data = _load(results)
     summ = summary(results, EXPERIMENTS[0])
-    (claim,) = claims(results)
+    claim, plateau_claim = claims(results)
     fig, axes, ax_leg = _style.figure_with_legend(1, 2, height=5.6, legend_ratio=0.2)
     ax_acc, ax_loss = axes[0]
     colors = _style.sequential(len(data))
@@ -135,12 +166,27 @@ def draw(results, out) -> list[Path]:
                 )
     curv = longest.get("curvature") or {}
     if curv.get("two_over_lambda"):
-        ax_loss.axvline(
-            curv["two_over_lambda"],
+        two = curv["two_over_lambda"]
+        for ax in (ax_acc, ax_loss):
+            ax.axvline(
+                two,
+                color=_style.METHOD_COLORS["stable"],
+                ls=(0, (2, 1)),
+                lw=2.5,
+                zorder=6,
+                label=f"2/λ_max at init = {fmt_num(two, 2)}" if ax is ax_loss else None,
+            )
+        # Often far left of the LRs the test reaches: label it where it stands.
+        ax_loss.annotate(
+            f"2/λ_max\n= {fmt_num(two, 2)}",
+            (two, 0.95),
+            xycoords=("data", "axes fraction"),
+            xytext=(8, 0),
+            textcoords="offset points",
+            va="top",
+            fontsize=9.5,
             color=_style.METHOD_COLORS["stable"],
-            ls=":",
-            lw=1.5,
-            label=f"2/λ_max at init = {fmt_num(curv['two_over_lambda'], 2)}",
+            fontweight="bold",
         )
     _style.percent(ax_acc)
     ax_acc.set(
@@ -161,6 +207,11 @@ def draw(results, out) -> list[Path]:
     )
     _style.add_caption(
         fig,
-        [f"Paper: {PAPER}.", f"Ours: {claim.ours}.", f"Claim: {claim.claim} — {claim.verdict}."],
+        [
+            f"Paper: {PAPER}.",
+            f"Ours: {claim.ours}.",
+            f"Claim: {claim.claim} — {claim.verdict}; {plateau_claim.claim} — "
+            f"{plateau_claim.verdict}.",
+        ],
     )
     return _style.save(fig, out, NAME)

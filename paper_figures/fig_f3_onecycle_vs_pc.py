@@ -53,6 +53,12 @@ def _load(results):
     return groups
 
 
+def _steps(run) -> int:
+    """Optimizer updates of a run (its last record's step + 1; records may be thinned)."""
+    recs = run.records()
+    return recs[-1]["step"] + 1 if recs else 0
+
+
 def _seed(run) -> int:
     return int(run.name.rsplit("_seed", 1)[1])
 
@@ -70,8 +76,8 @@ def _numbers(groups) -> dict:
     oc, pc = groups["onecycle"], groups["pc"]
     same = groups.get("pc_same", [])
     f_oc, f_pc, f_same = finals(oc), finals(pc), finals(same)
-    n_oc = max(len(r.records()) for r in oc)
-    n_pc = max(len(r.records()) for r in pc)
+    n_oc = max(_steps(r) for r in oc)
+    n_pc = max(_steps(r) for r in pc)
     x, ys = arm_curves(oc, "test_accuracy")
     reach = first_reach(x + 1, np.nanmean(ys, axis=0), mean_sd(f_pc)[0]) if len(x) else np.nan
     # Per-seed margins (points), failed runs (stuck at chance) left out.

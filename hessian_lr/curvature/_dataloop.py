@@ -38,6 +38,7 @@ from ._batches import (
     objective_reduction,
     preserved_loader_rng,
 )
+from ._distributed import reduce_pass
 from ._evaluation import evaluation_context
 from .linop import LinearOperator
 
@@ -69,6 +70,12 @@ class DataLoopOperator(LinearOperator):
     check_finite: bool
     _upcast: bool
     notes: list[str]
+    _group: Any = None  # a torch.distributed process group, or None (one process)
+
+    @property
+    def _weighted(self) -> bool:
+        """Batches are weighted (several batches, here or on other ranks, and a mean)."""
+        return self.reduction == "mean" and (not self._single or self._group is not None)
 
     # ----------------------------------------------------------------------------- set-up
     def _setup_data(self, data: Any, single_batch: bool | None, check_data: bool | None) -> None:
@@ -85,7 +92,7 @@ class DataLoopOperator(LinearOperator):
         else:
             self._data = data
         self._is_list = isinstance(self._data, (list, tuple))
-        if self._is_list and len(self._data) == 0:
+        if self._is_list and len(self._data) == 0 and self._group is None:
             raise ValueError("data is empty: no batches to evaluate the loss on")
         self._single = self._is_list and len(self._data) == 1
         self._check_data = (not self._is_list) if check_data is None else bool(check_data)
@@ -99,7 +106,7 @@ class DataLoopOperator(LinearOperator):
     ) -> None:
         r = objective_reduction(loss_fn, reduction, closure=self.closure)
         if r is None:
-            if self.closure and not self._single:
+            if self.closure and (not self._single or self._group is not None):
                 raise ValueError(
                     "several batches with closure=True: say how batch losses combine, "
                     "reduction='mean' (weighted by batch_size_fn, default the batch size) or "
@@ -144,7 +151,7 @@ class DataLoopOperator(LinearOperator):
     def _batches(self) -> Iterator[tuple[int, float, Batch]]:
         """(index, weight c_b, batch) over one pass; batches with nothing to count skipped."""
         count = 0
-        weighted = self.reduction == "mean" and not self._single
+        weighted = self._weighted
         for index, batch in enumerate(self._data):
             batch = move_to_device(batch, self.device)
             if self._upcast:
@@ -156,11 +163,11 @@ class DataLoopOperator(LinearOperator):
             if c == 0:
                 continue  # e.g. every target is ignore_index: no term in the mean
             yield index, c, batch
-        if count == 0:
+        if count == 0 and self._group is None:
             raise ValueError("data is empty: no batches to evaluate the loss on")
 
-    def _combine(self, fn: Callable[[int, Batch], torch.Tensor]) -> torch.Tensor:
-        """Σ_b c_b fn(b), divided by Σ_b c_b for a mean over several batches."""
+    def _combine(self, fn: Callable[[int, Batch], torch.Tensor]) -> tuple[Any, float]:
+        """(Σ_b c_b fn(b) or None, Σ_b c_b) over this process's batches."""
         out, total = None, 0.0
         for index, c, batch in self._batches():
             h = fn(index, batch)
@@ -170,30 +177,48 @@ class DataLoopOperator(LinearOperator):
                 out.add_(h, alpha=c)
             total += c
             self._forget_batch()
-        return self._normalize(out, total)
+        return out, total
 
-    def _normalize(self, out: torch.Tensor | None, total: float) -> torch.Tensor:
+    def _finish(
+        self,
+        local: Callable[[], tuple[torch.Tensor | None, float, float]],
+        shape: tuple[int, ...],
+        like: torch.Tensor,
+    ) -> tuple[torch.Tensor, float]:
+        """One pass: ``local() -> (Σ c_b x_b, Σ c_b, Σ c_b s_b)`` -> (x, s).
+
+        Summed over the process group if any, then divided by Σ c_b for a mean.
+        """
+        if self._group is None:
+            out, total, scalar = local()
+        else:
+            out, total, scalar = reduce_pass(local, shape, like, self._group)
         if out is None or total == 0:
             raise ValueError("no batch has anything to count (e.g. every target is ignored)")
-        if self.reduction == "mean" and not self._single:
+        if self._weighted:
             out.div_(total)
-        return out
+            scalar /= total
+        return out, scalar
 
     def _apply(self, V: torch.Tensor) -> torch.Tensor:
         """Σ_b c_b M_b V (/ Σ c_b), V in chunks of ``chunk_size``: the output + one chunk."""
         k = V.shape[1]
         step = k if self.chunk_size is None else self.chunk_size
-        if k <= step:
-            return self._combine(lambda i, b: self._matmat_batch(i, b, V))
-        out, total = V.new_zeros(V.shape), 0.0
-        for index, c, batch in self._batches():
-            for s in range(0, k, step):
-                out[:, s : s + step].add_(
-                    self._matmat_batch(index, batch, V[:, s : s + step]), alpha=c
-                )
-            total += c
-            self._forget_batch()
-        return self._normalize(out, total)
+
+        def local() -> tuple[torch.Tensor | None, float, float]:
+            if k <= step:
+                return (*self._combine(lambda i, b: self._matmat_batch(i, b, V)), 0.0)
+            out, total = None, 0.0
+            for index, c, batch in self._batches():
+                out = V.new_zeros(V.shape) if out is None else out
+                for s in range(0, k, step):
+                    h = self._matmat_batch(index, batch, V[:, s : s + step])
+                    out[:, s : s + step].add_(h, alpha=c)
+                total += c
+                self._forget_batch()
+            return out, total, 0.0
+
+        return self._finish(local, tuple(V.shape), V)[0]
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()

@@ -238,7 +238,13 @@ def spectral_density(
         p = min(batch_size, num_probes - start)
         V0 = draw((p, N), op, generator)
         kr = lanczos_run(
-            op, V0, num_steps, caller="spectral_density", progress=progress, preallocate=True
+            op,
+            V0,
+            num_steps,
+            caller="spectral_density",
+            progress=progress,
+            preallocate=True,
+            semi=True,
         )
         num_matvecs += kr.num_matvecs
         for i in range(p):

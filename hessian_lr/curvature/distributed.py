@@ -48,12 +48,20 @@ def _dist() -> Any:
 def resolve_process_group(process_group: Any = None) -> Any | None:
     """The group to reduce over: an explicit group, the initialized default group, or None.
 
-    ``process_group=None`` auto-detects: the default group when ``torch.distributed`` is
-    initialized with more than one rank, else no reduction. ``False`` turns reduction off (each
-    rank then has its own local operator). Any other value is used as the group.
+    ``process_group=None`` (or ``"auto"``) auto-detects: the default group when
+    ``torch.distributed`` is initialized with more than one rank, else no reduction. ``False``
+    turns reduction off (each rank then has its own local operator). Any other value is used as
+    the group.
     """
     if process_group is False:
         return None
+    if isinstance(process_group, str):
+        if process_group != "auto":
+            raise ValueError(
+                f"process_group must be None/'auto' (default group), False (local) or a "
+                f"torch.distributed group, got {process_group!r}"
+            )
+        process_group = None
     dist = _dist()
     if not dist.is_available() or not dist.is_initialized():
         if process_group not in (None, False):

@@ -52,6 +52,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 
 from ._batches import check_same_shape, loss_implementation, move_to_device
 from ._dataloop import DataChangedError, DataLoopOperator, NonFiniteError
+from ._distributed import agree_any, check_replicated, resolve_group, unwrap_model
 from ._evaluation import (
     BACKENDS,
     CONTEXT_NOTES,
@@ -123,6 +124,20 @@ class HessianOperator(DataLoopOperator):
             they differ. Default: on for iterables other than lists and tuples.
         dtype: compute dtype (float32 or float64). Default: the parameters' dtype, float32 for
             float16/bfloat16 parameters.
+        process_group: a ``torch.distributed`` group over which ``data`` is sharded (each rank
+            passes its own shard, possibly empty; products and gradients are all-reduced and
+            weighted, so every rank holds the Hessian over the union of the shards); ``"auto"``
+            (default) uses the default group when one is initialized with more than one rank,
+            ``None`` never reduces. Every rank must make the same calls (collectives); a
+            ``DistributedDataParallel`` model is unwrapped. See ``_distributed.py``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Linear(1, 1, bias=False)  # f(w) = mean (w x − y)², H = 2 mean x²
+        >>> x, y = torch.tensor([[1.0], [2.0]]), torch.zeros(2, 1)
+        >>> HessianOperator(model, nn.MSELoss(), (x, y)).to_dense()
+        tensor([[5.]])
     """
 
     def __init__(
@@ -147,8 +162,11 @@ class HessianOperator(DataLoopOperator):
         single_batch: bool | None = None,
         check_data: bool | None = None,
         dtype: torch.dtype | None = None,
+        process_group: Any = "auto",
     ) -> None:
         check_arguments(model, loss_fn, backend, bn_mode, fd_scheme, chunk_size)
+        model = unwrap_model(model)  # DDP: the underlying module, no hooks fire
+        self._group = resolve_group(process_group)
         self.model, self.loss_fn, self.closure = model, loss_fn, closure
         self.bn_mode, self.chunk_size, self.check_finite = bn_mode, chunk_size, check_finite
         self.fd_scheme = fd_scheme
@@ -162,11 +180,14 @@ class HessianOperator(DataLoopOperator):
         compute = compute_dtype(self.param_dtypes, dtype)
         super().__init__(sum(p.numel() for p in self.params), compute, self.params[0].device)
         self._upcast = any(p.dtype != compute for p in self.params)
+        self._like = torch.empty(0, dtype=compute, device=self.device)
         self._describe_model()
 
         self._setup_data(data, single_batch, check_data)
         self._setup_objective(loss_fn, reduction, batch_size_fn)
         self._loss_impl = loss_implementation(loss_fn)
+        if self._group is not None:
+            self._join_group()
 
         eps = torch.finfo(compute).eps
         self.fd_eps = (
@@ -180,8 +201,10 @@ class HessianOperator(DataLoopOperator):
         self.requested_backend = backend
         if backend == "auto":
             # Recurrent layers on CUDA run fused cells without forward-mode AD.
+            # In a process group every rank must run the same back end: no silent fallback.
             rnn_cuda = needs_cudnn_off(model, self.device)
-            backend = "double-backward" if self._single or rnn_cuda else "forward-over-reverse"
+            local = self._single or rnn_cuda or self._group is not None
+            backend = "double-backward" if local else "forward-over-reverse"
         self.backend: str = backend
         self.fallback_reason: str | None = None
         self.cache_graph = self._single if cache_graph is None else bool(cache_graph)
@@ -211,6 +234,16 @@ class HessianOperator(DataLoopOperator):
         self._state = state_tensors(self.model)  # what the Hessian at θ depends on
         chosen = set(self.names)
         self._fixed = [(n, p) for n, p in self.model.named_parameters() if n not in chosen]
+
+    def _join_group(self) -> None:
+        """Checks and agreements every rank makes once (collectives: all ranks build together)."""
+        check_replicated(self.params, self._group, self.device)
+        self._check_data = agree_any(self._check_data, self._group, self.device)
+        size = torch.distributed.get_world_size(self._group)
+        self.notes.append(
+            f"data parallel over {size} ranks: products and gradients are all-reduced, "
+            "weighted by each rank's counted elements"
+        )
 
     # ----------------------------------------------------------------------------- parameters
     @staticmethod
@@ -324,8 +357,6 @@ class HessianOperator(DataLoopOperator):
         if self.cache_graph:
             self._remember_state()
             self._graphs[index] = graph
-            if self._single:
-                self._grad_cache = (graph.loss, graph.grad)
         else:
             self._transient = (index, graph)
         return graph
@@ -340,20 +371,20 @@ class HessianOperator(DataLoopOperator):
 
     # ----------------------------------------------------------------------------- gradient
     def gradient(self) -> tuple[float, torch.Tensor]:
-        """The objective (float) and its gradient (N,) over ``data`` at the current parameters."""
+        """The objective (float) and its gradient (N,) over ``data`` at the current parameters.
+
+        With double backward and a cached graph the gradient comes from the graph the products
+        reuse (gradient + k HVPs cost one create_graph backward plus k double backwards).
+        """
         self._refresh()
         if self._grad_cache is not None:
             return self._grad_cache
         t0 = time.perf_counter()
+        from_graph = self.backend == "double-backward" and self.cache_graph
         with self._pass():
-            if self.backend == "double-backward" and self.cache_graph and self._single:
-                # Build the graph the products will reuse: gradient + k HVPs cost one
-                # create_graph backward plus k double backwards.
-                ((index, _, batch),) = list(self._batches())
-                graph = self._first_order_graph(index, batch)
-                loss, g = graph.loss, graph.grad.clone()
-            else:
-                loss, g = self._gradient_pass(None)
+            loss, g = self._gradient_pass(None, from_graph=from_graph)
+        if from_graph:
+            self._grad_cache = (loss, g)
         self.num_gradients += 1
         self.seconds += time.perf_counter() - t0
         self._check_finite("the gradient", g)
@@ -377,24 +408,42 @@ class HessianOperator(DataLoopOperator):
         self._check_finite("the gradient", g)
         return loss, g
 
-    def _gradient_pass(self, theta: tuple[torch.Tensor, ...] | None) -> tuple[float, torch.Tensor]:
+    def _gradient_pass(
+        self, theta: tuple[torch.Tensor, ...] | None, *, from_graph: bool = False
+    ) -> tuple[float, torch.Tensor]:
         """(objective, gradient) by one first-order pass over the data at θ (None: current)."""
-        out, total, loss_sum = None, 0.0, 0.0
-        for _, c, batch in self._batches():
-            leaves = tuple(t.detach().requires_grad_(True) for t in (theta or self._theta()))
-            loss = self._loss(leaves, batch)
-            self._check_finite("the loss", loss.detach())
-            gs = torch.autograd.grad(loss, leaves, allow_unused=True)
-            self._note_unreached(gs)
-            g_b = params_to_vector(
-                [torch.zeros_like(t) if x is None else x for x, t in zip(gs, leaves)]
-            )
-            out = g_b.mul_(c) if out is None else out.add_(g_b, alpha=c)
-            loss_sum += c * float(loss.detach())
-            total += c
-        g = self._normalize(out, total)
-        mean = self.reduction == "mean" and not self._single
-        return (loss_sum / total if mean else loss_sum), g
+
+        def local() -> tuple[torch.Tensor | None, float, float]:
+            out, total, loss_sum = None, 0.0, 0.0
+            for index, c, batch in self._batches():
+                loss, g_b = (
+                    self._graph_gradient(index, batch)
+                    if from_graph
+                    else self._batch_gradient(theta, batch)
+                )
+                out = g_b.mul_(c) if out is None else out.add_(g_b, alpha=c)
+                loss_sum += c * loss
+                total += c
+                self._forget_batch()
+            return out, total, loss_sum
+
+        g, loss = self._finish(local, (self.shape[0],), self._like)
+        return loss, g
+
+    def _graph_gradient(self, index: int, batch: Batch) -> tuple[float, torch.Tensor]:
+        graph = self._first_order_graph(index, batch)
+        return graph.loss, graph.grad.clone()
+
+    def _batch_gradient(
+        self, theta: tuple[torch.Tensor, ...] | None, batch: Batch
+    ) -> tuple[float, torch.Tensor]:
+        leaves = tuple(t.detach().requires_grad_(True) for t in (theta or self._theta()))
+        loss = self._loss(leaves, batch)
+        self._check_finite("the loss", loss.detach())
+        gs = torch.autograd.grad(loss, leaves, allow_unused=True)
+        self._note_unreached(gs)
+        flat = [torch.zeros_like(t) if x is None else x for x, t in zip(gs, leaves)]
+        return float(loss.detach()), params_to_vector(flat)
 
     # ----------------------------------------------------------------------------- products
     def _matmat_batch(self, index: int, batch: Batch, V: torch.Tensor) -> torch.Tensor:

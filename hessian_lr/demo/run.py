@@ -26,36 +26,24 @@ __all__ = ["run_demo"]
 
 
 def _range_test(cfg: DemoConfig, train_data, test_data, device, progress: bool):
-    import torch
-    from torch import nn
+    """The range test of the demo, set up by the library's one recipe (as F2 and the CLI do)."""
+    from ..training.recipes import RangeTestSetup, range_test_from_config
 
-    from ..schedules.range_test import lr_range_test
-    from ..training.data import make_loader
-    from ..training.models import build_model
-
-    torch.manual_seed(cfg.seed)
-    model = build_model(
-        cfg.model,
-        num_classes=train_data.num_classes,
-        in_channels=train_data.in_channels,
-        input_size=train_data.input_size,
-    ).to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=1e-3, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-    loader = make_loader(train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True)
-    return lr_range_test(
-        model,
-        optimizer,
-        loader,
-        loss_fn=nn.CrossEntropyLoss(),
+    setup = RangeTestSetup(
+        dataset=cfg.dataset,
+        model=cfg.model,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
         start_lr=cfg.range_start_lr,
         end_lr=cfg.range_end_lr,
         num_steps=cfg.range_steps,
-        ramp="linear",
-        val_data=test_data.tensors,
         val_every=cfg.range_val_every,
-        progress=progress,
+        seed=cfg.seed,
+        device=str(device),
+    )
+    return range_test_from_config(
+        setup, train_data=train_data, val_data=test_data.tensors, progress=progress
     )
 
 

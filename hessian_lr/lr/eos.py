@@ -23,9 +23,10 @@ import torch
 
 from ..curvature.hessian import HessianOperator, NonFiniteError
 from ..observe import Observer, StepContext
+from ._optim import optimizer_parameters
 from .defaults import DEFAULT_BN_MODE
 from .stability import _lanczos_top, preconditioned_sharpness_from_operator
-from .update import optimizer_parameters, update_lr_from_operator
+from .update import update_lr_from_operator
 
 __all__ = ["EdgeOfStability", "plot_edge_of_stability"]
 

@@ -8,21 +8,13 @@ paper's exponential moving average per method (Smith & Topin 2017, §5: LR ← �
 changes the model, the optimizer or the global RNGs (its randomness comes from its own generator,
 seeded by ``seed``).
 
-``secant`` keeps the iterates θ at steps t − 2k, t − k (k = ``every``; flat copies on
-``storage_device``) and applies :func:`hessian_lr.lr.secant.secant_lr` with ``steps=k`` and
-``scale=secant_scale``: ``"per_step"`` (default) multiplies Eq. 8 by kε and estimates the per-step
-LR; ``"paper"`` multiplies by the single-step ε as the authors' script does (k times smaller). The
-LR ε of each span is the one actually applied (read by an optimizer step pre-hook): the mean
-per-step LR of each span (``secant_lr_rule="mean"``) or the first step's (``"first"``, the
-paper's ε_i). The first secant estimate comes at step 2k.
-
-Every secant estimate is compared with its noise null (issue 12): ``noise_ratio`` = estimate /
-(ε·c(μ, k)) with μ the optimizer's momentum, and ``indistinguishable_from_noise`` is True when the
-moving-block bootstrap band of the last ``noise_window`` ratios reaches the null
-(:func:`hessian_lr.lr.secant.null_band`); None until 5 ratios exist or without an SGD optimizer.
-
-``secant_same_batch`` measures the gradient change along the step just taken on one batch
-(g(θ_t; B) − g(θ_{t−1}; B)): a trajectory secant without batch-to-batch noise, one extra gradient.
+``secant`` keeps the iterates θ at steps t − 2k, t − k (k = ``every``) and applies
+:func:`~hessian_lr.lr.secant.secant_lr` with ``steps=k``, ``scale=secant_scale`` (``"per_step"``:
+× kε, the default; ``"paper"``: × ε, k times smaller) and the LR each span applied (read by an
+optimizer step pre-hook; ``secant_lr_rule``). Each secant estimate carries ``noise_ratio`` =
+estimate / (ε·c(μ, k)) and ``indistinguishable_from_noise`` from the bootstrap band of the last
+``noise_window`` ratios (:func:`~hessian_lr.lr.secant.with_null_band`). ``secant_same_batch``
+measures g(θ_t; B) − g(θ_{t−1}; B) along the step just taken on one batch (one extra gradient).
 
 EMA: an estimate moves the EMA only when ``ok`` (finite positive ``lr``, no flag). With
 ``ema_include_flagged=True`` a flagged estimate enters with its ``raw_lr`` when that is finite and

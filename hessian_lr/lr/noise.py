@@ -38,6 +38,7 @@ multiplies by sε, so its null is s·c(μ, s) (``scale="per_step"``).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Literal
 
 __all__ = ["noise_null", "noise_null_per_step", "SCALES"]
@@ -47,7 +48,7 @@ SCALES = ("paper", "per_step")
 
 
 def _check_fraction(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__}")
     value = float(value)
     if not (math.isfinite(value) and 0.0 <= value < 1.0):
@@ -113,8 +114,9 @@ def noise_null(
     """
     mu = _check_fraction("momentum", momentum)
     d = _check_fraction("dampening", dampening)
-    if isinstance(spacing, bool) or not isinstance(spacing, int):
+    if isinstance(spacing, bool) or not isinstance(spacing, numbers.Integral):
         raise TypeError(f"spacing must be an int (optimizer steps), got {type(spacing).__name__}")
+    spacing = int(spacing)
     if spacing < 1:
         raise ValueError(f"spacing must be >= 1 optimizer step, got {spacing}")
     if not isinstance(nesterov, bool):

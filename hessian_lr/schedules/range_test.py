@@ -30,6 +30,15 @@ Conventions (those of fastai and torch-lr-finder, so the curves are comparable):
   loss exceeds ``diverge_factor`` × the best (lowest) smoothed loss so far; for a best loss ≤ 0
   the test reads ``s − best > (diverge_factor − 1)·|best|``, the same rule for positive losses.
   The update of the stopping record is not applied.
+* **Distributed** (``torch.distributed``; :mod:`._group`): under an initialized process group
+  (auto-detected, or ``process_group=``) each rank trains on its shard of every update's
+  batches. The ladder is the same on every rank; the recorded loss is the sample-weighted mean
+  over the ranks (one all-reduce per micro-batch, before backward), so smoothing, the stop
+  decision and the suggestions are identical everywhere; the gradients are those of the
+  concatenated batch (a ``DistributedDataParallel`` model syncs them, a plain replicated model
+  gets them summed); held-out metrics are all-reduced. Every rank restores its own state (the
+  same on every rank when the replicas started equal), and a rank that raises makes every rank
+  raise (see :mod:`hessian_lr.curvature.distributed`).
 * **Mixed precision** (as torch-lr-finder's and fastai's finders): ``amp_dtype`` runs forward
   passes under ``torch.autocast``; a ``grad_scaler`` (``torch.amp.GradScaler``) scales the loss,
   skips steps with non-finite scaled gradients (recorded in ``skipped_updates``, not a stop)
@@ -50,19 +59,32 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..curvature.distributed import unwrap_ddp
 from ..curvature.hessian import move_to_device
-from ._batches import Cycle, cast_floating, low_precision_dtype, split_batch, val_batches
+from ._batches import (
+    Cycle,
+    cast_floating,
+    low_precision_dtype,
+    val_batches,
+)
+from ._group import RangeGroup
 from ._state import _Snapshot
+from ._update import (
+    _Context,
+    _evaluate,
+    _forward_backward,
+    _optimizer_step,
+    _Records,
+    _stop_reason,
+)
 from .crosscheck import curvature_check as run_curvature_check
 from .crosscheck import resolve_bn_mode
-from .evaluation import autocast_context, evaluate
 from .range_config import RangeTestConfig, check_ladder
 from .range_result import (
     CurvatureCheck,
@@ -107,38 +129,6 @@ def lr_ramp(
 _SETTINGS = frozenset(f.name for f in dataclasses.fields(RangeTestConfig))
 
 
-@dataclass
-class _Records:
-    """Per-update and held-out records, filled by the loop."""
-
-    lrs: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    smoothed: list[float] = field(default_factory=list)
-    grad_norms: list[float] = field(default_factory=list)
-    val_steps: list[int] = field(default_factory=list)
-    val_lrs: list[float] = field(default_factory=list)
-    val_losses: list[float] = field(default_factory=list)
-    val_accs: list[float | None] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)
-    stop_reason: str | None = None
-    num_updates: int = 0
-
-
-@dataclass
-class _Context:
-    """What the loop works on (fixed during the run)."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    loss_fn: Callable[..., torch.Tensor]
-    closure: bool
-    device: torch.device
-    scaler: Any
-    input_dtype: torch.dtype | None
-    opt_params: list[torch.Tensor]
-    val: Any
-
-
 # ----------------------------------------------------------------------------- the test
 def lr_range_test(
     model: nn.Module,
@@ -152,6 +142,7 @@ def lr_range_test(
     closure: bool = False,
     generator: torch.Generator | None = None,
     grad_scaler: Any = None,
+    process_group: Any = None,
     **settings: Any,
 ) -> RangeTestResult:
     """Run the LR range test (CLR §3.3, SC §3) and restore everything afterwards.
@@ -178,6 +169,11 @@ def lr_range_test(
         generator: the cross-check's Lanczos start vector source; default a private generator
             seeded 0 (the global RNG is never drawn from).
         grad_scaler: a ``torch.amp.GradScaler`` for float16 autocast (restored afterwards).
+        process_group: the ``torch.distributed`` group the ranks share: None auto-detects an
+            initialized default group, ``False`` runs each rank on its own. Under a group,
+            ``train_data``/``val_data`` are this rank's shards (of any size; a rank may hold
+            no held-out batch) and ``model`` a ``DistributedDataParallel`` wrapper or a plain
+            replica; see "Distributed" in the module docstring.
         **settings: any :class:`RangeTestConfig` field by name: ``end_lr`` and ``num_steps``
             (required unless in ``config``), ``start_lr=1e-5``, ``ramp="linear"``,
             ``val_every=1``, ``accumulation_steps=1``, ``smoothing=0.98``,
@@ -201,7 +197,15 @@ def lr_range_test(
     """
     t_start = time.perf_counter()
     cfg = _settings(config, settings)
-    ctx, ratios = _prepare(model, optimizer, loss_fn, closure, device, grad_scaler, val_data, cfg)
+    group = RangeGroup(model, process_group)
+    try:
+        ctx, ratios = _prepare(
+            model, optimizer, loss_fn, closure, device, grad_scaler, val_data, cfg, group
+        )
+    except Exception as err:
+        group.check(err)  # every rank raises when one rank's inputs are bad
+        raise
+    group.check()
     ladder = lr_ramp(cfg.start_lr, cfg.end_lr, cfg.num_steps, ramp=cfg.ramp)  # type: ignore[arg-type]
     # Snapshot first: creating a DataLoader iterator draws from the RNGs.
     snapshot = (
@@ -215,7 +219,7 @@ def lr_range_test(
             first = [move_to_device(b, ctx.device) for b in stream.peek(cfg.accumulation_steps)]
             first = [cast_floating(b, ctx.input_dtype) for b in first]
             curvature = run_curvature_check(
-                model, optimizer, loss_fn, first, closure=closure, generator=generator,
+                unwrap_ddp(model), optimizer, loss_fn, first, closure=closure, generator=generator,
                 bn_mode=cfg.bn_mode,
             )  # fmt: skip
         _run_ladder(ctx, cfg, ladder, ratios, stream, rec)
@@ -248,6 +252,7 @@ def _prepare(
     grad_scaler: Any,
     val_data: Any,
     cfg: RangeTestConfig,
+    group: RangeGroup,
 ) -> tuple[_Context, list[float]]:
     """Check the inputs; the loop's context and the groups' LR ratios to group 0."""
     if not isinstance(model, nn.Module):
@@ -277,12 +282,12 @@ def _prepare(
             "(and create the optimizer) first: the range test never moves the model"
         )
     vb = val_batches(val_data)
-    if vb is not None and isinstance(vb, list) and not vb:
+    if vb is not None and isinstance(vb, list) and not vb and not group.active:
         raise ValueError("val_data is empty: it gave no batch")
     input_dtype = None if cfg.amp_dtype is not None else low_precision_dtype(model)
     opt_params = [p for g in optimizer.param_groups for p in g["params"]]
     ctx = _Context(model, optimizer, loss_fn, closure, device, grad_scaler, input_dtype,
-                   opt_params, vb)  # fmt: skip
+                   opt_params, vb, group)  # fmt: skip
     return ctx, _group_ratios(optimizer)
 
 
@@ -334,87 +339,22 @@ def _run_ladder(
             if rec.stop_reason is not None:
                 break
             best = min(best, sm)
-            _optimizer_step(ctx, i, gnorm, rec)
+            try:
+                _optimizer_step(ctx, i, gnorm, rec)
+            except Exception as err:
+                if not ctx.group.active:
+                    raise
+                ctx.group.pending = err  # announced at the next collective
             if ctx.val is not None and (i + 1) % cfg.val_every == 0:
-                ev = evaluate(
-                    ctx.model, ctx.val, ctx.loss_fn, closure=ctx.closure, device=ctx.device,
-                    amp_dtype=cfg.amp_dtype, input_dtype=ctx.input_dtype,
-                )  # fmt: skip
+                loss, acc = _evaluate(ctx, cfg)
                 rec.val_steps.append(i)
                 rec.val_lrs.append(lr)
-                rec.val_losses.append(ev.loss)
-                rec.val_accs.append(ev.accuracy)
+                rec.val_losses.append(loss)
+                rec.val_accs.append(acc)
+        ctx.group.check()
     finally:
         if bar is not None:
             bar.close()
-
-
-def _forward_backward(ctx: _Context, cfg: RangeTestConfig, stream: Cycle) -> tuple[float, float]:
-    """Accumulated gradient of one update; (mean loss, unscaled gradient norm)."""
-    ctx.model.train()
-    ctx.optimizer.zero_grad()
-    total: torch.Tensor | None = None
-    k = cfg.accumulation_steps
-    with torch.enable_grad():
-        for _ in range(k):
-            batch = cast_floating(move_to_device(next(stream), ctx.device), ctx.input_dtype)
-            with autocast_context(ctx.device, cfg.amp_dtype):
-                if ctx.closure:
-                    loss = ctx.loss_fn(ctx.model, batch)
-                else:
-                    inputs, targets = split_batch(batch)
-                    loss = ctx.loss_fn(ctx.model(inputs), targets)
-            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                raise ValueError("loss_fn must return a scalar tensor (the mean loss)")
-            loss = loss / k
-            (ctx.scaler.scale(loss) if ctx.scaler is not None else loss).backward()
-            total = loss.detach() if total is None else total + loss.detach()
-    if ctx.scaler is not None and ctx.scaler.is_enabled():  # float64: scaled norms overflow
-        gnorm = _grad_norm(ctx.opt_params, torch.float64) / float(ctx.scaler.get_scale())
-    else:
-        gnorm = _grad_norm(ctx.opt_params)
-    return float(total), gnorm  # type: ignore[arg-type]
-
-
-def _stop_reason(
-    i: int, lr: float, raw: float, gnorm: float, sm: float, best: float, cfg: RangeTestConfig,
-    scaler: Any,
-) -> str | None:  # fmt: skip
-    if not math.isfinite(raw):
-        return f"non-finite loss ({raw}) at update {i} (lr={lr:.6g})"
-    if not math.isfinite(gnorm) and scaler is None:
-        return f"non-finite gradient norm at update {i} (lr={lr:.6g})"
-    if sm - best > (cfg.diverge_factor - 1.0) * abs(best):
-        return (
-            f"diverged at update {i} (lr={lr:.6g}): smoothed loss {sm:.6g} > "
-            f"{cfg.diverge_factor:g} × best {best:.6g}"
-        )
-    return None
-
-
-def _optimizer_step(ctx: _Context, i: int, gnorm: float, rec: _Records) -> None:
-    if ctx.scaler is None:
-        ctx.optimizer.step()
-        rec.num_updates += 1
-        return
-    scale = float(ctx.scaler.get_scale())
-    ctx.scaler.step(ctx.optimizer)  # skipped by the scaler when the gradients are not finite
-    ctx.scaler.update()
-    if ctx.scaler.is_enabled() and float(ctx.scaler.get_scale()) < scale:  # it backed off
-        rec.skipped.append(i)
-    else:
-        rec.num_updates += 1
-
-
-def _grad_norm(params: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> float:
-    norms = [
-        torch.linalg.vector_norm(p.grad.detach(), dtype=dtype).double()
-        for p in params
-        if p.grad is not None
-    ]
-    if not norms:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms])))
 
 
 def _result(
@@ -442,6 +382,8 @@ def _result(
         "optimizer": type(ctx.optimizer).__name__,
         "restored": cfg.restore,
     }
+    if ctx.group.active:
+        config["world_size"] = ctx.group.world_size
     if cfg.curvature_check:
         config["bn_mode"] = resolve_bn_mode(cfg.bn_mode)
     if cfg.amp_dtype is not None or ctx.scaler is not None:

@@ -13,7 +13,7 @@ and the demo (and ``records``' compatibility names, lazily). Modules:
 * :mod:`.recipes` -- ``range_test_from_config``: the LR range test set up like a run.
 """
 
-from .recipes import RangeTestConfig, range_test_from_config
+from .recipes import RangeTestSetup, range_test_from_config
 from .run import Run, RunLock, RunLockedError, find_runs
 from .runner import ConfigMismatchError, train
 from .train_config import TrainConfig, TrainResult
@@ -27,6 +27,6 @@ __all__ = [
     "RunLock",
     "RunLockedError",
     "find_runs",
-    "RangeTestConfig",
+    "RangeTestSetup",
     "range_test_from_config",
 ]

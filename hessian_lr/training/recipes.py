@@ -21,12 +21,15 @@ from ..schedules.range_test import RangeTestResult, lr_range_test
 from .data import Dataset, batch_stream, load_dataset
 from .models import build_model
 
-__all__ = ["RangeTestConfig", "range_test_from_config", "held_out"]
+__all__ = ["RangeTestSetup", "range_test_from_config", "held_out"]
 
 
 @dataclass(frozen=True)
-class RangeTestConfig:
-    """Everything that defines one LR range test (CLR §3.3, SC §3).
+class RangeTestSetup:
+    """One LR range test (CLR §3.3, SC §3) by names: data, model, optimizer and the ladder.
+
+    The ladder's settings mean what they mean in
+    :class:`hessian_lr.schedules.range_test.RangeTestConfig`; this adds what to build.
 
     Raises:
         ValueError: a field out of range (the message names it).
@@ -64,21 +67,21 @@ class RangeTestConfig:
         for name in ("batch_size", "num_steps", "val_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"RangeTestConfig.{name} must be >= 1, got {value!r}")
+                raise ValueError(f"RangeTestSetup.{name} must be >= 1, got {value!r}")
         for name in ("val_examples", "seed"):
             if getattr(self, name) < 0:
-                raise ValueError(f"RangeTestConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"RangeTestSetup.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"RangeTestConfig.momentum must lie in [0, 1), got {self.momentum}")
+            raise ValueError(f"RangeTestSetup.momentum must lie in [0, 1), got {self.momentum}")
         if not (math.isfinite(self.end_lr) and self.end_lr > self.start_lr >= 0):
             raise ValueError(
-                f"RangeTestConfig needs 0 <= start_lr < end_lr, got {self.start_lr}, {self.end_lr}"
+                f"RangeTestSetup needs 0 <= start_lr < end_lr, got {self.start_lr}, {self.end_lr}"
             )
         if self.optimizer not in ("sgd", "nesterov", "adam"):
             raise ValueError(f"optimizer must be sgd, nesterov or adam, got {self.optimizer!r}")
 
 
-def held_out(cfg: RangeTestConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+def held_out(cfg: RangeTestSetup) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``cfg.val_examples`` stratified examples of the test split (None when 0)."""
     if cfg.val_examples == 0:
         return None
@@ -89,7 +92,7 @@ def held_out(cfg: RangeTestConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 def range_test_from_config(
-    cfg: RangeTestConfig,
+    cfg: RangeTestSetup,
     *,
     train_data: Dataset | None = None,
     val_data: Any = "auto",

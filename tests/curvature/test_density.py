@@ -188,3 +188,12 @@ def test_progress_bar_on_off(capsys):
     assert capsys.readouterr().err == ""
     with pytest.raises(ValueError, match="progress"):
         spectral_density(op, num_steps=10, progress="yes")
+
+
+def test_progress_bar_auto_appears_on_slow_runs(capsys, monkeypatch):
+    from hessian_lr.curvature import _solver_utils
+
+    monkeypatch.setattr(_solver_utils, "PROGRESS_AFTER_S", 0.0)  # every run counts as slow
+    op, _ = spectrum_op(np.linspace(0, 1, 40), seed=7)
+    spectral_density(op, num_steps=10, generator=gen(0))
+    assert "spectral_density" in capsys.readouterr().err

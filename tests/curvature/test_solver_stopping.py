@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from spectra import gen, spectrum_op
 
 from hessian_lr.curvature.lanczos import error_bounds, lanczos
@@ -16,8 +17,15 @@ SPECTRA = {
 }
 
 
-@pytest.mark.parametrize("name", list(SPECTRA))
-@pytest.mark.parametrize("k, which", [(1, "LA"), (3, "LA"), (2, "SA"), (2, "LM")])
+FAST = {("hessian_like", 3), ("gap", 2), ("small_gap", 1)}  # the fast tier; the rest is slow
+CASES = [
+    pytest.param(name, k, which, marks=() if (name, k) in FAST else pytest.mark.slow)
+    for name in SPECTRA
+    for k, which in [(1, "LA"), (3, "LA"), (2, "SA"), (2, "LM")]
+]
+
+
+@pytest.mark.parametrize("name, k, which", CASES)
 def test_bound_holds_and_eigenvalue_rule_stops_no_later(name, k, which):
     lam = SPECTRA[name]
     op, A = spectrum_op(lam, seed=3)
@@ -71,3 +79,23 @@ def test_bad_stop():
     op, _ = spectrum_op(np.arange(1.0, 6.0))
     with pytest.raises(ValueError, match="stop"):
         lanczos(op, stop="never")
+
+
+def test_eigenvalue_rule_on_a_real_hessian():
+    from torch import nn
+
+    from hessian_lr.curvature.hessian import HessianOperator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    x, y = torch.randn(40, 5, dtype=torch.float64), torch.randint(0, 3, (40,))
+    op = HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
+    H = op.to_dense().numpy()
+    w = np.linalg.eigvalsh((H + H.T) / 2)[::-1]
+    for k in (1, 3):
+        ev = lanczos(op, k=k, tol=1e-6, stop="eigenvalue", generator=gen(1))
+        rs = lanczos(op, k=k, tol=1e-6, stop="residual", generator=gen(1))
+        assert ev.converged and rs.converged and ev.num_matvecs <= rs.num_matvecs
+        err = np.abs(ev.eigenvalues.numpy() - w[:k])
+        assert np.all(err <= ev.error_bounds.numpy() * (1 + 1e-6) + 1e-12)
+        assert np.all(err <= 1e-6 * np.abs(w[:k]))

@@ -76,7 +76,9 @@ def test_secant_and_held_batch_estimates_are_logged(tmp_path):
     last = [r for r in cb.history if "held_estimates" in r][-1]
     assert last["step"] == 5
     one = estimate_lr(model, hf_loss, _held(), method="quadratic", closure=True)
-    assert last["held_estimates"]["quadratic"]["lr"] == pytest.approx(one.lr, rel=1e-5)
+    rec = last["held_estimates"]["quadratic"]
+    assert rec["raw_lr"] == pytest.approx(one.raw_lr, rel=1e-5)  # flagged or not: same value
+    assert tuple(rec["flags"]) == tuple(one.flags)
 
 
 def test_callback_does_not_change_training(tmp_path):

@@ -519,7 +519,13 @@ def train_dropout(methods, steps=20, every=2):
 
 @pytest.mark.parametrize(
     "methods",
-    [("secant",), ("secant_same_batch",), ("quadratic", "secant_hvp"), ("sharpness",)],
+    [
+        ("secant",),
+        ("secant_same_batch",),
+        ("quadratic", "secant_hvp"),
+        ("sharpness",),
+        ("update", "preconditioned_sharpness"),
+    ],
 )
 def test_estimator_does_not_perturb_a_dropout_run(methods):
     plain, _ = train_dropout(())

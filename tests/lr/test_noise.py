@@ -73,6 +73,10 @@ def test_dampening_cancels_for_heavy_ball_not_nesterov():
     assert abs(damp - noise_null(0.9, 5, nesterov=True)) > 1e-3
 
 
+def test_numpy_scalars_accepted():
+    assert noise_null(np.float32(0.9), np.int64(10)) == pytest.approx(noise_null(0.9, 10), rel=1e-6)
+
+
 def test_per_step_is_spacing_times_paper():
     for s in (1, 3, 10):
         assert noise_null_per_step(0.9, s) == pytest.approx(s * noise_null(0.9, s), rel=1e-14)

@@ -1,4 +1,4 @@
-"""Stability thresholds (formulas, divergence on quadratics) and preconditioned sharpness (scipy)."""
+"""Stability thresholds (formulas, divergence on quadratics) and preconditioned sharpness."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def test_threshold_errors():
 
 
 # ----------------------------------------- the thresholds are sharp: diverge above, converge below
-def _run_sgd(lam: float, lr: float, steps: int = 3000, **kw) -> float:
+def _run_sgd(lam: float, lr: float, steps: int = 1200, **kw) -> float:
     x = nn.Parameter(torch.tensor([1.0, 1.0], dtype=DT))
     curv = torch.tensor([lam, 0.3 * lam], dtype=DT)  # the sharpest direction is lam
     opt = torch.optim.SGD([x], lr=lr, **kw)
@@ -117,7 +117,7 @@ def _run_sgd(lam: float, lr: float, steps: int = 3000, **kw) -> float:
         opt.zero_grad()
         (0.5 * (curv * x * x).sum()).backward()
         opt.step()
-        if not bool(torch.isfinite(x).all()) or float(x.detach().abs().max()) > 1e30:
+        if not bool(torch.isfinite(x).all()) or float(x.detach().abs().max()) > 1e6:
             return math.inf
     return float(x.detach().abs().max())
 

@@ -10,11 +10,11 @@ from torch import nn
 from hessian_lr.schedules.range_test import lr_range_test
 from hessian_lr.training.data import load_dataset, make_loader
 from hessian_lr.training.models import build_model
-from hessian_lr.training.recipes import RangeTestConfig, range_test_from_config
+from hessian_lr.training.recipes import RangeTestSetup, range_test_from_config
 
 
 def test_recipe_equals_the_hand_built_range_test_and_leaves_the_rng_alone():
-    cfg = RangeTestConfig(model="mlp", model_kwargs={"hidden": [16]}, batch_size=64,
+    cfg = RangeTestSetup(model="mlp", model_kwargs={"hidden": [16]}, batch_size=64,
                           num_steps=12, end_lr=2.0, val_every=4, val_examples=100, seed=3,
                           device="cpu")  # fmt: skip
     torch.manual_seed(1234)
@@ -38,8 +38,8 @@ def test_recipe_equals_the_hand_built_range_test_and_leaves_the_rng_alone():
 
 def test_recipe_config_validation():
     with pytest.raises(ValueError, match="start_lr < end_lr"):
-        RangeTestConfig(start_lr=1.0, end_lr=0.5)
+        RangeTestSetup(start_lr=1.0, end_lr=0.5)
     with pytest.raises(ValueError, match="momentum"):
-        RangeTestConfig(momentum=1.0)
+        RangeTestSetup(momentum=1.0)
     with pytest.raises(ValueError, match="num_steps"):
-        RangeTestConfig(num_steps=0)
+        RangeTestSetup(num_steps=0)
