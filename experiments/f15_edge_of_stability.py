@@ -62,6 +62,7 @@ from hessian_lr.records import RecordWriter, Run, write_json_atomic
 from hessian_lr.rng import get_rng_state, set_rng_state
 from hessian_lr.training.data import load_dataset
 from hessian_lr.training.models import build_model
+from hessian_lr.training.run import run_metadata
 from hessian_lr.training.runner import resolve_device
 
 EXPERIMENT = experiment_name(__file__)
@@ -417,7 +418,8 @@ def run_unit(cfg: Config, name: str, *, out: str, device: str) -> str:
     write_json_atomic(run.config_path, {"experiment_config": asdict(cfg), **spec, **task["info"]})
     writer = RecordWriter(run.records_path)
     start = _resume(run, dev, model, opt, eos, writer)
-    run.update_meta(status="running", device=str(dev), steps=spec["steps"])
+    meta = {} if run.meta() else run_metadata(device=str(dev), seed=spec["seed"])
+    run.update_meta(**meta, status="running", steps=spec["steps"])
     t0, status, steps = time.perf_counter(), "finished", spec["steps"]
     t = start - 1
     model.train()

@@ -74,7 +74,7 @@ PRESETS = presets(
     ),
     # The paper's epochs (12 vs 85) on Fashion-MNIST; LeNet is cheap, even at 40k iterations.
     gpu=dict(_LENET, batch_size=128, onecycle_epochs=12.0, baseline_epochs=85.0, seeds=(0,)),
-    cpu=dict(_LENET, batch_size=128, seeds=(0,)),
+    cpu=dict(_LENET, batch_size=128, evals_per_epoch=8.0, seeds=(0,)),
     smoke=dict(_LENET, batch_size=64, onecycle_epochs=2.0, baseline_epochs=6.0, evals_per_epoch=1),
 )
 

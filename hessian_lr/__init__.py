@@ -15,6 +15,7 @@ from .curvature.hessian import (
     NonFiniteError,
     select_params,
 )
+from .curvature.preconditioned import PreconditionedOperator
 from .curvature.linop import DenseOperator, LinearOperator, params_to_vector, vector_to_params
 
 # Spectrum and trace
@@ -32,7 +33,11 @@ from .curvature.trace import (
 # Learning-rate estimation
 from .lr.estimate import CurvatureError, LREstimate, SecantResult, estimate_lr, secant_lr
 from .lr.estimator import LREstimator
+from .lr.eos import EdgeOfStability, plot_edge_of_stability
+from .lr.estimate import estimate_lrs
 from .lr.noise import noise_null
+from .lr.stability import preconditioned_sharpness, stability_threshold
+from .lr.update import update_direction, update_lr
 from .lr.secant import NullBand, null_band
 from .lr.curvature_lr import CurvatureLR
 
@@ -82,6 +87,7 @@ __all__ = [
     "select_params",
     "LinearOperator",
     "DenseOperator",
+    "PreconditionedOperator",
     "params_to_vector",
     "vector_to_params",
     # spectrum and trace
@@ -105,6 +111,13 @@ __all__ = [
     "CurvatureError",
     "LREstimator",
     "noise_null",
+    "estimate_lrs",
+    "update_lr",
+    "update_direction",
+    "preconditioned_sharpness",
+    "stability_threshold",
+    "EdgeOfStability",
+    "plot_edge_of_stability",
     "null_band",
     "NullBand",
     "CurvatureLR",

@@ -83,7 +83,7 @@ def _densities(run) -> list[dict]:
 
 def _init_inset(ax, d: dict, color) -> None:
     """The density at initialization on its own eigenvalue scale (it reaches far beyond)."""
-    inset = ax.inset_axes([0.1, 0.12, 0.36, 0.36])
+    inset = ax.inset_axes([0.58, 0.1, 0.38, 0.34])
     grid = np.asarray(d["grid"], dtype=float)
     y = np.maximum(np.asarray(d["density"], dtype=float), 1e-7)
     inset.plot(grid, y, color=color, lw=1.2)
@@ -148,13 +148,15 @@ def draw(results, out) -> list[Path]:
             grid = np.asarray(d["grid"], dtype=float)
             y = np.maximum(np.asarray(d["density"], dtype=float), 1e-7)
             clipped = xmax is not None and d["lambda_max_slq"] > xmax
+            inset = clipped and d["updates"] == 0  # drawn on its own scale in the inset
             ax.plot(
-                grid,
-                y,
+                [] if inset else grid,
+                [] if inset else y,
                 color=col,
                 lw=1.5,
                 label=f"after {d['updates']} it. ({100 * d['fraction']:.0f}%), "
-                f"λ_max {fmt_num(d['lambda_max_slq'], 3)}" + (" (off scale)" if clipped else ""),
+                f"λ_max {fmt_num(d['lambda_max_slq'], 3)}"
+                + (" (inset)" if inset else " (off scale)" if clipped else ""),
             )
         ax.set_yscale("log")
         ax.set_ylim(1e-6, None)

@@ -14,8 +14,17 @@ from pathlib import Path
 
 from hessian_lr.records import read_json
 
-from . import _style
-from ._data import Claim, MissingResults, experiment_runs, fmt_num, mean_sd, preset, summary
+from . import _plots, _style
+from ._data import (
+    Claim,
+    MissingResults,
+    arms,
+    experiment_runs,
+    fmt_num,
+    mean_sd,
+    preset,
+    summary,
+)
 from .criteria import decide, failed_run
 
 FIGURE = "F8"
@@ -175,11 +184,36 @@ def _panel(ax, st: dict, xs: list, labels: list[str], color: str) -> None:
             )
 
 
+def _curves_row(results, summ: dict, axes) -> None:
+    """Test accuracy vs iteration of every run of each sweep (mean over seeds, min-max band)."""
+    groups = arms(experiment_runs(results, EXPERIMENTS[0]))
+    base = summ.get("base", {})
+    sweeps = (
+        ("wd", "weight decay", f"{base.get('weight_decay', 0):g}", lambda a: float(a[2:])),
+        ("mom", "momentum", "cyclical", lambda a: float(a[3:])),
+        ("bs", "batch", f"{base.get('batch_size')}", lambda a: float(a[2:])),
+    )
+    for ax, letter, (prefix, title, base_label, value) in zip(axes, "def", sweeps):
+        names = sorted((a for a in groups if a.startswith(prefix)), key=value)
+        arms_ = [("base", f"base ({base_label})")] + [(a, a[len(prefix) :]) for a in names]
+        colors = dict(zip([a for a, _ in arms_], _style.sequential(len(arms_), "plasma")))
+        colors["base"] = "#000000"
+        _plots.curves_panel(ax, groups, arms_, colors=colors)
+        _style.percent(ax)
+        ax.set_ylim(0.5, None)
+        ax.set(xlabel="iteration", title=f"({letter}) {title}: test accuracy")
+        ax.legend(loc="lower right", fontsize=8.5, ncol=2)
+    axes[0].set_ylabel("test accuracy")
+
+
 def draw(results, out) -> list[Path]:
     summ, acc = _load(results)
     cl = claims(results)
-    fig, axes = _style.figure(1, 3, height=6.0, sharey=True)
+    fig, axes = _style.figure(2, 3, height=10.0)
     ax_wd, ax_m, ax_b = axes[0]
+    ax_m.sharey(ax_wd)
+    ax_b.sharey(ax_wd)
+    _curves_row(results, summ, axes[1])
     base = summ.get("base", {})
     wd = _stats(acc["weight_decay"])
     keys = sorted(wd, key=float)

@@ -255,7 +255,7 @@ def lanczos_run(
                 if i not in broke:
                     s.beta[i, j] = b_np[i]
                     s.beta_prev[i] = float(b_np[i])
-                    s.Q[i, j + 1] = W[i] / float(b_np[i])
+                    torch.div(W[i], float(b_np[i]), out=s.Q[i, j + 1])
                     continue
                 s.beta[i, j] = 0.0
                 s.beta_prev[i] = 0.0

@@ -383,7 +383,8 @@ class HessianOperator(DataLoopOperator):
         from_graph = self.backend == "double-backward" and self.cache_graph
         with self._pass():
             loss, g = self._gradient_pass(None, from_graph=from_graph)
-        if from_graph:
+        if from_graph and self._group is None:
+            # (in a process group every call runs its collectives: caches are per rank)
             self._grad_cache = (loss, g)
         self.num_gradients += 1
         self.seconds += time.perf_counter() - t0

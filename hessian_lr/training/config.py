@@ -261,12 +261,14 @@ with NAME a schedule class (case-insensitive, '-'/'_' ignored: constant, onecycl
 onecyclecosine, cyclic, sgdr, multistep, stepdecay, expdecay, invdecay, ...) and values as JSON
 (lists in brackets: milestones=[600,900]).
 Filled in from --steps when left out: OneCycle total_steps = steps, step_size = 0.45*steps,
-base_lr = max_lr/4; OneCycleCosine total_steps = steps; MultiStep milestones at 62.5 % and
-87.5 % of the steps (the Super-Convergence baseline). Examples:
+base_lr = max_lr/4; OneCycleCosine, WarmupCosine, WarmupStableDecay total_steps = steps;
+MultiStep milestones at 62.5 % and 87.5 % of the steps (the Super-Convergence baseline).
+Examples:
   --schedule 0.1
   --schedule onecycle:max_lr=0.2
   --schedule cyclic:base_lr=0.01,max_lr=0.1,step_size_up=200,mode=triangular2
-  --schedule multistep:base_lr=0.05"""
+  --schedule multistep:base_lr=0.05
+  --schedule warmupcosine:peak_lr=0.2,warmup_steps=50"""
 
 
 def _schedule_classes() -> dict[str, type]:
@@ -362,6 +364,10 @@ def _checked(d: dict[str, Any], build: Callable[[dict], Any], *, keep: bool) -> 
     return d if keep else schedule.to_dict()
 
 
+#: Schedules shaped over the whole run: ``total_steps`` defaults to the run's length.
+_WHOLE_RUN = ("OneCycleCosine", "WarmupCosine", "WarmupStableDecay")
+
+
 def _fill(d: dict[str, Any], steps: int | None) -> dict[str, Any]:
     d = dict(d)
     kind = d.get("type")
@@ -372,7 +378,7 @@ def _fill(d: dict[str, Any], steps: int | None) -> dict[str, Any]:
         d.setdefault("step_size", int(0.45 * d["total_steps"]))
         if "base_lr" not in d and isinstance(d.get("max_lr"), (int, float)):
             d["base_lr"] = d["max_lr"] / 4
-    elif kind == "OneCycleCosine":
+    elif kind in _WHOLE_RUN:
         d.setdefault("total_steps", steps)
     elif kind == "MultiStep" and "milestones" not in d:
         d["milestones"] = [round(0.625 * steps), round(0.875 * steps)]

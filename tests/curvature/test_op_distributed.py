@@ -63,8 +63,12 @@ def _products(rank, out):
                 torch.tensor(op.gradient()[0]),
                 torch.tensor(local.gradient()[0]),
             )
-        res = lanczos(op, k=3, tol=1e-10, generator=torch.Generator().manual_seed(1))
-        ref = lanczos(local, k=3, tol=1e-10, generator=torch.Generator().manual_seed(1))
+        res = lanczos(
+            op, k=3, tol=1e-10, generator=torch.Generator().manual_seed(1), progress=False
+        )
+        ref = lanczos(
+            local, k=3, tol=1e-10, generator=torch.Generator().manual_seed(1), progress=False
+        )
         out[f"{name}/lanczos"] = (res.eigenvalues, ref.eigenvalues)
     # BatchNorm in train mode: each rank one batch of its own size.
     case = ZOO["bn_resnet"]()

@@ -90,6 +90,9 @@ def test_schedule_specs_agree_and_use_the_class_names():
         and schedule_spec('{"type": "Constant", "base_lr": 0.3}') == as_dict
     )
     assert {"Constant", "OneCycle", "Cyclic", "SGDR", "MultiStep"} <= set(schedule_names())
+    warm = schedule_spec("warmupcosine:peak_lr=0.2,warmup_steps=50", steps=300)
+    assert warm["type"] == "WarmupCosine" and warm["total_steps"] == 300
+    assert schedule_from_dict(warm).lr(50) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="unknown schedule 'pc'"):
         schedule_spec("pc:base_lr=0.1")  # the old aliases are gone: class names only
 
