@@ -60,6 +60,7 @@ from torch import nn
 
 from hessian_lr.curvature.hessian import HessianOperator
 from hessian_lr.curvature.lanczos import spectral_density
+from hessian_lr.lr.defaults import DEFAULT_BN_MODE
 from hessian_lr.records import Run, read_json, write_json_atomic
 from hessian_lr.schedules.closed_form import schedule_from_dict
 from hessian_lr.training.data import Dataset, load_dataset
@@ -152,7 +153,8 @@ def density_updates(cfg: Config, steps: int) -> list[int]:
 def _density(
     model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], cfg: Config, *, seed: int, u: int
 ) -> dict[str, Any]:
-    op = HessianOperator(model, nn.CrossEntropyLoss(), batch)
+    # The probe's BatchNorm mode (every LR measurement's), so densities and λ_max agree.
+    op = HessianOperator(model, nn.CrossEntropyLoss(), batch, bn_mode=DEFAULT_BN_MODE)
     g = torch.Generator(device=op.device).manual_seed(seed * 1_000_003 + u)
     sd = spectral_density(
         op, num_probes=cfg.density_probes, num_steps=cfg.density_steps, generator=g
@@ -167,6 +169,7 @@ def _density(
         "num_matvecs": sd.num_matvecs,
         "seconds": sd.seconds,
         "lambda_max_slq": float(sd.nodes.max()),
+        "bn_mode": DEFAULT_BN_MODE,
         "trace_slq": sd.trace(),
     }
 

@@ -11,9 +11,10 @@ how much the suggestion depends on the test's length.
 
 Protocol: SGD with the training run's momentum and weight decay, the model initialised exactly
 as ``hessian_lr.train.train`` does for the same seed, LR ramp from ``start_lr`` to ``end_lr``
-over ``num_steps`` updates (``hessian_lr.range_test.lr_range_test``; stops on divergence). The
-held-out set is a stratified split of the *training* data (never the test set: the suggestions
-choose hyper-parameters), evaluated ``val_points`` times per test. The curvature cross-check
+over ``num_steps`` updates (``hessian_lr.training.recipes.range_test_from_config``, the
+library's one range-test setup; stops on divergence). The held-out set is a stratified split
+of the *training* data (never the test set: the suggestions choose hyper-parameters), evaluated
+``val_points`` times per test. The curvature cross-check
 (λ_max by Lanczos and 2/λ_max at the start) is on.
 
 Runs: ``len<num_steps>_seed<s>``, one per length and seed; each folder holds ``config.json``,
@@ -40,18 +41,15 @@ from dataclasses import dataclass
 import torch
 from _common import cli, experiment_name, summarize_only
 from _presets import Base, presets, train_fields, train_macs
-from torch import nn
 
 from hessian_lr.records import Run, now, read_json, run_metadata, write_json_atomic
-from hessian_lr.schedules.range_test import RangeTestResult, lr_range_test
+from hessian_lr.schedules.range_test import RangeTestResult
 from hessian_lr.training.data import (
     Dataset,
-    ResumableBatchSampler,
-    augment_batch,
     load_dataset,
     stratified_indices,
 )
-from hessian_lr.training.models import build_model
+from hessian_lr.training.recipes import RangeTestSetup, range_test_from_config
 from hessian_lr.training.runner import resolve_device
 
 EXPERIMENT = experiment_name(__file__)
@@ -100,25 +98,6 @@ def run_unit(cfg: Config, name: str, *, out: str, device: str) -> RangeTestResul
     raise KeyError(f"{EXPERIMENT} has no unit {name!r}")
 
 
-class _Batches:
-    """Shuffled training batches in the runner's order; CIFAR augmentation when asked."""
-
-    def __init__(self, data: Dataset, batch_size: int, *, seed: int, augment: bool) -> None:
-        self.data = data
-        self.sampler = ResumableBatchSampler(
-            len(data), batch_size, shuffle=True, seed=seed, drop_last=True
-        )
-        self.augment = augment
-        self.gen = torch.Generator().manual_seed(seed + 777)
-        self.epoch = 0
-
-    def __iter__(self):
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        for idx in self.sampler.batches(epoch):
-            x = self.data.x[idx]
-            yield (augment_batch(x, self.gen) if self.augment else x), self.data.y[idx]
-
-
 def split_train(cfg: Config, seed: int) -> tuple[Dataset, list[tuple[torch.Tensor, ...]]]:
     """(training part, held-out batches): a stratified held-out split of the training set."""
     full = load_dataset(cfg.dataset, split="train")
@@ -142,41 +121,31 @@ def range_test(
     progress: bool,
     curvature_check: bool | None = None,
 ) -> RangeTestResult:
-    """One range test from the runner's initialisation for ``seed``."""
-    torch.manual_seed(seed)  # as train(): the initialisation draws from torch's RNG only
-    kwargs = train_fields(cfg, seed)["model_kwargs"]
-    model = build_model(
-        cfg.model,
-        num_classes=train_part.num_classes,
-        in_channels=train_part.in_channels,
-        input_size=train_part.input_size,
-        **kwargs,
-    ).to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=max(cfg.start_lr, 1e-3),
+    """One range test from the runner's initialisation for ``seed`` (the library's recipe)."""
+    fields = train_fields(cfg, seed)
+    setup = RangeTestSetup(
+        dataset=cfg.dataset,
+        model=cfg.model,
+        model_kwargs=fields["model_kwargs"],
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
-    )
-    batches = _Batches(
-        train_part, cfg.batch_size, seed=seed, augment=cfg.dataset.startswith("cifar")
-    )
-    return lr_range_test(
-        model,
-        optimizer,
-        batches,
-        loss_fn=nn.CrossEntropyLoss(),
+        batch_size=cfg.batch_size,
+        augment=fields["augment"],
         start_lr=cfg.start_lr,
         end_lr=cfg.end_lr,
         num_steps=num_steps,
-        ramp="linear",
-        val_data=val,
         val_every=max(1, num_steps // cfg.val_points),
         smoothing=cfg.smoothing,
         diverge_factor=cfg.diverge_factor,
-        device=device,
-        restore=False,
         curvature_check=cfg.curvature_check if curvature_check is None else curvature_check,
+        seed=seed,
+        device=str(device),
+    )
+    return range_test_from_config(
+        setup,
+        train_data=train_part,
+        val_data=val,
+        restore=False,
         generator=torch.Generator(device=device).manual_seed(seed),
         progress=progress,
     )

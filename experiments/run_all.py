@@ -69,8 +69,8 @@ EXPERIMENTS = (
     "f11_sgdr",
     "f12_curvature",
     "f13_noise_null",
-    "f14_preconditioned",
-    "f15_lr_optim",
+    "f14_what_tracks",
+    "f15_edge_of_stability",
 )
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte")
 
@@ -381,7 +381,7 @@ def worker(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     module = importlib.import_module(experiment)
     cfg = scaled(module.PRESETS[args.preset], args.scale)
-    resumable = hasattr(module, "arms")
+    resumable = hasattr(module, "arms") or getattr(module, "RESUMABLE", False)
 
     def on_usr1(signum: int, frame: Any) -> None:
         if resumable:
@@ -475,9 +475,11 @@ KEEP_OLD = ("f9_lenet_mnist", "f10_clr_vs_fixed")
 def prune_stale(*, repo: Path = ROOT, keep: tuple[str, ...] = KEEP_OLD) -> list[str]:
     """Remove ``results_cpu/<exp>`` / ``results_gpu/<exp>`` made by a preset that has changed.
 
-    A folder is stale when its ``experiment_config.json`` differs from what the experiment's
-    current ``cpu`` (``gpu``) preset would write, i.e. it came from an earlier protocol (the
-    LeNet-5 presets before issue 13, say). Experiments run_all does not know are left alone.
+    A folder is stale when its ``experiment_config.json`` came from an earlier version of the
+    experiment's ``cpu`` (``gpu``) preset: a different set of fields, or another model or
+    dataset (the LeNet-5 presets before issue 13, say). Runs of the current preset with
+    overridden values (``--scale``, ``--seeds``, ``--lengths``) are kept. Experiments run_all
+    does not know are left alone.
     """
     from hessian_lr.records import to_jsonable
 
@@ -490,8 +492,12 @@ def prune_stale(*, repo: Path = ROOT, keep: tuple[str, ...] = KEEP_OLD) -> list[
             if not stored.exists() or preset not in module.PRESETS or name in keep:
                 continue
             info = json.loads(stored.read_text())
-            current = scaled(module.PRESETS[preset], float(info.get("scale", 1.0)))
-            if info.get("preset") != preset or info.get("config") != to_jsonable(current):
+            old = info.get("config") or {}
+            current = to_jsonable(module.PRESETS[preset])
+            same = set(old) == set(current) and all(
+                old.get(k) == current.get(k) for k in ("dataset", "model", "width")
+            )
+            if info.get("preset") != preset or not same:
                 shutil.rmtree(folder)
                 removed.append(f"{target}/{name}")
                 print(f"{target}/{name}: made by an earlier {preset} preset, removed", flush=True)

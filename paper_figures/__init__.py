@@ -1,6 +1,6 @@
-"""The papers' figures F1-F12, redrawn from saved results, with their claims checked.
+"""The papers' figures F1-F15, redrawn from saved results, with their claims checked.
 
-One module per figure (``fig_f1_schedules`` ... ``fig_f12_curvature``), each with ``FIGURE``
+One module per figure (``fig_f1_schedules`` ... ``fig_f15_edge_of_stability``), each with ``FIGURE``
 ("F3"), ``NAME`` (the output stem), ``EXPERIMENTS`` (the result folders it reads),
 ``claims(results) -> list[Claim]`` and ``draw(results, out) -> [png, pdf]``. Figures only read
 ``results/`` through ``hessian_lr.records`` and JSON; they never train. ``python -m paper_figures``
@@ -35,6 +35,9 @@ FIGURES: dict[str, str] = {
     "F10": "fig_f10_clr_vs_fixed",
     "F11": "fig_f11_sgdr",
     "F12": "fig_f12_curvature",
+    "F13": "fig_f13_noise_null",
+    "F14": "fig_f14_what_tracks",
+    "F15": "fig_f15_edge_of_stability",
 }
 
 REPO = Path(__file__).resolve().parent.parent

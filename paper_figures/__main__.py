@@ -20,7 +20,7 @@ from . import FIGURES, MissingResults, default_results, figure_module
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m paper_figures",
-        description="Redraw the papers' figures F1-F12 from saved results (PNG + PDF).",
+        description="Redraw the papers' figures F1-F15 from saved results (PNG + PDF).",
     )
     parser.add_argument(
         "figures",

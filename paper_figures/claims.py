@@ -14,6 +14,7 @@ paper_figures`` also rewrites it after drawing all figures).
 from __future__ import annotations
 
 import argparse
+import json
 import traceback
 from pathlib import Path
 
@@ -72,6 +73,12 @@ _CLAIM_TEXT = {
     "F10": "CLR reaches the fixed-LR accuracy in ~1/3 of the iterations",
     "F11": "SGDR reaches a given error 2–4× sooner and ends comparable or better",
     "F12": "λ_max stays lower under 1cycle / large LR; density snapshots show it",
+    "F13": "Eq. 8's ratio estimate/LR sits at the momentum-noise null c(μ, s); the same-batch "
+    "secant does not follow the LR",
+    "F14": "Eq. 8 tracks the LR in use, not the curvature; the same-batch secant tracks the exact "
+    "curvature",
+    "F15": "sharpness (raw for SGD, preconditioned for Adam) rises to its stability threshold "
+    "(3.8/η heavy ball, 38/η Adam) and hovers there",
 }
 
 
@@ -124,6 +131,9 @@ def render_claims(
         return f"{n[True]} hold, {n[False]} do not hold, {n[None]} undecided (of {len(got)})"
 
     gpu_name = _name(gpu_results) if gpu_results is not None else "results_gpu"
+    models = _models_line("cpu", results)
+    if gpu_results is not None:
+        models += "  \n" + _models_line("gpu", gpu_results)
     lines = [
         "# The papers' claims, checked on our results",
         "",
@@ -140,6 +150,8 @@ def render_claims(
         "words, checked against the papers' own numbers (table below and "
         "`tests/experiments/test_criteria.py`); a claim that does not hold gets a reason backed "
         "by a number from our runs.",
+        "",
+        models,
         "",
         f"**cpu: {counts([c for c, _ in rows])}.**  ",
         f"**gpu: {counts([g for _, g in rows]) if gpu_claims is not None else 'not run'}.**",
@@ -170,6 +182,24 @@ def render_claims(
             f"{_cell(e['numbers'])} | {check} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _models_line(side: str, results: str | Path) -> str:
+    """Which model produced each figure's results (read from experiment_config.json)."""
+    by_model: dict[str, list[str]] = {}
+    for fig in FIGURES:
+        for exp in getattr(figure_module(fig), "EXPERIMENTS", ()):
+            path = Path(results) / exp / "experiment_config.json"
+            if not path.exists():
+                continue
+            cfg = json.loads(path.read_text(encoding="utf-8")).get("config") or {}
+            model = str(cfg.get("model", "?"))
+            if cfg.get("width"):
+                model += f" (width {cfg['width']})"
+            if fig not in by_model.setdefault(model, []):
+                by_model[model].append(fig)
+    shown = "; ".join(f"{m}: {', '.join(figs)}" for m, figs in sorted(by_model.items()))
+    return f"Models in the {side} results: {shown or 'none'}."
 
 
 def default_gpu_results() -> Path | None:

@@ -62,8 +62,14 @@ def claims(results) -> list[Claim]:
             holds,
             ""
             if holds
-            else "LeNet-5 on Fashion-MNIST overfits little in one short range test, so training "
-            "and test loss move together and turn up at the same LR.",
+            else "Measured: "
+            + "; ".join(
+                f"{n}: test-loss minimum at LR {fmt_num(r['lr_at_min_test_loss'], 2)}, not above "
+                f"the train-loss minimum at {fmt_num(r['lr_at_min_train_loss'], 2)}"
+                for n, r in sorted(runs.items())
+                if not r.get("holds")
+            )
+            + ": training and test loss turn up at the same LR in this range test.",
         )
     ]
 

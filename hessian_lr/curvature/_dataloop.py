@@ -192,7 +192,7 @@ class DataLoopOperator(LinearOperator):
         if self._group is None:
             out, total, scalar = local()
         else:
-            out, total, scalar = reduce_pass(local, shape, like, self._group)
+            out, total, scalar = reduce_pass(local, shape, like, self._reducer)
         if out is None or total == 0:
             raise ValueError("no batch has anything to count (e.g. every target is ignored)")
         if self._weighted:

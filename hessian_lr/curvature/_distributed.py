@@ -6,12 +6,14 @@ operator is the Hessian of the objective over the union of the shards -- on ever
 numbers. The parameters are replicated (a plain model or a ``DistributedDataParallel`` wrapper,
 whose underlying module is used: no DDP hook fires).
 
-One pass costs two collectives: a status all-reduce of (Σ c_b, a scalar such as the loss, error
-flags), then the all-reduce of the (N, k) result. The status round makes failures collective: a
-rank whose local pass raises (a NaN loss, a bad batch) still joins it, and then every rank
-raises -- the failing one its own error, the others :class:`RemoteRankError` -- instead of the
-others waiting forever in the data all-reduce. A rank that dies outright is only seen through
-the process group's timeout (``torch.distributed.init_process_group(timeout=...)``).
+One pass costs one collective, ``distributed.Reducer.sum_``: the (N, k) result, Σ c_b, a scalar
+(the loss) and a failure flag in one float64 buffer (identical bits on every rank). Failures are
+collective: a rank whose local pass raises (a NaN loss, a bad batch) still joins with zeros and
+the flag, and then every rank raises -- the failing one its own error, the others
+``NonFiniteError`` (for a NaN/inf) or ``DistributedCurvatureError`` naming the failed ranks --
+instead of waiting forever. A rank that dies outright is seen by the backend (gloo at once, NCCL
+after ``init_process_group(timeout=...)``). The construction makes two more collectives, once:
+a check that the parameters are the same on every rank, and an agreement on ``check_data``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .distributed import DistributedCurvatureError, Reducer, resolve_process_group, unwrap_ddp
 
 __all__ = [
     "resolve_group",
@@ -32,8 +36,7 @@ __all__ = [
 ]
 
 
-class RemoteRankError(RuntimeError):
-    """Another rank of the process group raised during a collective pass."""
+RemoteRankError = DistributedCurvatureError  # another rank raised during a collective pass
 
 
 def _dist() -> Any:
@@ -43,31 +46,21 @@ def _dist() -> Any:
 
 
 def resolve_group(process_group: Any) -> Any | None:
-    """The group to reduce over: ``"auto"`` = the default group if initialized with > 1 rank."""
-    if process_group is None:
-        return None
-    if not torch.distributed.is_available():
-        if process_group == "auto":
-            return None
-        raise ValueError("process_group given but torch.distributed is not available")
-    dist = _dist()
-    if process_group == "auto":
-        if not dist.is_initialized() or dist.get_world_size() == 1:
-            return None
-        return dist.group.WORLD
-    if not dist.is_initialized():
-        raise ValueError("process_group given but torch.distributed is not initialized")
-    return process_group
+    """The group to reduce over (``distributed.resolve_process_group``'s convention).
+
+    ``None`` or ``"auto"``: the default group if initialized with more than one rank;
+    ``False``: none (a local operator); a group: that group.
+    """
+    return resolve_process_group(process_group)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module a ``DistributedDataParallel`` (or ``DataParallel``) wrapper holds."""
-    wrappers = (nn.DataParallel,)
+    """The module inside ``DistributedDataParallel`` / ``DataParallel`` (no hooks fire)."""
+    while isinstance(model, nn.DataParallel):
+        model = model.module
     if torch.distributed.is_available():
-        from torch.nn.parallel import DistributedDataParallel
-
-        wrappers = (*wrappers, DistributedDataParallel)
-    return model.module if isinstance(model, wrappers) else model
+        model = unwrap_ddp(model)
+    return model
 
 
 def _comm_device(group: Any, device: torch.device) -> torch.device:
@@ -108,47 +101,29 @@ def reduce_pass(
     local: Callable[[], tuple[torch.Tensor | None, float, float]],
     shape: tuple[int, ...],
     like: torch.Tensor,
-    group: Any,
+    reducer: Reducer,
 ) -> tuple[torch.Tensor | None, float, float]:
     """Run ``local() -> (Σ c_b x_b or None, Σ c_b, Σ c_b s_b)`` and sum it over the group.
 
-    Errors raised by ``local`` on any rank make every rank raise (see the module docstring).
+    One collective (``Reducer.sum_``: the tensor, the two scalars and the failure flag in one
+    float64 buffer). Errors raised by ``local`` on any rank make every rank raise: the failing
+    rank its own error, the others :class:`NonFiniteError` when the failure was a NaN/inf
+    (so that ``on_nonfinite="flag"`` callers stay in step) or ``DistributedCurvatureError``.
     """
     from ._dataloop import NonFiniteError
 
-    dist = _dist()
     error: BaseException | None = None
     out, total, scalar = None, 0.0, 0.0
     try:
         out, total, scalar = local()
-    except Exception as err:  # noqa: BLE001 - re-raised below, after the status round
+    except Exception as err:  # noqa: BLE001 - re-raised on every rank by the reducer
         error = err
-    status = torch.tensor(
-        [
-            total,
-            scalar,
-            float(isinstance(error, NonFiniteError)),
-            float(error is not None and not isinstance(error, NonFiniteError)),
-        ],
-        dtype=torch.float64,
-        device=_comm_device(group, like.device),
-    )
-    dist.all_reduce(status, group=group)
-    nonfinite, other = int(status[2]), int(status[3])
-    if error is not None:
-        raise error
-    if nonfinite or other:
-        cls = NonFiniteError if nonfinite else RemoteRankError
-        raise cls(
-            f"{nonfinite + other} other rank(s) of the process group raised during this pass "
-            f"({'a NaN/inf loss or product' if nonfinite else 'see their error'}); every rank "
-            "stops here"
-        )
-    if out is None:
+    if out is None or error is not None:
         out = like.new_zeros(shape)
-    comm = _comm_device(group, out.device)
-    buf = out if out.device == comm else out.to(comm)
-    dist.all_reduce(buf, group=group)
-    if buf is not out:
-        out.copy_(buf)
-    return out, float(status[0]), float(status[1])
+    try:
+        (summed,), (total, scalar) = reducer.sum_([out], [total, scalar], error=error)
+    except DistributedCurvatureError as err:
+        if "NonFiniteError" in str(err):
+            raise NonFiniteError(str(err)) from err
+        raise
+    return summed, total, scalar

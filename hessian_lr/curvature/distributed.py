@@ -123,9 +123,7 @@ class Reducer:
             The local ``error`` on the failing rank, DistributedCurvatureError on the others.
         """
         dist = _dist()
-        dev = tensors[0].device if tensors else torch.device("cpu")
-        if self.backend == "gloo":
-            dev = torch.device("cpu")
+        dev = self._device(tensors)
         sizes = [t.numel() for t in tensors]
         buf = torch.zeros(sum(sizes) + len(scalars) + 1, dtype=torch.float64, device=dev)
         if error is None:
@@ -151,6 +149,16 @@ class Reducer:
             pos += n
         sc = buf[pos : pos + len(scalars)].tolist()
         return out, sc
+
+    def _device(self, tensors: Sequence[torch.Tensor]) -> torch.device:
+        """Where the packed buffer lives: the CPU for gloo, the GPU for NCCL (also scalars)."""
+        if self.backend == "gloo":
+            return torch.device("cpu")
+        if tensors:
+            return tensors[0].device
+        if self.backend == "nccl":  # NCCL reduces CUDA tensors only
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")  # e.g. "cpu:gloo,cuda:nccl" routes CPU tensors to gloo
 
     def _raise_everywhere(self, error: BaseException | None, failed: int) -> None:
         dist = _dist()

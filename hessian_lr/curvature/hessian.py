@@ -63,6 +63,7 @@ from ._evaluation import (
     select_parameters,
     state_tensors,
 )
+from .distributed import Reducer
 from .linop import params_to_vector
 from .products import PRODUCTS
 
@@ -126,10 +127,11 @@ class HessianOperator(DataLoopOperator):
             float16/bfloat16 parameters.
         process_group: a ``torch.distributed`` group over which ``data`` is sharded (each rank
             passes its own shard, possibly empty; products and gradients are all-reduced and
-            weighted, so every rank holds the Hessian over the union of the shards); ``"auto"``
-            (default) uses the default group when one is initialized with more than one rank,
-            ``None`` never reduces. Every rank must make the same calls (collectives); a
-            ``DistributedDataParallel`` model is unwrapped. See ``_distributed.py``.
+            weighted, so every rank holds the Hessian over the union of the shards); ``None``
+            (default, as DDP's) uses the default group when one is initialized with more than
+            one rank, ``False`` never reduces. Every rank must make the same calls
+            (collectives); a ``DistributedDataParallel`` model is unwrapped. See
+            ``_distributed.py``.
 
     Example:
         >>> import torch
@@ -162,11 +164,12 @@ class HessianOperator(DataLoopOperator):
         single_batch: bool | None = None,
         check_data: bool | None = None,
         dtype: torch.dtype | None = None,
-        process_group: Any = "auto",
+        process_group: Any = None,
     ) -> None:
         check_arguments(model, loss_fn, backend, bn_mode, fd_scheme, chunk_size)
         model = unwrap_model(model)  # DDP: the underlying module, no hooks fire
         self._group = resolve_group(process_group)
+        self._reducer = None if self._group is None else Reducer(self._group)
         self.model, self.loss_fn, self.closure = model, loss_fn, closure
         self.bn_mode, self.chunk_size, self.check_finite = bn_mode, chunk_size, check_finite
         self.fd_scheme = fd_scheme
@@ -244,6 +247,19 @@ class HessianOperator(DataLoopOperator):
             f"data parallel over {size} ranks: products and gradients are all-reduced, "
             "weighted by each rank's counted elements"
         )
+
+    @property
+    def process_group(self) -> Any | None:
+        """The ``torch.distributed`` group products are reduced over (None: one process)."""
+        return self._group
+
+    def agree_(self, t: torch.Tensor) -> torch.Tensor:
+        """Broadcast ``t`` in place from rank 0 in a process group (no-op otherwise).
+
+        Solvers call it on random start vectors and probes so that every rank runs the same
+        recurrence and stops at the same step.
+        """
+        return t if self._reducer is None else self._reducer.agree_(t)
 
     # ----------------------------------------------------------------------------- parameters
     @staticmethod

@@ -127,6 +127,7 @@ def estimate_lrs(
     generator: torch.Generator | None = None,
     seed: int = 0,
     operator_options: Mapping[str, Any] | None = None,
+    process_group: Any = None,
 ) -> dict[str, LREstimate]:
     """Several estimates on one operator: one gradient, at most one Hg, one Lanczos run.
 
@@ -147,6 +148,8 @@ def estimate_lrs(
         generator = torch.Generator().manual_seed(int(seed))
 
     extra_kw = dict(operator_options or {})
+    if process_group is not None:
+        extra_kw.setdefault("process_group", process_group)
     clash = sorted(set(extra_kw) & {"params", "backend", "bn_mode", "closure"})
     if clash:
         raise ValueError(f"pass {clash} as keywords of their own, not in operator_options")
@@ -221,6 +224,7 @@ def estimate_lr(
     generator: torch.Generator | None = None,
     seed: int = 0,
     operator_options: Mapping[str, Any] | None = None,
+    process_group: Any = None,
 ) -> LREstimate:
     """The learning rate that the curvature of the loss at the current parameters supports.
 
@@ -262,6 +266,11 @@ def estimate_lr(
         seed: seed of the call's own generator when ``generator`` is None (recorded).
         operator_options: further ``HessianOperator`` keywords, e.g. ``reduction="sum"``,
             ``single_batch``, ``batch_size_fn``, ``dtype``, ``chunk_size``.
+        process_group: the ``torch.distributed`` group ``batch`` is sharded over (every rank
+            passes its shard and calls with the same arguments): None auto-detects an
+            initialized default group, ``False`` keeps the estimate on this rank's batch. The
+            products are all-reduced, so every rank gets the same estimate, that of the union
+            of the shards; a ``DistributedDataParallel`` model is unwrapped.
 
     Returns:
         An :class:`LREstimate`.
@@ -303,5 +312,6 @@ def estimate_lr(
         generator=generator,
         seed=seed,
         operator_options=operator_options,
+        process_group=process_group,
     )[method]
     return replace(est, seconds=time.perf_counter() - t0)

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..curvature.distributed import Reducer, resolve_process_group, unwrap_ddp
 from ..curvature.hessian import NonFiniteError, select_params
 from ..curvature.linop import params_to_vector
 from ..observe import Observer, StepContext
@@ -71,7 +72,8 @@ class LREstimator(EstimatorCheckpoint, Observer):
         noise_window: how many recent secant ratios the noise band uses (≥ 5).
         noise_tol: equivalence margin of the noise test (see ``null_band``).
         storage_device: where iterates and warm-start vectors are kept.
-        record_path: a JSONL file; one line per estimation step is appended.
+        record_path: a JSONL file; one line per estimation step is appended (under a process
+            group by rank 0 only; a failed write raises on every rank).
         lanczos_tol: relative Ritz residual for ``sharpness``.
         lanczos_max_iter: Krylov dimension cap for ``sharpness``.
         warm_start: start Lanczos from the previous top eigenvector.
@@ -83,6 +85,11 @@ class LREstimator(EstimatorCheckpoint, Observer):
         seed: seed of the estimator's own generator (Lanczos starts, bootstrap); recorded.
         generator: use this generator instead (then ``seed`` is not recorded).
         operator_options: further ``HessianOperator`` keywords (``reduction``, ``dtype``, ...).
+        process_group: the ``torch.distributed`` group the data is sharded over: None
+            auto-detects an initialized default group, ``False`` estimates on this rank's batch
+            alone. Under a group each rank passes its shard of the batch to ``step``; the
+            products are all-reduced, so every rank gets the same estimates (on the union of
+            the shards) and the same EMA. A ``DistributedDataParallel`` model is unwrapped.
 
     Example:
         >>> import torch
@@ -132,8 +139,10 @@ class LREstimator(EstimatorCheckpoint, Observer):
         seed: int = 0,
         generator: torch.Generator | None = None,
         operator_options: Mapping[str, Any] | None = None,
+        process_group: Any = None,
     ) -> None:
         methods = (methods,) if isinstance(methods, str) else tuple(methods)
+        model = unwrap_ddp(model)  # products and θ on the module inside DDP
         self._check_args(model, methods, every, loss_fn, optimizer)
         if not (0.0 < ema_alpha <= 1.0):
             raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha}")
@@ -164,6 +173,9 @@ class LREstimator(EstimatorCheckpoint, Observer):
         self.warm_start, self.backend, self.bn_mode = warm_start, backend, bn_mode
         self.closure, self.on_nonfinite = closure, on_nonfinite
         self.operator_options = dict(operator_options or {})
+        if process_group is not None:
+            self.operator_options.setdefault("process_group", process_group)
+        self.process_group = self.operator_options.get("process_group")
         self.seed = None if generator is not None else int(seed)
         self.generator = generator if generator is not None else torch.Generator()
         if generator is None:
@@ -321,12 +333,26 @@ class LREstimator(EstimatorCheckpoint, Observer):
         try:
             new = self._estimate(t, batch, lr_now, groups, span_cur)
             if self.record_path is not None:
-                append_record(self.record_path, new["record"])
+                self._write(new["record"])
         except BaseException:
             self.generator.set_state(gen_state)
             raise
         self._commit(t, new)
         return dict(new["results"])
+
+    def _write(self, record: dict[str, Any]) -> None:
+        """Append the record once: by rank 0 of the group; a failed write raises on every rank."""
+        group = resolve_process_group(self.process_group)
+        if group is None:
+            append_record(self.record_path, record)  # type: ignore[arg-type]
+            return
+        reducer, error = Reducer(group), None
+        if reducer.rank == 0:
+            try:
+                append_record(self.record_path, record)  # type: ignore[arg-type]
+            except Exception as err:
+                error = err
+        reducer.barrier_check(error)  # every rank commits, or every rank rolls back
 
     def _next_theta_before(self, t: int) -> torch.Tensor | None:
         """θ_t when step t + 1 is due and the same-batch secant needs θ before it."""

@@ -147,6 +147,8 @@ def _sharpness(ctx: EstimateContext) -> LREstimate:
             max_iter=ctx.lanczos_max_iter,
             v0=ctx.warm_starts.get("sharpness", ctx.v0),
             generator=ctx.generator,
+            stop="eigenvalue",  # stop on the eigenvalue's error bound (residual²/gap), issue 17
+            progress=False,  # inside training loops: no bars in the logs
         )
     for w in caught:  # the solver's "not converged" warning becomes the flag
         if not (issubclass(w.category, RuntimeWarning) and "lanczos" in str(w.message)):

@@ -56,6 +56,11 @@ class RangeGroup:
         self.pending: BaseException | None = None  # a local failure not yet announced
 
     @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0 of the group (or there is no group)."""
+        return self.reducer is None or self.reducer.rank == 0
+
+    @property
     def active(self) -> bool:
         """Whether losses and gradients are reduced over several ranks."""
         return self.reducer is not None

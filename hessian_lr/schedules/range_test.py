@@ -314,7 +314,7 @@ def _run_ladder(
     """The training loop: one record per update, until the end or divergence."""
     avg, best = 0.0, math.inf
     bar = None
-    if cfg.progress:
+    if cfg.progress and ctx.group.is_main:  # one bar, from rank 0
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.num_steps, desc="LR range test")

@@ -12,15 +12,17 @@ Only rank 0 takes the run folder's lock and writes ``records.jsonl``, the sinks,
 and the checkpoints; every rank reads the checkpoint on resume. Decisions taken on rank 0 (the
 config check, the lock) are broadcast, so every rank raises the same error. Observers run on
 every rank with the global batch (so an observer may itself use collectives); their records are
-kept from rank 0. A rank that fails leaves the others waiting in the next collective until the
-process group's timeout (``init_from_env(timeout_s=...)``, default 300 s); ``torchrun`` then
-stops them all.
+kept from rank 0. A ``callback`` that writes files should do so on rank 0 only
+(``torch.distributed.get_rank() == 0``). A rank that fails leaves the others waiting in the
+next collective until the process group's timeout (``init_from_env(timeout_s=...)``, default
+300 s); ``torchrun`` then stops them all.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -101,7 +103,11 @@ class DistContext:
             try:
                 box[0] = ("ok", fn())
             except Exception as err:  # noqa: BLE001 - re-raised on every rank below
-                box[0] = ("error", err)
+                try:
+                    pickle.dumps(err)
+                    box[0] = ("error", err)
+                except Exception:  # noqa: BLE001 - an exception that cannot travel
+                    box[0] = ("error", RuntimeError(f"{type(err).__name__}: {err}"))
         dist.broadcast_object_list(box, src=0, group=self.group)
         kind, value = box[0]
         if kind == "error":

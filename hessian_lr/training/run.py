@@ -106,16 +106,25 @@ class RunLock:
         except (OSError, ValueError):
             return {}
 
-    def acquire(self) -> RunLock:
-        """Take the lock or raise :class:`RunLockedError` at once (never waits)."""
+    def acquire(self, *, wait: float = 1.0) -> RunLock:
+        """Take the lock, or raise :class:`RunLockedError` after ``wait`` seconds of retries.
+
+        The short wait only rides out :meth:`is_held` probes of readers; a writer is refused.
+        """
         if self.held:
             return self
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
                 os.close(fd)
                 h = self.holder()
                 raise RunLockedError(
@@ -129,6 +138,27 @@ class RunLock:
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         self._fd = fd
         return self
+
+    def is_held(self) -> bool:
+        """Whether some process (this one included) holds the lock now.
+
+        Probed with a non-blocking shared lock, released at once (writers retry briefly, so the
+        probe never makes one fail).
+        """
+        if self.held:
+            return True
+        if fcntl is None or not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         """Give the lock back (idempotent). The file stays: deleting it would race."""
@@ -198,8 +228,16 @@ class Run:
 
     @property
     def status(self) -> str | None:
-        """``meta.json``'s status (``running`` also for a run whose writer was killed)."""
-        return self.meta().get("status")
+        """``meta.json``'s status, except ``interrupted`` for a ``running`` run nobody writes.
+
+        A killed writer cannot update ``meta.json``; its lock dies with it, so a run that says
+        ``running`` while its lock is free was interrupted (the next ``train`` call also writes
+        that into ``meta.json``).
+        """
+        status = self.meta().get("status")
+        if status == "running" and not self.lock().is_held():
+            return "interrupted"
+        return status
 
     def __repr__(self) -> str:
         return f"Run({str(self.dir)!r}, status={self.status!r})"

@@ -42,7 +42,7 @@ def _products(rank, out):
         case = ZOO[name]()
         batches = list(case.data)
         local = HessianOperator(
-            case.model, case.loss_fn, batches, bn_mode=bn_mode, process_group=None
+            case.model, case.loss_fn, batches, bn_mode=bn_mode, process_group=False
         )
         shard = _shards(batches, rank)
         for backend in ["forward-over-reverse", "double-backward"]:
@@ -74,7 +74,7 @@ def _products(rank, out):
     case = ZOO["bn_resnet"]()
     x, y = case.data
     batches = [(x[:5], y[:5]), (x[5:], y[5:])]
-    local = HessianOperator(case.model, case.loss_fn, batches, bn_mode="train", process_group=None)
+    local = HessianOperator(case.model, case.loss_fn, batches, bn_mode="train", process_group=False)
     op = HessianOperator(
         case.model, case.loss_fn, _shards(batches, rank), bn_mode="train", single_batch=False
     )
@@ -91,13 +91,20 @@ def _ddp_and_errors(rank, out):
     flags = [m.training for m in ddp.modules()]
     before = {k: v.clone() for k, v in ddp.state_dict().items()}
     op = HessianOperator(ddp, case.loss_fn, _shards(batches, rank), single_batch=False)
-    local = HessianOperator(case.model, case.loss_fn, batches, process_group=None)
+    local = HessianOperator(case.model, case.loss_fn, batches, process_group=False)
     v = torch.randn(op.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     out["ddp/HV"] = (op @ v, local @ v)
     out["ddp/untouched"] = torch.tensor(
         [m.training for m in ddp.modules()] == flags
         and all(torch.equal(v2, before[k]) for k, v2 in ddp.state_dict().items())
     )
+    assert op.process_group is not None
+    # The wrapper still trains: no "reduction not finished" at its next forward/backward.
+    for _ in range(2):
+        x, y = batches[1]
+        case.loss_fn(ddp(x), y).backward()
+    # agree_: rank 0's tensor on every rank.
+    out["agree"] = op.agree_(torch.full((3,), float(rank), dtype=torch.float64))
     # A NaN on rank 1 only: every rank raises (rank 1 its own error, the others a remote one).
     bad = [(b[0].clone(), b[1]) for b in _shards(batches, rank)]
     if rank == 1:
@@ -171,6 +178,7 @@ def test_products_equal_the_union_on_every_rank(results):
 
 def test_ddp_model_untouched(results):
     assert all(bool(out["ddp/untouched"]) for out in results)
+    assert all(torch.equal(out["agree"], torch.zeros(3, dtype=torch.float64)) for out in results)
 
 
 def test_a_failing_rank_makes_every_rank_raise(results):

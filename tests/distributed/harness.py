@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
 import socket
 import traceback
 
@@ -31,7 +32,9 @@ def _entry(rank, world, port, fn, args, queue, pg_timeout):
             timeout=datetime.timedelta(seconds=pg_timeout),
         )
         try:
-            queue.put((rank, "ok", fn(rank, world, *args)))
+            # Plain pickle (bytes): tensors must not travel as shared-memory handles, which die
+            # with the child process before the parent reads them.
+            queue.put((rank, "ok", pickle.dumps(fn(rank, world, *args))))
         finally:
             dist.destroy_process_group()
     except BaseException as err:  # report, do not hang the parent
@@ -61,7 +64,7 @@ def run_ranks(fn, world: int, *args, timeout: float = 120.0, pg_timeout: float =
     while len(results) < world and time.monotonic() < deadline:
         try:
             rank, status, value = queue.get(timeout=max(0.1, deadline - time.monotonic()))
-            results[rank] = (status, value)
+            results[rank] = (status, pickle.loads(value) if status == "ok" else value)
         except _q.Empty:
             break
     for p in procs:

@@ -22,6 +22,7 @@ from torch import nn
 pytestmark = pytest.mark.slow
 
 WORLD = 3
+F64 = torch.float64
 SIZES = (7, 5, 6, 3)  # the global batches' sizes
 
 
@@ -178,10 +179,16 @@ def test_operator_and_solvers_over_three_ranks_equal_one_process_on_the_union():
     assert got["lanczos_steps"] == single["lanczos_steps"]
     for key in ("lanczos", "power", "hutchinson", "xtrace", "slq_nodes", "slq_weights"):
         torch.testing.assert_close(
-            torch.tensor(got[key]), torch.tensor(single[key]), rtol=1e-10, atol=1e-12, msg=key
+            torch.tensor(got[key], dtype=F64),
+            torch.tensor(single[key], dtype=F64),
+            rtol=1e-10,
+            atol=1e-12,
+            msg=key,
         )
     evals = torch.linalg.eigvalsh(ref).flip(0)[:3]
-    torch.testing.assert_close(torch.tensor(got["lanczos"]), evals, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        torch.tensor(got["lanczos"], dtype=F64), evals, rtol=1e-9, atol=1e-12
+    )
 
     assert outs[1]["fail"] == ("own", "bad batch on rank 1")
     for r in (0, 2):

@@ -21,6 +21,7 @@ from torch import nn
 pytestmark = pytest.mark.slow
 
 SPLIT = 6  # rank 0 holds the first 6 samples of each 10-sample batch, rank 1 the other 4
+F64 = torch.float64
 SETTINGS = dict(start_lr=1e-2, end_lr=20.0, num_steps=20, smoothing=0.5, curvature_check=False)
 
 
@@ -62,6 +63,8 @@ def _summary(res):
         "val_accs": list(res.val_accuracies),
         "max_lr": res.suggestions.max_lr.lr if res.suggestions.max_lr else None,
         "world_size": res.config.get("world_size"),
+        "lambda_max": None if res.curvature is None else res.curvature.lambda_max,
+        "g_hg": None if res.curvature is None else res.curvature.g_hg,
     }
 
 
@@ -72,8 +75,8 @@ def run_single(case: str):
     model = make_model()
     if case == "A":
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        res = lr_range_test(model, opt, train, loss_fn=nn.CrossEntropyLoss(), val_data=val,
-                            **SETTINGS)  # fmt: skip
+        res = lr_range_test(model, opt, train, loss_fn=nn.CrossEntropyLoss(),
+                            val_data=val, **{**SETTINGS, "curvature_check": True})  # fmt: skip
     else:
         opt = torch.optim.Adam(model.parameters(), lr=0.1)
         res = lr_range_test(model, opt, train, loss_fn=nn.CrossEntropyLoss(), val_data=val,
@@ -94,7 +97,8 @@ def _ranks(rank, world):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     before = _state(model, opt)
     res = lr_range_test(model, opt, shard(train, rank), loss_fn=nn.CrossEntropyLoss(),
-                        val_data=val if rank == 0 else [], **SETTINGS)  # fmt: skip
+                        val_data=val if rank == 0 else [],
+                        **{**SETTINGS, "curvature_check": True})  # fmt: skip
     out["A"] = _summary(res)
     out["A_restored"] = _same_state(before, _state(model, opt))
     # B: plain replicated model, Adam, accumulation, held-out shards of unequal size.
@@ -133,21 +137,30 @@ def test_range_test_under_ddp_equals_one_process_on_the_union():
     res = run_ranks(_ranks, 2, timeout=240)
     assert all(status == "ok" for status, _ in res.values()), res
     r0, r1 = res[0][1], res[1][1]
+    refs = {case: run_single(case) for case in ("A", "B")}
     for case in ("A", "B"):
         assert r0[case] == r1[case], case  # bitwise identical on every rank
         assert r0[f"{case}_restored"] and r1[f"{case}_restored"], case
-        ref, got = run_single(case), r0[case]
+        ref, got = refs[case], r0[case]
         assert got["world_size"] == 2 and ref["world_size"] is None
         assert got["lrs"] == ref["lrs"]  # same ladder, same stop step
         assert ref["stop"] is not None, "the reference run should diverge"
         assert got["stop"].split(":")[0] == ref["stop"].split(":")[0]  # same update, same LR
         for key in ("losses", "smoothed", "grad_norms", "val_losses"):
             torch.testing.assert_close(
-                torch.tensor(got[key]), torch.tensor(ref[key]), rtol=1e-12, atol=0, msg=key
+                torch.tensor(got[key], dtype=F64),
+                torch.tensor(ref[key], dtype=F64),
+                rtol=1e-12,
+                atol=0,
+                msg=key,
             )
         assert got["val_accs"] == ref["val_accs"]
         assert len(got["val_losses"]) == len(ref["val_losses"]) > 0
         assert got["max_lr"] == ref["max_lr"]
+    # The cross-check's Hessian is that of the union of the first update's shards.
+    assert r0["A"]["lambda_max"] is not None and r0["A"]["lambda_max"] > 0
+    for key in ("lambda_max", "g_hg"):
+        torch.testing.assert_close(r0["A"][key], refs["A"][key], rtol=1e-9, atol=0)
     assert r1["C"] == ("own", "bad batch on rank 1")
     kind, msg = r0["C"]
     assert kind == "peer" and "rank 1: ValueError: bad batch on rank 1" in msg

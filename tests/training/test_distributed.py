@@ -87,7 +87,9 @@ def test_torchrun_two_processes_match_one_and_resume(tmp_path):
     assert proc.returncode != 0
     cut = Run(tmp_path, "train", "cut")
     assert cut.checkpoint_path.exists() and len(cut.records()) == 15
-    assert cut.meta()["status"] == "interrupted"
+    # "interrupted" when rank 0 got to say so; "running" when torchrun stopped it first (as a
+    # kill would): the rerun then records the interruption.
+    assert cut.meta()["status"] in ("interrupted", "running")
     proc = _torchrun(["-m", "hessian_lr.cli", "--", "train", *FLAGS, "--out", str(tmp_path),
                       "--run", "cut"], cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -92,7 +92,8 @@ def test_second_writer_is_refused_and_kill_releases_the_lock(tmp_path):
             child.kill()
             child.wait()
     assert child.returncode == -signal.SIGKILL
-    assert run.meta()["status"] == "running"  # nobody could say otherwise before a restart
+    assert run.meta()["status"] == "running"  # the killed writer could not say otherwise
+    assert run.status == "interrupted"  # but its lock died with it
     res = train(CFG, root=tmp_path, experiment="e", run="shared", progress=False)
     assert res.status == "finished" and res.resumed_from == 10
     meta = run.meta()
@@ -112,6 +113,18 @@ def test_lock_file_names_the_holder_and_is_reusable(tmp_path):
         with pytest.raises(RunLockedError):
             train(CFG, root=tmp_path.parent, experiment=tmp_path.name, run="r", progress=False)
     RunLock(tmp_path / "r").acquire().release()  # released: free again
+
+
+def test_run_status_says_interrupted_when_nobody_holds_the_lock(tmp_path):
+    run = Run(tmp_path, "e", "r")
+    run.update_meta(status="running")
+    with run.lock() as lock:
+        assert lock.is_held() and RunLock(run.dir).is_held()
+        assert run.status == "running"  # a live writer
+    assert not RunLock(run.dir).is_held()
+    assert run.status == "interrupted" and run.meta()["status"] == "running"
+    run.update_meta(status="finished")
+    assert run.status == "finished"
 
 
 class _Stop(Exception):
