@@ -76,6 +76,10 @@ from .schedules.closed_form import (
 # Data, models, training runs
 from .training.data import Dataset, DatasetNotFoundError, load_dataset
 from .training.models import build_model
+from .records import make_sink
+from .training.data import CorruptDatasetError
+from .training.run import Run, RunLockedError
+from .training.runner import ConfigMismatchError, TrainConfig, TrainResult, train
 
 __all__ = [
     "__version__",
@@ -151,6 +155,14 @@ __all__ = [
     "Dataset",
     "DatasetNotFoundError",
     "build_model",
+    "train",
+    "TrainConfig",
+    "TrainResult",
+    "Run",
+    "RunLockedError",
+    "ConfigMismatchError",
+    "CorruptDatasetError",
+    "make_sink",
 ]
 
 # Old flat module paths (hessian_lr.hvp, ...) keep working, with a DeprecationWarning.

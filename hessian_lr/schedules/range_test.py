@@ -36,9 +36,10 @@ Conventions (those of fastai and torch-lr-finder, so the curves are comparable):
   over the ranks (one all-reduce per micro-batch, before backward), so smoothing, the stop
   decision and the suggestions are identical everywhere; the gradients are those of the
   concatenated batch (a ``DistributedDataParallel`` model syncs them, a plain replicated model
-  gets them summed); held-out metrics are all-reduced. Every rank restores its own state (the
-  same on every rank when the replicas started equal), and a rank that raises makes every rank
-  raise (see :mod:`hessian_lr.curvature.distributed`).
+  gets them summed; train-mode BatchNorm normalises each shard by its own statistics, as DDP
+  training does without ``SyncBatchNorm``); held-out metrics are all-reduced. Every rank
+  restores its own state (the same on every rank when the replicas started equal), and a rank
+  that raises makes every rank raise (see :mod:`hessian_lr.curvature.distributed`).
 * **Mixed precision** (as torch-lr-finder's and fastai's finders): ``amp_dtype`` runs forward
   passes under ``torch.autocast``; a ``grad_scaler`` (``torch.amp.GradScaler``) scales the loss,
   skips steps with non-finite scaled gradients (recorded in ``skipped_updates``, not a stop)
