@@ -83,7 +83,7 @@ def test_figure_draws_from_smoke_results(fig, smoke_results, tmp_path):
     paths = mod.draw(results, tmp_path)
     png = tmp_path / f"{mod.NAME}.png"
     pdf = tmp_path / f"{mod.NAME}.pdf"
-    assert set(paths) == {png, pdf}
+    assert {png, pdf} <= set(paths)  # a figure may draw variants beside its main PNG + PDF
     width, height = _png_size(png)
     assert width >= 800 and height >= 300, (width, height)  # readable at README width
     assert png.stat().st_size > 20_000 and pdf.stat().st_size > 5_000

@@ -178,3 +178,17 @@ def test_vmap_per_example_matches_batch():
         return functional_call(model, (params, buffers), (xi[None],))[0]
 
     torch.testing.assert_close(vmap(one)(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lenet5_starts_at_ln_c(seed):
+    """Loss at initialisation ≈ ln C (issue 13: it was 3.4-5.1 with a Xavier output layer)."""
+    import math
+
+    torch.manual_seed(seed)
+    model = build_model("lenet5", num_classes=10, in_channels=1, input_size=28)
+    x = torch.randn(512, 1, 28, 28)
+    y = torch.randint(0, 10, (512,))
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+    assert abs(float(loss) - math.log(10)) < 0.15  # random labels: ln C + s.d.(logits)²/2
