@@ -36,6 +36,7 @@ from .lr.estimator import LREstimator
 from .lr.eos import EdgeOfStability, plot_edge_of_stability
 from .lr.estimate import estimate_lrs
 from .lr.noise import noise_null
+from .lr.plotting import plot_estimates
 from .lr.stability import preconditioned_sharpness, stability_threshold
 from .lr.update import update_direction, update_lr
 from .lr.secant import NullBand, null_band
@@ -122,6 +123,7 @@ __all__ = [
     "stability_threshold",
     "EdgeOfStability",
     "plot_edge_of_stability",
+    "plot_estimates",
     "null_band",
     "NullBand",
     "CurvatureLR",
