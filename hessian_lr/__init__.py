@@ -15,6 +15,7 @@ from .curvature.hessian import (
     NonFiniteError,
     select_params,
 )
+from .curvature.distributed import DistributedCurvatureError
 from .curvature.preconditioned import PreconditionedOperator
 from .curvature.linop import DenseOperator, LinearOperator, params_to_vector, vector_to_params
 
@@ -89,6 +90,7 @@ __all__ = [
     "HessianOperator",
     "NonFiniteError",
     "DataChangedError",
+    "DistributedCurvatureError",
     "select_params",
     "LinearOperator",
     "DenseOperator",

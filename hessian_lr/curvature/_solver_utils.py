@@ -103,6 +103,19 @@ def _gen_device(op_device: torch.device, generator: torch.Generator | None) -> t
     return op_device if generator is None else generator.device
 
 
+def agree(op: object, t: torch.Tensor) -> torch.Tensor:
+    """``t`` made the same on every rank when ``op`` spans a process group, else unchanged.
+
+    ``op.agree_`` (a :class:`~hessian_lr.curvature.HessianOperator` over a ``torch.distributed``
+    group) broadcasts ``t`` in place from rank 0. Random start vectors and probes pass through
+    here, so every rank runs the same recurrence and leaves every loop at the same step (a rank
+    whose generator was seeded differently would otherwise make the all-reduced product
+    Σ_r H_r v_r meaningless, and a rank leaving a loop early would deadlock the others).
+    """
+    fn = getattr(op, "agree_", None)
+    return t if fn is None else fn(t)
+
+
 def randn(
     shape: tuple[int, ...],
     op: object,
@@ -111,11 +124,12 @@ def randn(
 ) -> torch.Tensor:
     """Standard normal entries on the op's device (drawn on the generator's device).
 
-    ``dtype`` defaults to the op's working precision (:func:`work_dtype`).
+    ``dtype`` defaults to the op's working precision (:func:`work_dtype`). Over a process group
+    every rank gets rank 0's draw (:func:`agree`).
     """
     dev = _gen_device(op.device, generator)
     dtype = work_dtype(op.dtype) if dtype is None else dtype
-    return torch.randn(shape, generator=generator, device=dev, dtype=dtype).to(op.device)
+    return agree(op, torch.randn(shape, generator=generator, device=dev, dtype=dtype).to(op.device))
 
 
 def rademacher(
@@ -124,11 +138,14 @@ def rademacher(
     generator: torch.Generator | None,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Independent ±1 entries on the op's device (drawn on the generator's device)."""
+    """Independent ±1 entries on the op's device (drawn on the generator's device).
+
+    Over a process group every rank gets rank 0's draw (:func:`agree`).
+    """
     dev = _gen_device(op.device, generator)
     dtype = work_dtype(op.dtype) if dtype is None else dtype
     z = torch.randint(0, 2, shape, generator=generator, device=dev, dtype=dtype)
-    return (2 * z - 1).to(op.device)
+    return agree(op, (2 * z - 1).to(op.device))
 
 
 def apply(op: object, V: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,7 @@ from ._krylov import breakdown_tol, lanczos_run, tridiagonal_eigh
 from ._krylov import lanczos_run as _lanczos_run  # noqa: F401
 from ._solver_utils import (
     LOW_PRECISION,
+    agree,
     check_finite,
     check_operator,
     check_positive,
@@ -181,7 +182,7 @@ def _prepare_v0(v0: torch.Tensor, N: int, op: object, caller: str) -> torch.Tens
         v0 = cols.sum(dim=1)
     if v0.ndim != 1 or v0.shape[0] != N:
         raise ValueError(f"{caller}: v0 must have shape ({N},) or ({N}, j), got {tuple(v0.shape)}")
-    v0 = v0.to(device=op.device, dtype=work_dtype(op.dtype))
+    v0 = agree(op, v0.to(device=op.device, dtype=work_dtype(op.dtype), copy=True))  # rank 0's
     check_finite(v0, f"{caller}: v0")
     if not float(torch.linalg.vector_norm(v0)) > 0:
         raise ValueError(f"{caller}: the start vector v0 is zero")

@@ -30,6 +30,7 @@ import torch
 
 from ._solver_utils import (
     LOW_PRECISION,
+    agree,
     apply,
     check_finite,
     check_operator,
@@ -159,7 +160,7 @@ def _check_v0(v0: torch.Tensor | None, N: int, op: object) -> torch.Tensor | Non
         v0 = v0.unsqueeze(1)
     if v0.ndim != 2 or v0.shape[0] != N:
         raise ValueError(f"v0 must have shape ({N},) or ({N}, j), got {tuple(v0.shape)}")
-    v0 = v0.to(device=op.device, dtype=work_dtype(op.dtype))
+    v0 = agree(op, v0.to(device=op.device, dtype=work_dtype(op.dtype), copy=True))  # rank 0's
     check_finite(v0, "power_iteration: v0")
     return v0
 

@@ -87,7 +87,7 @@ def curvature_check(
         data = batches[0] if len(batches) == 1 else batches
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         sharp = estimate_lr(
-            model, loss_fn, data, method="sharpness", lanczos_tol=1e-3, lanczos_max_iter=100,
+            model, loss_fn, data, method="sharpness", lanczos_tol=1e-7, lanczos_max_iter=100,
             momentum=beta if heavy_ball else 0.0, generator=gen, **kw,
         )  # fmt: skip
         quad = estimate_lr(model, loss_fn, data, method="quadratic", **kw)

@@ -7,8 +7,10 @@ One spawned run (process start-up dominates the cost) checks, in float64:
   normalises per batch, so the union is "the same list of batches"), for a summed loss, and for
   a ``DistributedDataParallel``-wrapped model (whose buffers and flags stay untouched and which
   trains normally afterwards);
-* Lanczos top-3, power iteration, Hutchinson and XTrace traces and SLQ nodes: bitwise equal on
-  every rank and equal to one process on the union to ~1e-12 relative;
+* Lanczos top-3, power iteration, Hutchinson and XTrace traces and SLQ nodes, with a generator
+  seeded differently on every rank and with rank-dependent start vectors ``v0`` (the solvers
+  broadcast rank 0's draws through ``op.agree_``): bitwise equal on every rank and equal to one
+  process with rank 0's seed on the union to ~1e-12 relative; the caller's ``v0`` untouched;
 * a rank raising in the middle of a product: every rank raises, within the time bound.
 """
 
@@ -19,7 +21,10 @@ import torch
 from harness import run_ranks
 from torch import nn
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:(power_iteration|lanczos).*:RuntimeWarning"),
+]
 
 WORLD = 3
 F64 = torch.float64
@@ -88,7 +93,14 @@ def solver_results(op, seed: int) -> dict:
     hu = hutchinson_trace(op, num_probes=8, generator=gen())
     xt = trace_estimate(op, 12, method="xtrace", generator=gen())
     sd = spectral_density(op, num_probes=2, num_steps=8, generator=gen())
+    v0 = torch.randn(op.shape[0], generator=gen(), dtype=torch.float64)
+    mine = v0.clone()
+    few = power_iteration(op, v0=v0, tol=1e-15, max_iter=4, generator=gen())  # depends on v0
+    lz_v0 = lanczos(op, k=1, v0=v0, tol=1e-15, max_iter=5, generator=gen())
     return {
+        "v0_untouched": torch.equal(v0, mine),
+        "power_v0": few.eigenvalues.tolist(),
+        "lanczos_v0": lz_v0.eigenvalues.tolist(),
         "lanczos": lz.eigenvalues.tolist(),
         "lanczos_steps": lz.num_steps,
         "power": [float(x) for x in torch.as_tensor(pw.eigenvalues).reshape(-1)],
@@ -121,7 +133,7 @@ def _ranks(rank, world):
     for name in CASES:
         out[name] = dense(name, rank)[1]
     op = dense("mlp_mean", rank)[0]
-    out["solvers"] = solver_results(op, seed=0)
+    out["solvers"] = solver_results(op, seed=rank)  # rank 0's draws are broadcast (op.agree_)
     # A DDP-wrapped model: products on the module inside; DDP still trains afterwards.
     model = DDP(mlp())
     flags = (model.require_backward_grad_sync, model.require_forward_param_sync, model.training)
@@ -177,7 +189,9 @@ def test_operator_and_solvers_over_three_ranks_equal_one_process_on_the_union():
         assert o["solvers"] == outs[0]["solvers"]  # every rank ran the same recurrence
     got = outs[0]["solvers"]
     assert got["lanczos_steps"] == single["lanczos_steps"]
-    for key in ("lanczos", "power", "hutchinson", "xtrace", "slq_nodes", "slq_weights"):
+    assert got["v0_untouched"] and single["v0_untouched"]
+    keys = ("lanczos", "power", "hutchinson", "xtrace", "slq_nodes", "slq_weights", "power_v0")
+    for key in (*keys, "lanczos_v0"):
         torch.testing.assert_close(
             torch.tensor(got[key], dtype=F64),
             torch.tensor(single[key], dtype=F64),

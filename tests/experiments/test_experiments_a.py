@@ -24,6 +24,9 @@ import pytest
 from hessian_lr.records import find_runs, read_json, read_records
 from hessian_lr.schedules.range_test import RangeTestResult, lr_ramp
 
+# Experiment smoke runs (subprocesses, ~1 min): slow tier (the fast tier excludes them).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
 SCRIPTS = (

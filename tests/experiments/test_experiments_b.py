@@ -17,6 +17,9 @@ import pytest
 
 from hessian_lr.records import Run, read_json, read_records
 
+# Experiment smoke runs (subprocesses, ~1 min): slow tier (the fast tier excludes them).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
 SCRIPTS = ("f9_lenet_mnist", "f10_clr_vs_fixed", "f11_sgdr", "f12_curvature")
