@@ -171,6 +171,12 @@ def apply_in_blocks(op: object, V: torch.Tensor, batch_size: int) -> torch.Tenso
     return torch.cat(blocks, dim=1)
 
 
+def _nonzero_rank() -> bool:
+    """Whether this process is a rank other than 0 of an initialized default process group."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+
+
 class Progress:
     """A tqdm bar over a run's products: on (True), off (False), or auto (None).
 
@@ -181,6 +187,8 @@ class Progress:
     def __init__(self, total: int, desc: str, mode: bool | None) -> None:
         if mode not in (True, False, None):
             raise ValueError(f"progress must be True, False or None (auto), got {mode!r}")
+        if _nonzero_rank():  # under torchrun one bar, from rank 0
+            mode = False
         self.total, self.desc, self.mode = total, desc, mode
         self.t0 = time.perf_counter()
         self.done = 0
