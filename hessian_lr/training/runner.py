@@ -520,8 +520,11 @@ def _loop(s: _Session, progress: bool, desc: str) -> tuple[str, int]:
             s.ddp.broadcast_module(model, buffers_only=True)
             if step + 1 < cfg.steps:
                 s.scheduler.step()
+            # Observers see this rank's shard: their operators all-reduce over the group, so an
+            # estimate is the global batch's, computed once (not p times; right for sum losses).
+            obs_batch = s.ddp.shard(x, y) if s.ddp.active else (x, y)
             ctx = RunContext(
-                step=step, model=model, optimizer=optimizer, batch=(x, y), loss=loss_value,
+                step=step, model=model, optimizer=optimizer, batch=obs_batch, loss=loss_value,
                 lr=lr, loss_fn=loss_fn, total_steps=cfg.steps, record=record,
             )  # fmt: skip
             _observe(s.observers, ctx, last=step + 1 == cfg.steps)
