@@ -86,6 +86,10 @@ def _model_claims(summ: dict, checks: dict, tag: str, model: str) -> list[Claim]
                     f"c(0.9, 1) = {fmt_num(at['null'])} (band ×{at['band'][0]}–{at['band'][1]}) "
                     f"{tag}",
                     bool(at["holds"]),
+                    ""
+                    if at["holds"]
+                    else "Outside the band the steps carry more than noise (curvature or "
+                    "drift): read the exact-HVP and same-batch estimates in the figure.",
                 )
             )
         return rows
