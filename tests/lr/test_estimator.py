@@ -9,40 +9,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from quadratics import DT, QBATCH, Quadratic, mean_out
+from quadratics import spd as _spd
 from torch import nn
 
 from hessian_lr.lr.curvature_lr import CurvatureLR
 from hessian_lr.lr.estimate import estimate_lr, secant_lr
 from hessian_lr.lr.estimator import LREstimator
-
-DT = torch.float64
-
-
-class Quadratic(nn.Module):
-    """f(θ) = ½ θᵀAθ − bᵀθ; forward(x) returns f repeated over the batch (loss = its mean)."""
-
-    def __init__(self, A, b, theta):
-        super().__init__()
-        self.register_buffer("A", torch.as_tensor(A, dtype=DT))
-        self.register_buffer("b", torch.as_tensor(b, dtype=DT))
-        self.theta = nn.Parameter(torch.as_tensor(theta, dtype=DT).clone())
-
-    def forward(self, x):
-        t = self.theta
-        return (0.5 * t @ self.A @ t - self.b @ t).expand(x.shape[0])
-
-
-def mean_out(outputs, targets):
-    return outputs.mean()
-
-
-QBATCH = (torch.zeros(2, 1, dtype=DT), torch.zeros(2, dtype=DT))
-
-
-def spd(n, seed=0):
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    return (Q * np.linspace(1.0, 10.0, n)) @ Q.T
 
 
 def sgd_step(model, opt, loss_fn, batch):
@@ -593,3 +566,7 @@ def test_observer_contract_gives_the_runner_keys():
     assert recs[3]["estimates"] == est.history[-1]["estimates"]
     assert recs[3]["estimates_smoothed"] == est.history[-1]["smoothed"]
     assert est.num_steps == 4
+
+
+def spd(n, seed=0):
+    return _spd(n, seed, lo=1.0, hi=10.0)

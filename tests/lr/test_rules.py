@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from quadratics import spd
 
 from hessian_lr.curvature import DenseOperator, lanczos
 from hessian_lr.lr.rules import (
@@ -15,12 +16,6 @@ from hessian_lr.lr.rules import (
 )
 
 DT = torch.float64
-
-
-def spd(n, seed=0, lo=0.5, hi=20.0):
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    return (Q * np.linspace(lo, hi, n)) @ Q.T
 
 
 def test_rules_on_a_dense_operator_match_numpy():

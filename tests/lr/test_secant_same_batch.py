@@ -3,41 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from quadratics import DT, QBATCH, Quadratic, mean_out
+from quadratics import spd as _spd
 from torch import nn
 from torch.func import functional_call, grad, jacfwd
 
 from hessian_lr.curvature import HessianOperator
 from hessian_lr.curvature.linop import params_to_vector
 from hessian_lr.lr import DEFAULT_BN_MODE, LREstimator, estimate_lr
-
-DT = torch.float64
-
-
-class Quadratic(nn.Module):
-    """f(θ) = ½ θᵀAθ − bᵀθ, returned once per sample (loss = its mean)."""
-
-    def __init__(self, A, b, theta):
-        super().__init__()
-        self.register_buffer("A", torch.as_tensor(A, dtype=DT))
-        self.register_buffer("b", torch.as_tensor(b, dtype=DT))
-        self.theta = nn.Parameter(torch.as_tensor(theta, dtype=DT).clone())
-
-    def forward(self, x):
-        t = self.theta
-        return (0.5 * t @ self.A @ t - self.b @ t).expand(x.shape[0])
-
-
-def mean_out(outputs, targets):
-    return outputs.mean()
-
-
-QBATCH = (torch.zeros(2, 1, dtype=DT), torch.zeros(2, dtype=DT))
-
-
-def spd(n, seed=0):
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    return (Q * np.linspace(0.5, 12.0, n)) @ Q.T
 
 
 def test_equals_sum_g_over_sum_hg_exactly_on_a_quadratic():
@@ -180,3 +153,7 @@ def test_estimator_same_batch_secant_matches_the_function():
         else:
             assert out is None
     assert len(est.history) == 3
+
+
+def spd(n, seed=0):
+    return _spd(n, seed, lo=0.5, hi=12.0)
