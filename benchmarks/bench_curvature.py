@@ -836,9 +836,36 @@ def bench_overhead(case: Case, rounds: int, seed: int, steps: int) -> dict[str, 
     }
 
 
-def bench_trace(case: Case, budget: int, seeds: int, ref_budget: int, seed: int) -> dict[str, Any]:
+def _curvlinops_traces(case: Case, peers: Peers, budget: int, seeds: int, seed: int) -> dict:
+    """curvlinops' own XTrace and Hutch++ (its random vectors from torch's global RNG, seeded
+    per repetition and restored after) at ``budget`` products: ``{name: [estimate per seed]}``."""
+    cl = peers.get("curvlinops")
+    if cl is None or not hasattr(cl, "xtrace"):
+        return {}
+    H = cl.HessianLinearOperator(case.model, case.loss, case.params, [(case.x, case.y)])
+    out: dict[str, list[float]] = {}
+    state = torch.random.get_rng_state()
+    try:
+        for name, fn, n in (
+            ("curvlinops xtrace", cl.xtrace, budget - budget % 2),  # needs an even count
+            ("curvlinops hutch++", cl.hutchpp_trace, budget - budget % 3),  # a multiple of 3
+        ):
+            vals = []
+            for s in range(seeds):
+                torch.manual_seed(seed + 1000 + s)
+                vals.append(float(fn(H, n)))
+            out[name] = vals
+    finally:
+        torch.random.set_rng_state(state)
+    return out
+
+
+def bench_trace(
+    case: Case, budget: int, seeds: int, ref_budget: int, seed: int, peers: Peers | None = None
+) -> dict[str, Any]:
     """Median relative error over seeds of each trace method at ``budget`` HVPs, against an
-    XTrace reference with ``ref_budget`` HVPs (its own standard error reported)."""
+    XTrace reference with ``ref_budget`` HVPs (its own standard error reported), ours and,
+    when installed, curvlinops' XTrace and Hutch++ at the same budget."""
     op = case.operator()
     ref = trace_estimate(op, ref_budget, generator=torch.Generator().manual_seed(seed + 99))
     out: dict[str, Any] = {"budget": budget, "seeds": seeds, "reference": ref.estimate}
@@ -852,6 +879,11 @@ def bench_trace(case: Case, budget: int, seeds: int, ref_budget: int, seed: int)
             errs.append(abs(r.estimate - ref.estimate) / abs(ref.estimate))
             ses.append(r.std_error / abs(ref.estimate))
         out[method] = {"median_rel_error": median(errs), "median_rel_se": median(ses)}
+    peer_vals = _curvlinops_traces(case, peers, budget, seeds, seed) if peers else {}
+    for name, vals in peer_vals.items():
+        errs = [abs(v - ref.estimate) / abs(ref.estimate) for v in vals]
+        out[name] = {"median_rel_error": median(errs), "median_rel_se": None}
+    out["peers"] = sorted(peer_vals)
     return out
 
 
@@ -958,6 +990,26 @@ def ratio_rows(results: dict[str, Any]) -> list[Row]:
                     f"{tr['reference_rel_se']:.1e}; n/a when that exceeds half the best error)",
                 )
             )
+            if tr.get("peers"):
+                peer_best = min(tr["peers"], key=lambda m: tr[m]["median_rel_error"])
+                ours = min(
+                    ("xtrace", "hutch++", "hutchinson"), key=lambda m: tr[m]["median_rel_error"]
+                )
+                value = tr[ours]["median_rel_error"] / max(
+                    tr[peer_best]["median_rel_error"], 1e-300
+                )
+                if tr["reference_rel_se"] > 0.5 * min(best, tr[peer_best]["median_rel_error"]):
+                    value = float("nan")
+                rows.append(
+                    Row(
+                        f"{key}: trace rel. error at {tr['budget']} HVPs, ours / best peer",
+                        value,
+                        1.0,
+                        f"ours ({ours}) {_fmt(tr[ours]['median_rel_error'])}, {peer_best} "
+                        f"{_fmt(tr[peer_best]['median_rel_error'])}; "
+                        + ", ".join(f"{m} {_fmt(tr[m]['median_rel_error'])}" for m in tr["peers"]),
+                    )
+                )
         sol = res.get("solvers")
         if not sol:
             continue
@@ -1236,7 +1288,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
             res["overhead"] = bench_overhead(c, rounds, args.seed, steps)
         if c.key in mode.trace:
             log(f"== {c.key}: trace estimators ...")
-            res["trace"] = bench_trace(c, *mode.trace[c.key], seed=args.seed)
+            res["trace"] = bench_trace(c, *mode.trace[c.key], seed=args.seed, peers=peers)
 
     _print_hvp(results, log)
     _print_batched(results, log)

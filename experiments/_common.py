@@ -29,6 +29,7 @@ from _presets import scaled, train_fields, train_macs
 
 from hessian_lr.records import Run, read_json, write_json_atomic
 from hessian_lr.training.runner import TrainConfig, TrainResult, train
+from hessian_lr.training.train_config import config_diff
 
 __all__ = [
     "cli",
@@ -45,7 +46,12 @@ __all__ = [
     "save_summary",
     "experiment_name",
     "load_summary",
+    "find_twin",
+    "copy_twin",
 ]
+
+# Files of a finished run that make it a result (checkpoints are not copied).
+_RUN_FILES = ("config.json", "meta.json", "records.jsonl")
 
 
 def experiment_name(file: str) -> str:
@@ -115,6 +121,42 @@ def result_from_folder(out: str | Path, experiment: str, run: str) -> TrainResul
     )
 
 
+def find_twin(cfg: TrainConfig, out: str | Path, experiment: str, run: str) -> Path | None:
+    """A finished run of another experiment under ``out`` with exactly this ``TrainConfig``.
+
+    Experiments share arms (F4's 700-step cycle and F6's full-data arms are F3's runs), and a
+    run is determined by its config and seed (training is deterministic on CPU), so training the
+    same config twice only spends compute. Only ``finished``/``diverged`` runs count, the device
+    is ignored, and the run's own folder is never its twin. ``None`` when there is none.
+    """
+    own = Run(out, experiment, run).dir.resolve()
+    if (own / "meta.json").exists():
+        return None  # started here already: resume or skip it as usual
+    for config in sorted(Path(out).glob("*/*/config.json")):
+        folder = config.parent
+        if folder.resolve() == own or folder.parent.name == experiment:
+            continue
+        try:
+            status = read_json(folder / "meta.json").get("status")
+            same = status in ("finished", "diverged") and not config_diff(read_json(config), cfg)
+        except (OSError, ValueError):
+            continue
+        if same and all((folder / f).exists() for f in _RUN_FILES):
+            return folder
+    return None
+
+
+def copy_twin(src: Path, dst: Path) -> None:
+    """Copy a finished run's result files to ``dst``; ``meta.json`` records ``copied_from``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "records.jsonl").write_bytes((src / "records.jsonl").read_bytes())
+    write_json_atomic(dst / "config.json", read_json(src / "config.json"))
+    meta = read_json(src / "meta.json")
+    meta["copied_from"] = f"{src.parent.name}/{src.name}"
+    meta["experiment"] = dst.parent.name
+    write_json_atomic(dst / "meta.json", meta)  # last: the folder counts as finished from here
+
+
 def summarize_only() -> bool:
     """True when ``--summarize-only`` was given: units are read, never trained."""
     return _STATE["summarize_only"]
@@ -164,6 +206,12 @@ def run_train(
     if _STATE["summarize_only"]:
         return result_from_folder(out, experiment, run)
     cfg = dataclasses.replace(cfg, device=device)
+    twin = find_twin(cfg, out, experiment, run)
+    if twin is not None:
+        copy_twin(twin, Run(out, experiment, run).dir)
+        result = result_from_folder(out, experiment, run)
+        print(f"  {experiment}/{run}: {result.status}, copied from {twin.parent.name}/{twin.name}")
+        return result
     t0 = time.perf_counter()
     result = train_fn(
         cfg,

@@ -35,6 +35,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -54,6 +55,8 @@ sys.path.insert(1, str(ROOT))  # the checkout's hessian_lr, also when it is not 
 import _common  # noqa: E402
 from _presets import scaled  # noqa: E402
 from _results_io import KEEP_OLD, import_results, prune_stale, thin_records  # noqa: E402, F401
+
+from hessian_lr.records import to_jsonable  # noqa: E402
 
 #: Experiments run_all knows, in figure order; F5 and F13-F15 join when their owners add them.
 EXPERIMENTS = (
@@ -91,6 +94,8 @@ class Job:
     end: float | None = None
     returncode: int | None = None
     signalled: list[str] = field(default_factory=list)
+    config_key: str | None = None  # a training run's TrainConfig, as JSON (None: a range test)
+    after: Job | None = None  # an earlier unit with the same config: wait, then copy its result
 
     @property
     def key(self) -> str:
@@ -119,20 +124,31 @@ def make_jobs(
             continue
         cfg = scaled(module.PRESETS[preset], scale)
         seeds = list(cfg.seeds)
+        configs = dict(_common.arm_units(module, cfg)) if not hasattr(module, "plan") else {}
         for unit in _common.plan(module, cfg):
             rank = seeds.index(unit["seed"]) if unit.get("seed") in seeds else 0
-            jobs.append(
-                Job(
-                    name,
-                    unit["name"],
-                    preset,
-                    device,
-                    rank,
-                    unit["macs"],
-                    unit["macs"] / macs_per_s,
-                )
-            )
+            job = Job(name, unit["name"], preset, device, rank, unit["macs"], 0.0)
+            if unit["name"] in configs:
+                tcfg = dataclasses.replace(configs[unit["name"]], device="cpu")
+                job.config_key = json.dumps(to_jsonable(tcfg), sort_keys=True)
+            jobs.append(job)
+    first: dict[str, Job] = {}
+    for job in jobs:  # a unit that repeats an earlier experiment's run copies it (find_twin)
+        if job.config_key is not None:
+            original = first.setdefault(job.config_key, job)
+            if original is not job and original.experiment != job.experiment:
+                job.after, job.macs = original, 0.0
+        job.estimate_s = job.macs / macs_per_s
     return jobs
+
+
+def _launchable(queue: list[Job]) -> Job | None:
+    """The first queued unit that is not waiting for its twin to end (then it copies it)."""
+    for job in queue:
+        if job.after is None or job.after.end is not None:
+            queue.remove(job)
+            return job
+    return None
 
 
 def order(jobs: list[Job], policy: str) -> list[Job]:
@@ -300,7 +316,9 @@ def run(args: argparse.Namespace) -> int:
                 for preset, q in pending.items():
                     busy = sum(j.preset == preset for j in running)
                     while q and busy < slots[preset]:
-                        j = q.pop(0)
+                        j = _launchable(q)
+                        if j is None:
+                            break
                         launch(j, args, env, out)
                         running.append(j)
                         busy += 1

@@ -237,3 +237,69 @@ def test_import_thins_long_finished_runs_and_prunes_stale_presets(tmp_path):
     evals = [r["step"] for r in kept if "test_accuracy" in r]
     assert evals == list(range(149, 3000, 150))  # every evaluation kept
     assert kept[-1]["step"] == 2999 and len(kept) == 600 + 20  # every 5th step + the evaluations
+
+
+def _tiny_cfg(**kw):
+    from hessian_lr.training.runner import TrainConfig
+
+    base = dict(
+        dataset="digits",
+        model="mlp",
+        batch_size=32,
+        steps=6,
+        eval_every=3,
+        schedule={"type": "Constant", "base_lr": 0.05},
+        seed=0,
+        checkpoint_every=3,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_a_run_repeated_by_another_experiment_is_copied_not_retrained(tmp_path):
+    """F4's 700-step cycle is F3's 1cycle run: the second experiment copies the finished run."""
+    first = _common.run_train(
+        _tiny_cfg(), out=tmp_path, experiment="e1", run="a_seed0", device="cpu", progress=False
+    )
+    assert first.status == "finished"
+    # An experiment never copies its own arms (two arms with one config are a bug in the script).
+    assert _common.find_twin(_tiny_cfg(), tmp_path, "e1", "other_seed0") is None
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("an identical finished run exists: it must be copied")
+
+    twin = _common.run_train(
+        _tiny_cfg(),
+        out=tmp_path,
+        experiment="e2",
+        run="b_seed0",
+        device="cpu",
+        progress=False,
+        train_fn=must_not_train,
+    )
+    src, dst = tmp_path / "e1" / "a_seed0", tmp_path / "e2" / "b_seed0"
+    assert twin.status == "finished" and twin.final_test_accuracy == first.final_test_accuracy
+    assert (dst / "records.jsonl").read_bytes() == (src / "records.jsonl").read_bytes()
+    meta = json.loads((dst / "meta.json").read_text())
+    assert meta["copied_from"] == "e1/a_seed0" and meta["experiment"] == "e2"
+    # A different seed (or any other field) is not a twin: it trains.
+    assert _common.find_twin(_tiny_cfg(seed=1), tmp_path, "e3", "c_seed1") is None
+    assert _common.find_twin(_tiny_cfg(steps=7), tmp_path, "e3", "c_seed0") is None
+    # A started folder is resumed or skipped as usual, never overwritten by a copy.
+    assert _common.find_twin(_tiny_cfg(), tmp_path, "e2", "b_seed0") is None
+
+
+def test_run_all_schedules_a_repeated_unit_after_its_original(modules):
+    jobs = run_all.make_jobs("cpu", "cpu", scale=1.0, only=["f3", "f4", "f6"], macs_per_s=1e10)
+    by_key = {j.key: j for j in jobs}
+    twin = by_key["cpu/f4_cycle_length/onecycle_700_seed1"]
+    assert twin.after is by_key["cpu/f3_onecycle_vs_pc/onecycle_seed1"] and twin.macs == 0
+    assert by_key["cpu/f6_limited_data/pc_p100_seed0"].after.key.endswith(
+        "f3_onecycle_vs_pc/pc_seed0"
+    )
+    assert by_key["cpu/f6_limited_data/pc_p20_seed0"].after is None
+    queue = run_all.order(jobs, "short-first")
+    assert queue[0].after is not None  # free units sort first but must wait
+    launched = run_all._launchable(queue)
+    assert launched.after is None and launched.macs > 0
+    twin.after.end = 1.0
+    assert run_all._launchable([twin]) is twin
