@@ -86,6 +86,7 @@ class _Loop:
         caller: str,
         preallocate: bool = False,
         semi: bool = False,
+        keep_basis: bool = True,
     ) -> None:
         p, N = V0.shape
         self.op, self.p, self.N, self.caller = op, p, N, caller
@@ -96,6 +97,9 @@ class _Loop:
         # batched products; one probe only ever reads rows it has written.
         self.alloc = torch.empty if p == 1 else torch.zeros
         self.cap = self.max_steps + 1 if preallocate else min(self.max_steps, 16) + 1
+        self.ring = not keep_basis  # plain three-term recurrence: only q_{j-1}, q_j, q_{j+1}
+        if self.ring:
+            self.cap = 3
         self.Q = self.alloc((p, self.cap, N), dtype=self.dtype, device=self.device)
         V0 = V0.to(self.dtype)
         norms = torch.linalg.vector_norm(V0, dim=1, keepdim=True)
@@ -114,15 +118,19 @@ class _Loop:
         self.eps = float(torch.finfo(self.dtype).eps)
         self.semi = semi
 
+    def row(self, j: int) -> int:
+        """Where q_j is stored: row j of the basis, or j mod 3 without re-orthogonalization."""
+        return j % 3 if self.ring else j
+
     def grow(self, j: int) -> None:
-        if j + 1 >= self.cap:  # grow the preallocated basis geometrically
+        if not self.ring and j + 1 >= self.cap:  # grow the preallocated basis geometrically
             new_cap = min(2 * self.cap, self.max_steps + 1)
             Q_new = self.alloc((self.p, new_cap, self.N), dtype=self.dtype, device=self.device)
             Q_new[:, : self.cap] = self.Q
             self.Q, self.cap = Q_new, new_cap
 
     def product(self, j: int, idx: np.ndarray) -> torch.Tensor:
-        q = self.Q[:, j]  # (p, N)
+        q = self.Q[:, self.row(j)]  # (p, N)
         if self.p == 1:
             W = apply(self.op, q[0]).unsqueeze(0)
         elif idx.size == self.p:
@@ -143,11 +151,20 @@ class _Loop:
         basis by measurement, which keeps T (Ritz values, quadrature weights) accurate to
         working precision (Simon 1984; Parlett ch. 13) at half the memory traffic.
         """
-        q = self.Q[:, j]
+        q = self.Q[:, self.row(j)]
         a = torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2)  # (p, 1)
         W = torch.addcmul(W, a, q, value=-1)  # a new tensor: the op's output is left alone
         if j > 0:
-            W.addcmul_(self.beta_prev, self.Q[:, j - 1], value=-1)
+            W.addcmul_(self.beta_prev, self.Q[:, self.row(j - 1)], value=-1)
+        if self.ring:  # no re-orthogonalization: one more local pass keeps α accurate
+            a2 = torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2)
+            W.addcmul_(a2, q, value=-1)
+            host = torch.stack([(a + a2).squeeze(1), torch.linalg.vector_norm(W, dim=1)])
+            host = host.double().cpu().numpy()  # sync
+            if not np.isfinite(host).all():
+                check_finite(W, self.caller)
+                raise ValueError(f"{self.caller}: the Lanczos recurrence overflowed (inf)")
+            return W, host[0], host[1], np.zeros(self.p)
         basis = self.Q[:, : j + 1]  # (p, j+1, N)
         norm_in = torch.linalg.vector_norm(W, dim=1)
         h = torch.bmm(basis, W.unsqueeze(2)).squeeze(2)  # (p, j+1)
@@ -204,6 +221,7 @@ def lanczos_run(
     progress: bool | None = False,
     preallocate: bool = False,
     semi: bool = False,
+    reorthogonalize: bool = True,
 ) -> Krylov:
     """Run Lanczos with full re-orthogonalization from the p rows of V0 (p, N), side by side.
 
@@ -227,8 +245,11 @@ def lanczos_run(
     of growing it geometrically (a λ_max run usually stops after a few dozen steps). ``semi``
     (SLQ) subtracts the Gram-Schmidt projection only when the measured loss of orthogonality
     exceeds √eps (see ``_Loop.orthogonalize``); ``defect`` is measured either way.
+    ``reorthogonalize=False`` runs the plain three-term recurrence and keeps only three vectors
+    per probe (3N memory instead of (m + 1)N, no pass over the basis): the returned ``basis``
+    then holds the last vectors only, ``defect`` is not measured, and ``restart`` is ignored.
     """
-    s = _Loop(op, V0, max_steps, caller, preallocate, semi)
+    s = _Loop(op, V0, max_steps, caller, preallocate, semi, keep_basis=reorthogonalize)
     bar = Progress(s.max_steps * s.p, caller, progress)
     block_random = v0_is_random  # whether the current block started from a random vector
     try:
@@ -255,11 +276,16 @@ def lanczos_run(
                 if i not in broke:
                     s.beta[i, j] = b_np[i]
                     s.beta_prev[i] = float(b_np[i])
-                    torch.div(W[i], float(b_np[i]), out=s.Q[i, j + 1])
+                    torch.div(W[i], float(b_np[i]), out=s.Q[i, s.row(j + 1)])
                     continue
                 s.beta[i, j] = 0.0
                 s.beta_prev[i] = 0.0
-                if restart and j + 1 < s.max_steps and s.restart_vector(i, j, restart_generator):
+                if (
+                    restart
+                    and not s.ring
+                    and j + 1 < s.max_steps
+                    and s.restart_vector(i, j, restart_generator)
+                ):
                     block_random = True
                     continue
                 s.active[i] = False

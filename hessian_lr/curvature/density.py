@@ -8,8 +8,9 @@ Lanczos steps from v) and weights s_{1,i}² (squared first components of T_m's e
 Averaging over random probes estimates the spectral density φ(λ) = N⁻¹ Σ_j δ(λ − λ_j); Gaussian
 broadening turns it into a smooth curve.
 
-The Lanczos loop (full re-orthogonalization, probes side by side so that ``op @ V`` batches
-their products) is shared with :func:`~hessian_lr.curvature.lanczos.lanczos`.
+The Lanczos loop (semi-orthogonal by default, probes side by side so that ``op @ V`` batches
+their products) is shared with :func:`~hessian_lr.curvature.lanczos.lanczos`; ``reorth="none"``
+drops the basis for models too large to keep (m + 1) copies of the parameters.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ def spectral_density(
     batch_size: int = 1,
     generator: torch.Generator | None = None,
     progress: bool | None = None,
+    reorth: Literal["semi", "full", "none"] = "semi",
 ) -> SpectralDensity:
     """Spectral density of a symmetric operator by stochastic Lanczos quadrature (SLQ).
 
@@ -214,6 +216,15 @@ def spectral_density(
         generator: random source for the probes.
         progress: a tqdm bar over the products: True, False, or None (auto: shown once the
             run has taken 3 s).
+        reorth: how the Lanczos vectors are kept orthogonal. ``"semi"`` (default): the loss
+            of orthogonality is measured every step (one pass over the basis) and removed when
+            it exceeds √eps; ``"full"``: Gram-Schmidt against the whole basis every step;
+            ``"none"``: the plain three-term recurrence, 3N memory instead of (m + 1)N and no
+            pass over the basis (the products are all the cost). Without re-orthogonalization
+            the quadrature is still a valid one (its moments vᵀHᵏv match, Greenbaum 1989;
+            Chen, Trogdon & Ubaru 2021), but converged outliers come back as repeated "ghost"
+            nodes that take nodes from the bulk, so the bulk is resolved more coarsely: the
+            choice for models whose (m + 1)N basis does not fit in memory.
 
     Returns:
         A :class:`SpectralDensity`.
@@ -229,6 +240,8 @@ def spectral_density(
     t0 = time.perf_counter()
     N = check_operator(op)
     _check_args(num_probes, num_steps, batch_size, probe, sigma, grid, num_grid)
+    if reorth not in ("semi", "full", "none"):
+        raise ValueError(f"reorth must be 'semi', 'full' or 'none', got {reorth!r}")
     num_steps = min(num_steps, N)
     draw = rademacher if probe == "rademacher" else randn
     nodes = np.zeros((num_probes, num_steps))
@@ -243,8 +256,9 @@ def spectral_density(
             num_steps,
             caller="spectral_density",
             progress=progress,
-            preallocate=True,
-            semi=True,
+            preallocate=reorth != "none",
+            semi=reorth == "semi",
+            reorthogonalize=reorth != "none",
         )
         num_matvecs += kr.num_matvecs
         for i in range(p):

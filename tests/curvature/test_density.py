@@ -7,6 +7,7 @@ import pytest
 import torch
 from spectra import NaNOperator, gen, spectrum_op
 
+from hessian_lr.curvature._solver_utils import rademacher
 from hessian_lr.curvature.lanczos import SpectralDensity, spectral_density
 
 # A Hessian-like spectrum: outliers (one negative) and a bulk around zero.
@@ -197,3 +198,43 @@ def test_progress_bar_auto_appears_on_slow_runs(capsys, monkeypatch):
     op, _ = spectrum_op(np.linspace(0, 1, 40), seed=7)
     spectral_density(op, num_steps=10, generator=gen(0))
     assert "spectral_density" in capsys.readouterr().err
+
+
+def test_without_reorthogonalization_the_quadrature_keeps_its_moments():
+    """reorth="none": no basis is kept, yet each probe's quadrature matches vᵀHᵏv (Greenbaum)."""
+    op, A = spectrum_op(HESSIAN_LIKE, seed=0)
+    sd = spectral_density(op, num_probes=3, num_steps=60, reorth="none", generator=gen(5))
+    ref = spectral_density(op, num_probes=3, num_steps=60, generator=gen(5))
+    assert sd.num_matvecs == 3 * 60
+    np.testing.assert_allclose(sd.weights.sum(axis=1), 1.0, rtol=1e-12)
+    # Same probes (same generator state): the quadratures' moments agree with vᵀAᵏv for k ≤ 9
+    # relative to ‖A‖ᵏ, the quantity an m-point Gauss rule reproduces up to k = 2m − 1.
+    V = rademacher((3, A.shape[0]), op, gen(5)).double().numpy()  # the solver's probes
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    norm = np.abs(HESSIAN_LIKE).max()
+    for i in range(3):
+        for k in range(1, 10):
+            exact = V[i] @ np.linalg.matrix_power(A, k) @ V[i] / norm**k
+            for quad in (sd, ref):
+                got = (quad.weights[i] * quad.nodes[i] ** k).sum() / norm**k
+                assert got == pytest.approx(exact, abs=1e-10)
+    # The extreme eigenvalues are still found; converged outliers may repeat ("ghosts").
+    w = np.linalg.eigvalsh(A)
+    assert sd.nodes.max() == pytest.approx(w[-1], rel=1e-10)
+    assert sd.nodes.min() == pytest.approx(w[0], rel=1e-10)
+
+
+def test_reorth_choices_agree_on_the_density_and_bad_choice_is_named():
+    op, A = spectrum_op(HESSIAN_LIKE, seed=0)
+    w = np.linalg.eigvalsh(A)
+    grid = np.linspace(w[0] - 2, w[-1] + 2, 2000)
+    z = (grid[:, None] - w[None, :]) / 0.5
+    exact = np.exp(-0.5 * z**2).sum(axis=1)
+    exact /= np.trapezoid(exact, grid)
+    for reorth in ("semi", "full", "none"):
+        sd = spectral_density(
+            op, num_probes=20, num_steps=40, sigma=0.5, grid=grid, reorth=reorth, generator=gen(1)
+        )
+        assert np.trapezoid(np.abs(sd.density - exact), grid) <= 0.1, reorth
+    with pytest.raises(ValueError, match="reorth"):
+        spectral_density(op, num_steps=5, reorth="partial")
