@@ -116,6 +116,15 @@ def token_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
+class TokenCE(nn.Module):
+    """``token_ce`` as a module with ``reduction = "mean"`` (what curvlinops 3 asks of a loss)."""
+
+    reduction = "mean"
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return token_ce(logits, targets)
+
+
 def make(cfg: GPTConfig, device: torch.device) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     torch.manual_seed(0)
     model = GPT(cfg).to(device).train()  # dropout on in the module: the operator turns it off
@@ -253,13 +262,16 @@ def _curvlinops_product(model, batch, v):
     was = model.training
     model.eval()
     try:
-        H = HessianLinearOperator(model, token_ce, params, [batch], check_deterministic=False)
+        H = HessianLinearOperator(model, TokenCE(), params, [batch], check_deterministic=False)
     except Exception as err:  # noqa: BLE001 - a peer that does not run is reported, not fatal
         print(f"curvlinops: skipped ({type(err).__name__}: {err})")
         return None
     finally:
         model.train(was)
-    x = v.detach().cpu().numpy()
+    if hasattr(H, "to_scipy"):  # curvlinops >= 3: a PyTorch operator, tensors in and out
+        x = v.detach()
+    else:  # curvlinops 1-2: a scipy LinearOperator, numpy in and out
+        x = v.detach().cpu().numpy()
     return lambda: H @ x
 
 
