@@ -121,9 +121,7 @@ class CurvatureProbe(Observer):
     def observe(self, ctx: StepContext) -> Mapping[str, Any]:  # noqa: D102
         op = HessianOperator(ctx.model, nn.CrossEntropyLoss(), self.batch, bn_mode=self.bn_mode)
         t0 = time.perf_counter()
-        res = lanczos(
-            op, k=1, which="LA", tol=1e-3, v0=self.v0, stop="eigenvalue", progress=False
-        )
+        res = lanczos(op, k=1, which="LA", tol=1e-3, v0=self.v0, stop="eigenvalue", progress=False)
         self.v0 = res.eigenvectors[:, 0].detach().clone() if res.eigenvectors is not None else None
         out: dict[str, Any] = {
             "lambda_max": float(res.eigenvalues[0]),

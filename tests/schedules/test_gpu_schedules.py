@@ -68,3 +68,12 @@ def test_schedule_lr_on_capturable_tensor_lr():
         sched.step()
     assert opt.param_groups[0]["lr"] is lr_t
     assert seen == [0.01, 0.03, 0.05, 0.03, 0.01]
+
+
+def test_device_cuda_without_index_matches_a_model_on_cuda0():
+    """device="cuda" (what TrainConfig and the experiments pass) names the current CUDA device."""
+    model, data = _setup("cuda")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    res = lr_range_test(model, opt, data, loss_fn=nn.CrossEntropyLoss(), num_steps=5,
+                        device="cuda")  # fmt: skip
+    assert len(res.losses) == 5

@@ -192,3 +192,21 @@ def test_crosscheck_on_tiny_gpt_matches_dense_reference():
     assert c.grad_norm == pytest.approx(float(g.norm()), rel=1e-6)
     if g_hg > 0:
         assert c.quadratic_lr == pytest.approx(float(g @ g) / g_hg, rel=1e-6)
+
+
+def test_device_without_index_is_the_current_device(monkeypatch):
+    """``device="cuda"`` must match parameters on ``cuda:0`` (torch.device("cuda") != "cuda:0")."""
+    from hessian_lr.schedules import range_test as rt
+
+    assert rt._indexed(torch.device("cpu")) == torch.device("cpu")
+    assert rt._indexed(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert rt._indexed(torch.device("cuda")) == torch.device("cuda", 0)
+    # A model on another device than the one named is still refused, by name.
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="live on cpu, not on device=cuda:0"):
+        lr_range_test(
+            model, opt, data(), loss_fn=nn.MSELoss(), end_lr=1.0, num_steps=3, device="cuda"
+        )
