@@ -47,7 +47,9 @@ class MissingResults(LookupError):
     def __init__(self, experiment: str, results: str | Path, detail: str = "") -> None:
         self.experiment = experiment
         self.results = Path(results)
-        self.command = f"python experiments/{experiment}.py --preset cpu --out {results}"
+        # results_gpu/ holds the gpu presets (run on a GPU machine), everything else the cpu ones.
+        preset = "gpu --device cuda" if self.results.name == "results_gpu" else "cpu"
+        self.command = f"python experiments/{experiment}.py --preset {preset} --out {results}"
         msg = f"no results for {experiment} in {results}"
         if detail:
             msg += f" ({detail})"
