@@ -131,9 +131,13 @@ def test_forward_macs_matches_a_hand_count():
 
 
 def test_gpu_family_fits_the_budget(modules):
-    """The gpu presets of these experiments take under ~5 min at the stated GPU rate."""
-    total = sum(u["macs"] for m in modules.values() for u in _common.plan(m, m.PRESETS["gpu"]))
-    assert total / 6e12 < 300
+    """The gpu presets of these experiments fit 10 min at the rate measured on an H200 (3.5e12
+    MAC/s for 6 processes side by side; 436 s for F2-F12), with a margin for F9/F10's
+    Python-bound LeNet steps."""
+    jobs = run_all.make_jobs("gpu", "cuda", scale=1.0, only=list(MINE), macs_per_s=3.5e12)
+    assert {j.experiment for j in jobs} == set(MINE)
+    total = sum(j.macs for j in jobs)  # a unit copied from another experiment's run costs 0
+    assert total / 3.5e12 < 480
 
 
 def test_order_policies():
