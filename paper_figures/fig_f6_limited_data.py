@@ -106,6 +106,10 @@ def claims(results) -> list[Claim]:
     ]
 
 
+def _ours_label(n: int) -> str:
+    return "ours (1 seed)" if n == 1 else f"ours ({n} seeds: mean ± s.d.)"
+
+
 def draw(results, out) -> list[Path]:
     by_p, summ = _load(results)
     (claim,) = claims(results)
@@ -134,7 +138,7 @@ def draw(results, out) -> list[Path]:
         ylabel="final test accuracy",
         title="(a) final accuracy",
     )
-    ax.legend(loc="lower left")
+    ax.legend(loc="best")
     g = [mean_sd(gains[int(p)]) for p in ps]
     ax_g.errorbar(
         ps,
@@ -144,7 +148,7 @@ def draw(results, out) -> list[Path]:
         ms=7,
         capsize=4,
         color=_style.color("onecycle"),
-        label=f"ours ({len(next(iter(gains.values())))} seeds: mean ± s.d.)",
+        label=_ours_label(len(next(iter(gains.values())))),
     )
     pk = sorted(PAPER_GAIN, reverse=True)
     ax_g.plot(pk, [PAPER_GAIN[k] for k in pk], "D--", color="k", ms=7, label="paper (CIFAR-10)")
