@@ -7,11 +7,15 @@ vectors in column batches, the fixed-matrix check, and an opt-in/auto progress b
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 __all__: list[str] = []
 
@@ -216,3 +220,17 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def solver(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run a solver ``fn(op, ...)`` inside ``op.solving()`` (model checks once per call)."""
+
+    @functools.wraps(fn)
+    def wrapper(op: object, *args: Any, **kwargs: Any) -> T:
+        ctx = getattr(op, "solving", None)
+        if not callable(ctx):
+            return fn(op, *args, **kwargs)
+        with ctx():
+            return fn(op, *args, **kwargs)
+
+    return wrapper

@@ -32,6 +32,7 @@ from ._solver_utils import (
     fixed_matrix,
     rademacher,
     randn,
+    solver,
 )
 
 __all__ = ["SpectralDensity", "spectral_density"]
@@ -175,6 +176,7 @@ def _smooth(
     return grid, density / total, float(sigma)
 
 
+@solver
 def spectral_density(
     op: object,
     *,

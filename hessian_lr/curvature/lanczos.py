@@ -48,6 +48,7 @@ from ._solver_utils import (
     check_positive,
     fixed_matrix,
     randn,
+    solver,
     work_dtype,
 )
 from .density import SpectralDensity, spectral_density  # moved; re-exported for compatibility
@@ -210,6 +211,7 @@ def _check_args(
     return N, max_iter
 
 
+@solver
 def lanczos(
     op: object,
     *,

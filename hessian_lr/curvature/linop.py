@@ -10,6 +10,7 @@ Also here: conversions between a flat vector (N,) and a list of parameter-shaped
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,6 +56,14 @@ class LinearOperator:
     def device(self) -> torch.device:
         """The device of vectors the operator takes and returns."""
         return self._device
+
+    def solving(self) -> contextlib.AbstractContextManager[None]:
+        """A context for one solver call (Lanczos, power iteration, SLQ, a trace estimate).
+
+        Operators that check per product whether the model changed (``HessianOperator``) check
+        once on entry and once on exit instead; others need nothing (the default).
+        """
+        return contextlib.nullcontext()
 
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
         return self._matmat(v.unsqueeze(1)).squeeze(1)

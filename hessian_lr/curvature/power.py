@@ -37,6 +37,7 @@ from ._solver_utils import (
     check_positive,
     fixed_matrix,
     randn,
+    solver,
     work_dtype,
 )
 
@@ -165,6 +166,7 @@ def _check_v0(v0: torch.Tensor | None, N: int, op: object) -> torch.Tensor | Non
     return v0
 
 
+@solver
 def power_iteration(
     op: object,
     *,

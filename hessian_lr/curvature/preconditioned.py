@@ -14,6 +14,8 @@ Imports nothing from ``lr``, ``schedules`` or ``training``.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ._solver_utils import check_operator
@@ -88,6 +90,11 @@ class PreconditionedOperator(LinearOperator):
         """A vector u in parameter coordinates -> w = P^{1/2} u (e.g. to warm-start Lanczos)."""
         s = torch.where(self._frozen, 0.0, self.diagonal.sqrt())
         return (s if u.ndim == 1 else s.unsqueeze(1)) * u
+
+    def solving(self) -> contextlib.AbstractContextManager[None]:
+        """The wrapped operator's solver context (its model checks, once per solve)."""
+        inner = getattr(self.op, "solving", None)
+        return inner() if callable(inner) else contextlib.nullcontext()
 
     def __repr__(self) -> str:
         return f"PreconditionedOperator(N={self.shape[0]}, op={self.op!r})"

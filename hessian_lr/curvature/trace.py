@@ -43,6 +43,7 @@ from ._solver_utils import (
     fixed_matrix,
     rademacher,
     randn,
+    solver,
     work_dtype,
 )
 
@@ -113,6 +114,7 @@ def _mean_and_error(samples: torch.Tensor) -> tuple[float, float]:
 
 
 @_fixed
+@solver
 def hutchinson_trace(
     op: object,
     *,
@@ -159,6 +161,7 @@ def hutchinson_trace(
 
 
 @_fixed
+@solver
 def hutchpp_trace(
     op: object,
     *,
@@ -255,6 +258,7 @@ def _check_budget(num_matvecs: int, least: int, caller: str) -> None:
 
 
 @_fixed
+@solver
 def xtrace(
     op: object,
     *,
@@ -357,6 +361,7 @@ def _low_rank_trace(
 
 
 @_fixed
+@solver
 def xnystrace(
     op: object,
     *,
@@ -417,6 +422,7 @@ def xnystrace(
     return _result(ests, m, t0, "xnystrace")
 
 
+@solver
 def trace_estimate(
     op: object,
     num_matvecs: int = 40,

@@ -131,3 +131,57 @@ def test_repr_and_notes():
     assert "reduction='mean'" in repr(op)
     text = " ".join(op.notes)
     assert "dropout" in text and "math kernel" in text and "tied" in text
+
+
+def test_a_solver_fingerprints_the_model_on_entry_and_exit_only(monkeypatch):
+    """Inside lanczos/SLQ/trace the model is checked twice per call, not before every product."""
+    from hessian_lr.curvature import hessian as hessian_mod
+    from hessian_lr.curvature.lanczos import lanczos, spectral_density
+    from hessian_lr.curvature.trace import trace_estimate
+
+    case = _mlp_case()
+    op = HessianOperator(case.model, case.loss_fn, case.data, backend="double-backward")
+    calls = []
+    real = hessian_mod.fingerprint
+    monkeypatch.setattr(hessian_mod, "fingerprint", lambda t: calls.append(1) or real(t))
+    g = torch.Generator().manual_seed(0)
+    for run in (
+        lambda: lanczos(op, k=2, max_iter=30, generator=g, progress=False),
+        lambda: spectral_density(op, num_steps=20, generator=g, progress=False),
+        lambda: trace_estimate(op, 12, generator=g),  # nested: trace_estimate -> xtrace
+    ):
+        calls.clear()
+        before = op.num_matvecs
+        run()
+        assert op.num_matvecs - before >= 12 and len(calls) <= 3  # entry, exit (+ first key)
+    calls.clear()
+    for _ in range(5):  # outside a solver every product still checks the model
+        op @ _v(op.shape[0])
+    assert len(calls) >= 5
+    # The result equals the dense Hessian's (the cached graph is the right one).
+    H = dense_hessian(case)[0]
+    lam = lanczos(op, k=1, tol=1e-10, generator=torch.Generator().manual_seed(1), progress=False)
+    assert float(lam.eigenvalues[0]) == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-8)
+
+
+def test_a_model_changed_during_a_solve_is_an_error_not_a_mixed_result():
+    from hessian_lr.curvature.lanczos import lanczos
+
+    case = _mlp_case()
+    op = HessianOperator(case.model, case.loss_fn, case.data, backend="double-backward")
+    inner = op._matmat_batch
+    count = [0]
+
+    def meddling(*args, **kwargs):  # another thread "trains" the model mid-solve
+        count[0] += 1
+        if count[0] == 3:
+            _through_data(case.model)  # .data: autograd's version check does not see it
+        return inner(*args, **kwargs)
+
+    op._matmat_batch = meddling
+    with pytest.raises(RuntimeError, match="changed while a solver"):
+        lanczos(op, k=1, max_iter=10, generator=torch.Generator().manual_seed(0), progress=False)
+    op._matmat_batch = inner
+    H = dense_hessian(case)[0]  # after the error the next solve starts from the changed model
+    lam = lanczos(op, k=1, tol=1e-10, generator=torch.Generator().manual_seed(1), progress=False)
+    assert float(lam.eigenvalues[0]) == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-8)
