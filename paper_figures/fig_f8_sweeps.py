@@ -202,7 +202,13 @@ def _curves_row(results, summ: dict, axes) -> None:
         _style.percent(ax)
         ax.set_ylim(0.5, None)
         ax.set(xlabel="iteration", title=f"({letter}) {title}: test accuracy")
-        ax.legend(loc="lower right", fontsize=8.5, ncol=2)
+        # Short labels in the small panels: the seed count once, as the legend's title.
+        handles, labels = ax.get_legend_handles_labels()
+        seeds = {lab.split(" (mean of ")[1].split()[0] for lab in labels if " (mean of " in lab}
+        labels = [lab.split(" (mean of ")[0] for lab in labels]
+        title = f"mean of {seeds.pop()} seeds, band min–max" if len(seeds) == 1 else None
+        ax.legend(handles, labels, loc="lower right", fontsize=8, ncol=1, title=title,
+                  title_fontsize=8)  # fmt: skip
     axes[0].set_ylabel("test accuracy")
 
 
