@@ -17,6 +17,12 @@ from pathlib import Path
 from . import FIGURES, MissingResults, default_results, figure_module
 
 
+def _stale_outputs(name: str, dest: Path) -> list[Path]:
+    """The PNG/PDF files an earlier run drew for figure ``name`` in ``dest``."""
+    stem = figure_module(name).__name__.rsplit(".", 1)[-1].removeprefix("fig_")
+    return sorted(p for p in Path(dest).glob(f"{stem}*") if p.suffix in (".png", ".pdf"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m paper_figures",
@@ -76,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             paths = mod.draw(source, dest)
         except MissingResults as e:
             missing.append(name)
-            print(f"{name}: skipped -- {e}", flush=True)
+            stale = _stale_outputs(name, dest)
+            for path in stale:  # a figure whose results are gone must not stay behind
+                path.unlink()
+            note = f" (removed the old {', '.join(p.name for p in stale)})" if stale else ""
+            print(f"{name}: skipped -- {e}{note}", flush=True)
             continue
         except Exception:  # noqa: BLE001 - report and go on with the other figures
             failed.append(name)

@@ -128,6 +128,17 @@ def test_missing_results_name_the_command(tmp_path, capsys):
     assert not list(tmp_path.glob("*.png"))
 
 
+def test_a_figure_whose_results_are_gone_is_removed_not_left_stale(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("f7_large_lr.png", "f7_large_lr.pdf", "f1_schedules.png", "f10_clr_vs_fixed.png"):
+        (out / name).write_bytes(b"old")
+    args = ["--results", str(tmp_path / "nothing"), "--out", str(out), "F7", "--no-claims"]
+    rc = figures_main(args)
+    assert rc == 0 and "removed the old f7_large_lr.pdf, f7_large_lr.png" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["f10_clr_vs_fixed.png", "f1_schedules.png"]
+
+
 def test_failure_other_than_missing_results_gives_nonzero_exit(tmp_path, capsys):
     bad = tmp_path / "results" / "f3_onecycle_vs_pc" / "onecycle_seed0"
     bad.mkdir(parents=True)
