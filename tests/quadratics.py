@@ -16,9 +16,15 @@ class Quadratic(nn.Module):
         self.register_buffer("b", torch.as_tensor(b, dtype=DT))
         self.theta = nn.Parameter(torch.as_tensor(theta, dtype=DT).clone())
 
-    def forward(self, x):
+    def f(self):
         t = self.theta
-        return (0.5 * t @ self.A @ t - self.b @ t).expand(x.shape[0])
+        return 0.5 * t @ self.A @ t - self.b @ t
+
+    def forward(self, x):
+        return self.f().expand(x.shape[0])
+
+    def grad_np(self):
+        return (self.A @ self.theta.detach() - self.b).numpy()
 
 
 def mean_out(outputs, targets):

@@ -6,51 +6,19 @@ import math
 import numpy as np
 import pytest
 import torch
+from quadratics import DT, Quadratic, mean_out, spd
 from torch import nn
 from torch.func import functional_call, grad, jacfwd
 
 from hessian_lr.curvature.hessian import NonFiniteError
 from hessian_lr.lr.estimate import CurvatureError, LREstimate, estimate_lr, secant_lr
 
-DT = torch.float64
-
-
-class Quadratic(nn.Module):
-    """f(θ) = ½ θᵀAθ − bᵀθ with a parameter θ; forward(x) returns f repeated over the batch."""
-
-    def __init__(self, A, b, theta):
-        super().__init__()
-        self.register_buffer("A", torch.as_tensor(A, dtype=DT))
-        self.register_buffer("b", torch.as_tensor(b, dtype=DT))
-        self.theta = nn.Parameter(torch.as_tensor(theta, dtype=DT).clone())
-
-    def f(self):
-        t = self.theta
-        return 0.5 * t @ self.A @ t - self.b @ t
-
-    def forward(self, x):
-        return self.f().expand(x.shape[0])
-
-    def grad_np(self):
-        return (self.A @ self.theta.detach() - self.b).numpy()
-
-
-def mean_out(outputs, targets):
-    return outputs.mean()
-
-
+#: The estimator's batch: four dummy samples (the Quadratic ignores its input).
 BATCH = (torch.zeros(4, 1, dtype=DT), torch.zeros(4, dtype=DT))
 
 
-def spd(n, seed=0, lo=0.5, hi=20.0):
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    lam = np.linspace(lo, hi, n)
-    return (Q * lam) @ Q.T, lam
-
-
 def quad(n=8, seed=0):
-    A, _ = spd(n, seed)
+    A = spd(n, seed)
     rng = np.random.default_rng(seed + 1)
     return Quadratic(A, rng.standard_normal(n), rng.standard_normal(n))
 
@@ -88,7 +56,7 @@ def test_secant_hvp_l1_and_l2(backend):
 
 
 def test_sharpness_bounds_and_momentum():
-    A, lam = spd(40, seed=2, lo=-3.0, hi=25.0)  # indefinite: λ_max still 25
+    A = spd(40, seed=2, lo=-3.0, hi=25.0)  # indefinite: λ_max still 25
     model = Quadratic(A, np.zeros(40), np.ones(40))
     est = estimate_lr(
         model,
@@ -113,7 +81,7 @@ def test_sharpness_bounds_and_momentum():
 
 
 def test_sharpness_warm_start_needs_fewer_hvps():
-    A, _ = spd(80, seed=4, lo=0.1, hi=10.0)
+    A = spd(80, seed=4, lo=0.1, hi=10.0)
     lmax = np.linalg.eigvalsh(A)[-1]
     model = Quadratic(A, np.zeros(80), np.ones(80))
     gen = torch.Generator().manual_seed(0)
@@ -205,7 +173,7 @@ def test_negative_curvature_along_gradient():
 
 
 def test_zero_gradient_at_the_minimum():
-    A, _ = spd(5)
+    A = spd(5)
     model = Quadratic(A, np.zeros(5), np.zeros(5))  # θ = 0 is the minimum, g = 0 exactly
     for method in ("quadratic", "secant_hvp"):
         est = estimate_lr(model, mean_out, BATCH, method=method)
@@ -259,7 +227,7 @@ def sgd_trajectory(A, b, theta0, lrs):
 
 
 def test_secant_on_exact_sgd_trajectory_equals_closed_form():
-    A, _ = spd(10, seed=7)
+    A = spd(10, seed=7)
     rng = np.random.default_rng(0)
     b, t0 = rng.standard_normal(10), rng.standard_normal(10)
     eps = 0.02
@@ -306,7 +274,7 @@ def test_secant_k_steps_apart_closed_form(k):
 
 
 def test_secant_lr_next_is_exact_when_the_lr_changes():
-    A, _ = spd(6, seed=1)
+    A = spd(6, seed=1)
     b, t0 = np.ones(6), np.linspace(-1, 1, 6)
     e1, e2 = 0.01, 0.03
     th = sgd_trajectory(A, b, t0, [e1, e2])
@@ -318,7 +286,7 @@ def test_secant_lr_next_is_exact_when_the_lr_changes():
 
 
 def test_secant_accepts_lists_of_parameter_tensors():
-    A, _ = spd(6, seed=2)
+    A = spd(6, seed=2)
     th = sgd_trajectory(A, np.ones(6), np.arange(6.0), [0.01, 0.01])
     as_lists = [[t[:2].reshape(1, 2), t[2:]] for t in th]
     flat = secant_lr(*th, 0.01, per_weight=True)
