@@ -142,6 +142,14 @@ class _Loop:
         self.num_matvecs += idx.size
         return W
 
+    def to_host(self, W: torch.Tensor, rows: list[torch.Tensor]) -> np.ndarray:
+        """The (p,) scalars ``rows`` as one float64 array (one sync); raises on NaN or inf."""
+        host = torch.stack(rows).double().cpu().numpy()
+        if not np.isfinite(host).all():
+            check_finite(W, self.caller)  # raises, naming NaN or inf
+            raise ValueError(f"{self.caller}: the Lanczos recurrence overflowed (inf)")
+        return host
+
     def orthogonalize(self, j: int, W: torch.Tensor, idx: np.ndarray) -> tuple:
         """Three-term recurrence then Gram-Schmidt (twice if needed); (W, α, β, ‖h‖) on the host.
 
@@ -159,21 +167,14 @@ class _Loop:
         if self.ring:  # no re-orthogonalization: one more local pass keeps α accurate
             a2 = torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2)
             W.addcmul_(a2, q, value=-1)
-            host = torch.stack([(a + a2).squeeze(1), torch.linalg.vector_norm(W, dim=1)])
-            host = host.double().cpu().numpy()  # sync
-            if not np.isfinite(host).all():
-                check_finite(W, self.caller)
-                raise ValueError(f"{self.caller}: the Lanczos recurrence overflowed (inf)")
+            host = self.to_host(W, [(a + a2).squeeze(1), torch.linalg.vector_norm(W, dim=1)])
             return W, host[0], host[1], np.zeros(self.p)
         basis = self.Q[:, : j + 1]  # (p, j+1, N)
         norm_in = torch.linalg.vector_norm(W, dim=1)
         h = torch.bmm(basis, W.unsqueeze(2)).squeeze(2)  # (p, j+1)
         far = h[:, : max(j - 1, 0)].abs().amax(dim=1) if j >= 2 else torch.zeros_like(norm_in)
         h_norm = torch.linalg.vector_norm(h, dim=1)
-        host = torch.stack([a.squeeze(1), norm_in, h_norm, far]).double().cpu().numpy()  # sync
-        if not np.isfinite(host).all():
-            check_finite(W, self.caller)  # raises, naming NaN or inf
-            raise ValueError(f"{self.caller}: the Lanczos recurrence overflowed (inf)")
+        host = self.to_host(W, [a.squeeze(1), norm_in, h_norm, far])
         if self.semi and np.all(host[3, idx] <= math.sqrt(self.eps) * host[1, idx]):
             W.addcmul_(h[:, j : j + 1], q, value=-1)  # local re-orthogonalization only
             if j > 0:

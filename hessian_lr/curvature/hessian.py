@@ -216,6 +216,7 @@ class HessianOperator(DataLoopOperator):
         self._transient: tuple[int, _Graph] | None = None
         self._grad_cache: tuple[float, torch.Tensor] | None = None
         self._key: tuple | None = None
+        self._solving = False  # inside ``solving()``: the model is checked once per solve
         self.unreached: list[str] | None = None  # parameters the loss does not depend on
         self.num_gradients = 0
 
@@ -334,7 +335,7 @@ class HessianOperator(DataLoopOperator):
     # ----------------------------------------------------------------------------- caches
     def _refresh(self) -> None:
         """Drop caches when the model changed since they were built."""
-        if getattr(self, "_solving", False):
+        if self._solving:
             return  # checked once for the whole solve (``solving``)
         if self._graphs or self._grad_cache is not None:
             if fingerprint(self._state) != self._key:
@@ -350,7 +351,7 @@ class HessianOperator(DataLoopOperator):
         would make the result mix two Hessians: that raises ``RuntimeError`` at the exit.
         Nested solver calls (``trace_estimate`` calling ``xtrace``) check at the outer one.
         """
-        if getattr(self, "_solving", False):
+        if self._solving:
             yield
             return
         self._refresh()

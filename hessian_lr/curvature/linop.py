@@ -17,6 +17,8 @@ import numpy as np
 import scipy.sparse.linalg
 import torch
 
+from .._device import canonical_device
+
 __all__ = [
     "LinearOperator",
     "DenseOperator",
@@ -39,7 +41,7 @@ class LinearOperator:
             )
         self._n = int(n)
         self._dtype = dtype
-        self._device = torch.device(device)
+        self._device = canonical_device(device)  # "cuda" is the vectors' "cuda:0"
         self.num_matvecs = 0
 
     @property

@@ -66,6 +66,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._device import canonical_device
 from ..curvature.distributed import unwrap_ddp
 from ..curvature.hessian import move_to_device
 from ._batches import (
@@ -244,20 +245,6 @@ def _settings(config: RangeTestConfig | None, settings: dict[str, Any]) -> Range
     return dataclasses.replace(config, **settings) if settings else config
 
 
-def _indexed(device: torch.device) -> torch.device:
-    """``device`` with its index made explicit.
-
-    ``cuda`` is the current CUDA device (``cuda:0`` by default), so ``device="cuda"`` matches a
-    model on ``cuda:0`` (``torch.device("cuda") != torch.device("cuda:0")``).
-    """
-    if device.index is None and device.type != "cpu":
-        module = getattr(torch, device.type, None)
-        current = getattr(module, "current_device", None)
-        if callable(current) and getattr(module, "is_available", lambda: False)():
-            return torch.device(device.type, current())
-    return device
-
-
 def _prepare(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -289,8 +276,8 @@ def _prepare(
     ):
         raise TypeError(f"grad_scaler must be a torch.amp.GradScaler, got {type(grad_scaler)}")
     model_device = params[0].device
-    device = model_device if device is None else _indexed(torch.device(device))
-    wrong = [p.device for p in params if _indexed(p.device) != device]
+    device = model_device if device is None else canonical_device(device)
+    wrong = [p.device for p in params if p.device != device]
     if wrong:
         raise ValueError(
             f"the model's parameters live on {wrong[0]}, not on device={device}; move the model "

@@ -196,13 +196,16 @@ def test_crosscheck_on_tiny_gpt_matches_dense_reference():
 
 def test_device_without_index_is_the_current_device(monkeypatch):
     """``device="cuda"`` must match parameters on ``cuda:0`` (torch.device("cuda") != "cuda:0")."""
-    from hessian_lr.schedules import range_test as rt
+    from hessian_lr._device import canonical_device
+    from hessian_lr.curvature.linop import LinearOperator
 
-    assert rt._indexed(torch.device("cpu")) == torch.device("cpu")
-    assert rt._indexed(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert canonical_device("cpu") == torch.device("cpu")
+    assert canonical_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    assert rt._indexed(torch.device("cuda")) == torch.device("cuda", 0)
+    assert canonical_device("cuda") == torch.device("cuda", 0)
+    # The operators share the rule: vectors on cuda:0 match an operator built with "cuda".
+    assert LinearOperator(3, torch.float32, "cuda").device == torch.device("cuda", 0)
     # A model on another device than the one named is still refused, by name.
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
