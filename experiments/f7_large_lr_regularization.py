@@ -65,7 +65,7 @@ PRESETS = presets(
     Config,
     paper=dict(end_lr=3.0, num_steps=20000),
     gpu=dict(end_lr=3.0, num_steps=1000, seeds=(0,)),
-    cpu=dict(end_lr=3.0, num_steps=1500, seeds=(0,)),
+    cpu=dict(end_lr=3.0, num_steps=1500, seeds=(0, 1, 2)),
     smoke=dict(end_lr=2.0, num_steps=30, train_eval_size=300, val_points=5),
 )
 

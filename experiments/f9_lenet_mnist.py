@@ -6,8 +6,9 @@ then a short annihilation tail) reaches 99.25 % test accuracy in 12 epochs, agai
 85 epochs with the Caffe ``inv`` policy (LR 0.01·(1 + 1e-4·t)^-0.75, momentum 0.9). The claim:
 1cycle matches or beats the long baselines in ~1/7 of the epochs. The ``step`` policy (Caffe
 ``step``: 0.01, ×0.1 every third of the run) is a second long baseline. The ``paper`` preset is
-MNIST with ``lenet-caffe``; ``cpu`` is Fashion-MNIST with LeNet-5 (1 vs 7 epochs, the paper's
-ratio 12:85 ≈ 1:7), ``smoke`` the embedded digits.
+MNIST with ``lenet-caffe``; ``cpu`` is Fashion-MNIST with LeNet-5 (2 vs 14 epochs, the paper's
+ratio 12:85 ≈ 1:7, 3 seeds: the margins are a few points at most, under the seed rule's 3),
+``smoke`` the embedded digits.
 
 Runs (per seed s): ``onecycle_seed<s>``, ``inv_seed<s>``, ``step_seed<s>``.
 
@@ -15,12 +16,14 @@ summary.json:
 
 * ``epochs``: {run: epochs}; ``steps``: {run: steps}; ``steps_per_epoch``.
 * ``final_test_accuracy`` / ``best_test_accuracy``: {run: [per seed]}.
-* ``curves``: {run: [[epoch, test accuracy], ...]} (first seed), for the epochs-to-reach numbers.
-* ``epochs_to_reach_onecycle_final``: {baseline: first epoch at which the baseline's test
-  accuracy reaches the 1cycle run's final accuracy, or null} (first seed).
-* ``checks.onecycle_matches``: {"holds": 1cycle final ≥ every baseline's final - 0.1 points
-  (the paper: +0.22 points), "margin_points": {baseline: 1cycle final − baseline final, in
-  percentage points}, "epoch_ratio": 1cycle epochs / baseline epochs}.
+* ``curves``: {run: [[epoch, test accuracy], ...]} (first seed).
+* ``epochs_to_reach_onecycle_final``: {baseline: [per seed: first epoch at which the baseline's
+  test accuracy reaches the same seed's 1cycle final accuracy, or null]}.
+* ``checks.onecycle_matches``: {"holds": 1cycle final ≥ every baseline's final - 0.1 points on
+  the seed mean (the paper: +0.22 points), "margin_points": {baseline: [per seed: 1cycle final −
+  baseline final, in percentage points]}, "epoch_ratio": 1cycle epochs / baseline epochs}. The
+  seed rule (undecided under 3 points on fewer than 3 seeds) is the figure's
+  (``paper_figures.criteria.decide``).
 """
 
 from __future__ import annotations
@@ -74,7 +77,14 @@ PRESETS = presets(
     ),
     # The paper's epochs (12 vs 85) on Fashion-MNIST; LeNet is cheap, even at 40k iterations.
     gpu=dict(_LENET, batch_size=128, onecycle_epochs=12.0, baseline_epochs=85.0, seeds=(0,)),
-    cpu=dict(_LENET, batch_size=128, evals_per_epoch=8.0, seeds=(0,)),
+    cpu=dict(
+        _LENET,
+        batch_size=128,
+        onecycle_epochs=2.0,
+        baseline_epochs=14.0,
+        evals_per_epoch=4.0,
+        seeds=(0, 1, 2),
+    ),
     smoke=dict(_LENET, batch_size=64, onecycle_epochs=2.0, baseline_epochs=6.0, evals_per_epoch=1),
 )
 
@@ -156,10 +166,20 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     bests = {n: [r.best_test_accuracy for r in results[n]] for n in names}
     steps = {n: t.steps for n, t in arms(cfg, cfg.seeds[0]).items()}
     spe = steps_per_epoch(cfg)
-    seed = cfg.seeds[0]
-    curves = {n: curve(Run(out, EXPERIMENT, f"{n}_seed{seed}").records(), spe) for n in names}
-    one = finals["onecycle"][0]
-    margins = {b: 100 * (one - finals[b][0]) for b in BASELINES}
+    done = [  # seeds whose three runs all finished (summarize-only may see fewer)
+        (i, seed)
+        for i, seed in enumerate(cfg.seeds)
+        if all(i < len(finals[n]) and finals[n][i] is not None for n in names)
+    ]
+    curves_by_seed = {
+        seed: {n: curve(Run(out, EXPERIMENT, f"{n}_seed{seed}").records(), spe) for n in names}
+        for _, seed in done
+    }
+    curves = curves_by_seed[done[0][1]] if done else {}
+    margins = {
+        b: [100 * (finals["onecycle"][i] - finals[b][i]) for i, _ in done] for b in BASELINES
+    }
+    mean = {b: sum(v) / len(v) if v else float("nan") for b, v in margins.items()}
     summary: dict[str, Any] = {
         "epochs": {n: steps[n] / spe for n in names},
         "steps": steps,
@@ -168,11 +188,15 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
         "best_test_accuracy": bests,
         "curves": curves,
         "epochs_to_reach_onecycle_final": {
-            b: first_epoch_reaching(curves[b], one) for b in BASELINES
+            b: [
+                first_epoch_reaching(curves_by_seed[seed][b], finals["onecycle"][i])
+                for i, seed in done
+            ]
+            for b in BASELINES
         },
         "checks": {
             "onecycle_matches": {
-                "holds": all(m >= -0.1 for m in margins.values()),
+                "holds": bool(done) and all(m >= -0.1 for m in mean.values()),
                 "margin_points": margins,
                 "epoch_ratio": steps["onecycle"] / steps["inv"],
             }

@@ -197,6 +197,15 @@ def finals(runs: Sequence[Run], key: str = "test_accuracy") -> list[float]:
     return [final(r.records(), key) for r in runs]
 
 
+def last_quarter_gain(run: Run) -> float:
+    """Test accuracy gained (points) over the last quarter of a run: ~0 when it has converged."""
+    x, y = series(run.records(), "test_accuracy")
+    if len(x) < 2:
+        return math.nan
+    start = np.interp(x[-1] - 0.25 * (x[-1] + 1), x, y)
+    return float(100 * (y[-1] - start))
+
+
 def first_reach(x: np.ndarray, y: np.ndarray, level: float) -> float:
     """First x at which ``y >= level`` (nan if never)."""
     hit = np.nonzero(y >= level)[0]

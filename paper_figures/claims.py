@@ -145,7 +145,8 @@ def render_claims(
         "per run; the `gpu` presets ResNet-20 on Fashion-MNIST at the paper's protocol, sized for "
         "minutes on one GPU (F9 and F10 keep LeNet-5; see `experiments/_presets.py`). Where "
         "there are several seeds: mean ± sample s.d.; a difference is undecided when the seed "
-        "spread covers it, or when it is under 3 points on fewer than 3 seeds. A run that ended "
+        "spread covers it, or when it is under 3 points on fewer than 3 seeds (a margin in LR or "
+        "in a fraction of the run: within one evaluation-grid step). A run that ended "
         "at chance level is a failed run, reported as such. The criteria are the papers' plain "
         "words, checked against the papers' own numbers (table below and "
         "`tests/experiments/test_criteria.py`); a claim that does not hold gets a reason backed "
@@ -172,6 +173,9 @@ def render_claims(
         lines += ["", "## Notes", ""]
         for c, side in notes:
             lines.append(f"- **{c.figure}, {side}** ({c.verdict}): {' '.join(c.note.split())}")
+    lines += _compute_lines("cpu", results)
+    if gpu_results is not None:
+        lines += _compute_lines("gpu", gpu_results)
     lines += ["", "## Criteria and the papers' own numbers", ""]
     lines += ["| # | claim | source | the paper's numbers | criterion passes on them |"]
     lines += ["|---|---|---|---|---|"]
@@ -182,6 +186,46 @@ def render_claims(
             f"{_cell(e['numbers'])} | {check} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _compute_lines(side: str, results: str | Path) -> list[str]:
+    """What the results cost: runs trained and their summed wall time, per figure.
+
+    Read from each run's ``meta.json`` (``seconds``); a run copied from an identical run of
+    another experiment (``copied_from``) cost nothing and is counted apart. cpu runs use one
+    torch thread each (two side by side on the 2-core machine); gpu runs share one GPU.
+    """
+    rows, total, total_runs = [], 0.0, 0
+    for fig in FIGURES:
+        trained = copied = 0
+        seconds = 0.0
+        for exp in getattr(figure_module(fig), "EXPERIMENTS", ()):
+            for meta in sorted((Path(results) / exp).glob("*/meta.json")):
+                info = json.loads(meta.read_text(encoding="utf-8"))
+                if info.get("copied_from"):
+                    copied += 1
+                elif info.get("seconds") is not None:
+                    trained += 1
+                    seconds += float(info["seconds"])
+        if trained or copied:
+            twins = f" (+{copied} copied)" if copied else ""
+            rows.append(f"| {fig} | {trained}{twins} | {seconds / 3600:.2f} |")
+            total += seconds
+            total_runs += trained
+    if not rows:
+        return []
+    unit = "CPU-hours (one thread per run)" if side == "cpu" else "hours (processes on one GPU)"
+    return [
+        "",
+        f"## Compute, {side} results",
+        "",
+        f"Runs trained and their summed wall time in {unit}, from each run's `meta.json`.",
+        "",
+        f"| # | runs | {'CPU-hours' if side == 'cpu' else 'hours'} |",
+        "|---|---|---|",
+        *rows,
+        f"| all | {total_runs} | {total / 3600:.2f} |",
+    ]
 
 
 def _models_line(side: str, results: str | Path) -> str:

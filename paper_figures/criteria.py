@@ -75,23 +75,28 @@ class Decision:
         )
 
 
-def decide(margins: Sequence[float], *, decisive: float = DECISIVE_POINTS) -> Decision:
+def decide(
+    margins: Sequence[float], *, decisive: float = DECISIVE_POINTS, unit: str = "points"
+) -> Decision:
     """The claim holds when the margin (in points; > 0 means "as the paper says") is positive.
 
     ``margins`` holds one value per seed (or one value). Undecided when the seed spread covers
-    the margin (|mean| ≤ s.d. with ≥ 2 seeds), or when fewer than ``MIN_SEEDS`` seeds measure a
-    margin smaller than ``decisive`` points (single seeds here spread by up to 3.1 points, F6).
+    the margin (|mean| ≤ s.d. with s.d. > 0 and ≥ 2 seeds: seeds that agree exactly decide), or
+    when fewer than ``MIN_SEEDS`` seeds measure a margin smaller than ``decisive`` points (single
+    seeds here spread by up to 3.1 points, F6). Margins that are not accuracy points (an LR, a
+    fraction of a run) pass their own ``decisive`` (e.g. the measurement's resolution) and
+    ``unit``; ``decisive=0`` leaves only the spread rule.
     """
     v = np.asarray([m for m in margins if m is not None and math.isfinite(m)], dtype=float)
     if len(v) == 0:
         return Decision(None, math.nan, math.nan, 0, "; no finished runs")
     mean = float(v.mean())
     sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-    if len(v) > 1 and abs(mean) <= sd:
+    if len(v) > 1 and sd > 0 and abs(mean) <= sd:
         return Decision(None, mean, sd, len(v), "; the seed spread covers it")
     if len(v) < MIN_SEEDS and abs(mean) < decisive:
         return Decision(
-            None, mean, sd, len(v), f"; under {decisive:g} points needs ≥ {MIN_SEEDS} seeds"
+            None, mean, sd, len(v), f"; under {decisive:.2g} {unit} needs ≥ {MIN_SEEDS} seeds"
         )
     return Decision(mean > 0, mean, sd, len(v), "")
 

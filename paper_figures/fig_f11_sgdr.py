@@ -131,7 +131,8 @@ def claims(results) -> list[Claim]:
             PAPER_END,
             "final test error "
             + "; ".join(f"{a} {_pct(v)}" for a, v in err.items())
-            + f" (criterion: best SGDR ≤ best step + 0.5 points) {tag}",
+            + _at_cycle_end(summ)
+            + f" (criterion: best SGDR ≤ best step + 0.5 points, at the final epoch) {tag}",
             None if "holds" not in end else bool(end["holds"]),
             ""
             if end.get("holds", True)
@@ -140,6 +141,25 @@ def claims(results) -> list[Claim]:
         ),
     ]
     return out
+
+
+def _at_cycle_end(summ: dict) -> str:
+    """SGDR's error at its last completed cycle (the run ends mid-cycle; first seed's curve).
+
+    The evaluation at or just before each SGDR run's last restart, where its LR had annealed:
+    context for the final-epoch criterion, which stays as it was set before the runs.
+    """
+    curves, parts = summ.get("curves") or {}, []
+    for arm, restarts in sorted((summ.get("restarts") or {}).items()):
+        done = [e for e in restarts if e <= (summ.get("epochs") or 0)]
+        pts = [p for p in curves.get(arm, []) if done and p[0] <= done[-1] + 1e-9]
+        if pts:
+            e, v = pts[-1]
+            where = (
+                "" if e == done[-1] else f", the last evaluation before the restart at {done[-1]}"
+            )
+            parts.append(f"{arm} {100 * v:.2f}% (epoch {fmt_num(e, 4)}{where})")
+    return f"; at the last completed cycle: {'; '.join(parts)}" if parts else ""
 
 
 def draw(results, out) -> list[Path]:

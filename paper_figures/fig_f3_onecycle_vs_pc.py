@@ -9,7 +9,6 @@ iterations).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,9 @@ from ._data import (
     fmt_mean,
     fmt_pct,
     fraction,
+    last_quarter_gain,
     mean_sd,
     preset,
-    series,
 )
 from .criteria import decide, failed_run, onecycle_beats_pc
 
@@ -61,15 +60,6 @@ def _steps(run) -> int:
 
 def _seed(run) -> int:
     return int(run.name.rsplit("_seed", 1)[1])
-
-
-def last_quarter_gain(run) -> float:
-    """Test accuracy gained (points) over the last quarter of a run: ~0 when it has converged."""
-    x, y = series(run.records(), "test_accuracy")
-    if len(x) < 2:
-        return math.nan
-    start = np.interp(x[-1] - 0.25 * (x[-1] + 1), x, y)
-    return float(100 * (y[-1] - start))
 
 
 def _numbers(groups) -> dict:

@@ -57,6 +57,12 @@ def test_decide_seed_rule():
     tight = decide([1.0, 1.2, 0.9])
     assert tight.holds is True and tight.sd == pytest.approx(0.152752523, rel=1e-6)
     assert decide([]).holds is None
+    # Seeds that agree exactly (a zero spread) decide: a zero margin does not hold.
+    assert decide([0.0, 0.0, 0.0], decisive=0).holds is False
+    assert decide([0.5, 0.5, 0.5], decisive=0).holds is True
+    # decisive=0 (LR or run-fraction margins): one seed decides, only the spread rule stays.
+    assert decide([0.01], decisive=0).holds is True
+    assert decide([0.3, -0.2, 0.1], decisive=0).holds is None
 
 
 def test_failed_run_is_chance_level():

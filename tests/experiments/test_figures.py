@@ -109,6 +109,25 @@ def test_claims_render_deterministically_from_smoke_results(smoke_results, tmp_p
         assert f"| {fig} |" in first
 
 
+def test_compute_table_sums_run_seconds_and_counts_copies_apart(tmp_path):
+    from hessian_lr.records import write_json_atomic
+    from paper_figures.claims import _compute_lines
+
+    for run, meta in {
+        "onecycle_seed0": {"seconds": 1800.0},
+        "pc_seed0": {"seconds": 5400.0},
+        "pc_same_seed0": {"seconds": 99.0, "copied_from": "elsewhere"},
+        "running_seed1": {"status": "running"},  # no seconds yet: not counted
+    }.items():
+        write_json_atomic(tmp_path / "f3_onecycle_vs_pc" / run / "meta.json", meta)
+    write_json_atomic(tmp_path / "f8_sweeps" / "base_seed0" / "meta.json", {"seconds": 360.0})
+    lines = _compute_lines("cpu", tmp_path)
+    assert "| F3 | 2 (+1 copied) | 2.00 |" in lines
+    assert "| F8 | 1 | 0.10 |" in lines
+    assert lines[-1] == "| all | 3 | 2.10 |"
+    assert _compute_lines("cpu", tmp_path / "nothing") == []
+
+
 def test_f1_schedules_equal_torch():
     """F1's claim is a real comparison: our schedules vs torch.optim.lr_scheduler, per batch."""
     mod = figure_module("F1")
