@@ -9,9 +9,9 @@ Protocol: for every fraction of the training set (a stratified subset drawn per 
 for both arms) the F3 pair: 1cycle (``base_lr`` -> ``max_lr`` -> ``base_lr`` over 90 % of
 ``onecycle_steps``, then annihilation; cyclical momentum 0.95-0.85) and PC (``pc_lr``, x0.1 at
 62.5 % and 87.5 % of ``pc_factor`` x ``onecycle_steps``, momentum 0.9). Iteration counts do not
-change with the subset size (as in the paper). The ``cpu`` preset gives PC 2x the 1cycle
-iterations (the paper: 8x) to fit its time budget -- a smaller iteration advantage for the
-baseline than in the paper.
+change with the subset size (as in the paper); PC gets the paper's 8x the 1cycle iterations. The
+``cpu`` and ``gpu`` presets use the full set and 20 % of it (the paper's 10k of 50k); their
+full-data arms are F3's runs (copied, not retrained), and ``cpu`` runs 3 seeds.
 
 Runs: ``onecycle_p<percent>_seed<s>`` and ``pc_p<percent>_seed<s>`` (``p100``, ``p50``, ...).
 

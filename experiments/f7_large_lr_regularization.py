@@ -13,7 +13,8 @@ both in eval mode at the same updates. So at every evaluation we have the traini
 test loss of the same weights. The smoothed mini-batch training loss of the run (what Caffe and
 the paper plot) is recorded too.
 
-Runs: ``seed<s>``; each folder holds ``config.json``, ``meta.json``, ``range_test_train.json``
+Runs: ``seed<s>`` (the ``cpu`` preset: 3 seeds, since the two minima lie within a few grid
+steps of each other); each folder holds ``config.json``, ``meta.json``, ``range_test_train.json``
 and ``range_test_test.json`` (``RangeTestResult.to_dict()``) and ``curves.json`` (columns per
 evaluation: step, lr, train_loss, train_accuracy, test_loss, test_accuracy,
 smoothed_batch_loss).

@@ -21,6 +21,7 @@ from ._data import (
     experiment_runs,
     finals,
     fmt_pct,
+    last_quarter_gain,
     mean_sd,
     preset,
     summary,
@@ -87,9 +88,10 @@ def claims(results) -> list[Claim]:
     for p, d in by_p.items():
         g = mean_sd(gains[p])
         sd = f" ± {g[1]:.2f}" if g[2] > 1 else ""
+        tail = mean_sd([last_quarter_gain(r) for r in d["pc"]])[0]
         parts.append(
-            f"{p}%: 1cycle {fmt_pct(finals(d['onecycle']))}, PC {fmt_pct(finals(d['pc']))}, "
-            f"gain {g[0]:+.2f}{sd}"
+            f"{p}%: 1cycle {fmt_pct(finals(d['onecycle']))}, PC {fmt_pct(finals(d['pc']))} "
+            f"(its last quarter {tail:+.2g}), gain {g[0]:+.2f}{sd}"
         )
     return [
         Claim(
