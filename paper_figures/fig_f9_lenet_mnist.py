@@ -16,6 +16,7 @@ from ._data import (
     MissingResults,
     arms,
     experiment_runs,
+    final,
     finals,
     fmt_num,
     fmt_pct,
@@ -24,7 +25,7 @@ from ._data import (
     preset,
     summary,
 )
-from .criteria import decide, onecycle_matches_long_baseline
+from .criteria import decide, failed_run, onecycle_matches_long_baseline
 
 FIGURE = "F9"
 NAME = "f9_lenet_mnist"
@@ -47,10 +48,13 @@ def claims(results) -> list[Claim]:
     f = {a: finals(groups[a]) for a, _ in ARMS if a in groups}
     base = [a for a in ("inv", "step") if a in f]
     n = min(len(f[a]) for a in ("onecycle", *base))
-    # Per seed: 1cycle minus its best baseline, plus the 0.1-point tolerance ("matches").
-    margins = [
-        100 * (f["onecycle"][k] - max(f[b][k] for b in base)) + 100 * TOLERANCE for k in range(n)
+    # Per seed: 1cycle minus its best baseline, plus the 0.1-point tolerance ("matches"); a seed
+    # with a run stuck at chance level is a failed run, left out and named.
+    ok = [k for k in range(n) if not any(failed_run(f[a][k]) for a in ("onecycle", *base))]
+    failed = [
+        r.name for a in ("onecycle", *base) for r in groups[a][:n] if failed_run(final(r.records()))
     ]
+    margins = [100 * (f["onecycle"][k] - max(f[b][k] for b in base)) + 100 * TOLERANCE for k in ok]
     decision = decide(margins)
     holds = decision.holds
     ratio = ep.get("onecycle", float("nan")) / ep.get(base[0], float("nan"))
@@ -71,7 +75,9 @@ def claims(results) -> list[Claim]:
         + f" in {fmt_num(ep.get(base[0]), 3)} epochs (ratio {fmt_num(ratio, 2)}; baselines' last "
         f"quarter {tail} points"
         + (f"; {reached}" if reached else "")
-        + f"); 1cycle − best baseline + 0.1 {decision.text()} (criterion: 1cycle ≥ each baseline "
+        + f"); 1cycle − best baseline + 0.1 {decision.text()}"
+        + (f"; failed runs (chance level, left out): {', '.join(failed)}" if failed else "")
+        + " (criterion: 1cycle ≥ each baseline "
         f"− 0.1 points) [{preset(results, EXPERIMENTS[0])}]"
     )
     gap = mean_sd(margins)[0] - 100 * TOLERANCE
