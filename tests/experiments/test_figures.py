@@ -102,11 +102,12 @@ def test_claims_render_deterministically_from_smoke_results(smoke_results, tmp_p
     first = render_claims(collect_claims(results), results)
     second = render_claims(collect_claims(results), results)
     assert first == second
-    table = first.split("## Criteria")[0]  # the claims table (the criteria table follows)
+    table = first.split("\n## ")[0]  # the claims table (notes, compute, criteria follow)
     assert table.count("\n| F") == len(collect_claims(results))
     assert "| yes |" in first and "| NO |" not in first  # every criterion passes on the papers
     for fig in FIGURES:
         assert f"| {fig} |" in first
+    assert "## Compute, cpu results" in first  # smoke runs have meta.json seconds
 
 
 def test_compute_table_sums_run_seconds_and_counts_copies_apart(tmp_path):
