@@ -75,12 +75,7 @@ def import_results(src: str, *, repo: Path = ROOT, thin: int = 5) -> None:
             print(f"{target}/{exp.name}: imported ({dropped} per-step records thinned)", flush=True)
 
 
-#: Experiments whose earlier cpu results stay until rerun: the LeNet-5 protocol of F9 and F10 did
-#: not change in issue 13 (only the preset's bookkeeping fields did).
-KEEP_OLD = ("f9_lenet_mnist", "f10_clr_vs_fixed")
-
-
-def prune_stale(*, repo: Path = ROOT, keep: tuple[str, ...] = KEEP_OLD) -> list[str]:
+def prune_stale(*, repo: Path = ROOT, keep: tuple[str, ...] = ()) -> list[str]:
     """Remove ``results_cpu/<exp>`` / ``results_gpu/<exp>`` made by a preset that has changed.
 
     A folder is stale when its ``experiment_config.json`` came from an earlier version of the

@@ -54,7 +54,7 @@ sys.path.insert(1, str(ROOT))  # the checkout's hessian_lr, also when it is not 
 
 import _common  # noqa: E402
 from _presets import scaled  # noqa: E402
-from _results_io import KEEP_OLD, import_results, prune_stale, thin_records  # noqa: E402, F401
+from _results_io import import_results, prune_stale, thin_records  # noqa: E402, F401
 
 from hessian_lr.records import to_jsonable  # noqa: E402
 

@@ -160,13 +160,13 @@ def draw(results, out) -> list[Path]:
             ax.axvline(r, color=_style.color(a), ls=":", lw=1.2)
     _style.percent(ax)
     lows = [y[-1] for _, y in drawn.values()]
-    ax.set_ylim(max(0.0, min(lows) - 0.1), None)
+    ax.set_ylim(max(0.0, min(lows) - 0.2), None)  # room below the curves for the legend
     ax.set(
         xlabel="iteration",
         ylabel="test accuracy",
         title="(a) test accuracy (dotted: reaches fixed final)",
     )
-    ax.legend(loc="lower right", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8.5)
     _plots.lr_panel(ax_lr, groups, ARMS, styles=STYLES)
     ax_lr.set(xlabel="iteration", title="(b) LR schedules")
     ax_lr.legend(loc="upper right", fontsize=9)
