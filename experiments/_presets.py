@@ -15,7 +15,7 @@ Families:
   linearly to the batch (x 512/1000). Lengths scale with one knob (``--scale`` of
   ``experiments/run_all.py``, :func:`scaled`).
 - ``cpu``: the same protocol for one CPU core per run: a small BatchNorm ResNet (ResNet-8,
-  16/32/64 filters, option A) on Fashion-MNIST, batch 128; about 6 CPU-hours for the family.
+  16/32/64 filters, option A) on Fashion-MNIST, batch 128; about 9 CPU-hours for F2-F12.
   F9 and F10 keep LeNet-5 (their own claims).
 - ``smoke``: seconds, for tests (scikit-learn digits, a 4-filter ResNet-8).
 

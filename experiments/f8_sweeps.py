@@ -62,7 +62,7 @@ PRESETS = presets(
     # leaves a gpu margin under 3 points undecided; rerun with --seeds 0 1 2 when there is time.
     gpu=dict(onecycle_steps=300, batch_sizes=(256, 1024), seeds=(0,)),
     # 12 evaluations a run (not 20): 30 runs, and an evaluation of the 10k test images costs
-    # as much as ~26 training steps, so this keeps the cpu family inside its 6 CPU-hour budget.
+    # as much as ~26 training steps (20 evaluations would add ~0.5 CPU-hour to the family).
     cpu=dict(onecycle_steps=700, batch_sizes=(64, 256), evals_per_run=12),
     smoke=dict(onecycle_steps=12, weight_decays=(1e-3, 1e-5), momenta=(0.9,), batch_sizes=(32,)),
 )
