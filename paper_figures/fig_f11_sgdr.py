@@ -203,6 +203,9 @@ def _sooner_per_seed(groups: dict) -> tuple[bool | None, str]:
         else:
             gaps.append(100 * (max(c[1].max() for c in sgdr.values()) - target))
     if reached and gaps:
+        miss = decide(gaps)
+        if not any(reached) and miss.holds is False:  # no seed shows it
+            return False, f"; SGDR's best accuracy − target where it never gets there {miss.text()}"
         return None, "; seeds disagree (SGDR reaches the target on some seeds only)"
     if gaps:
         miss = decide(gaps)
