@@ -196,7 +196,7 @@ def _sooner_per_seed(groups: dict) -> tuple[bool | None, str]:
             continue
         target = max(c[1][-1] for c in steps.values())  # best final accuracy of a step run
         first = {a: first_reach(x + 1, y, target - 1e-12) for a, (x, y) in curves.items()}
-        ref = min(first[a] for a in steps)
+        ref = min(first[a] for a in steps if np.isfinite(first[a]))  # the best one reaches it
         hits = [first[a] for a in sgdr if np.isfinite(first[a])]
         if hits:
             reached.append(ref / min(hits) >= 2.0)

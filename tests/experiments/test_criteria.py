@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -69,3 +70,40 @@ def test_failed_run_is_chance_level():
     assert failed_run(0.10) and failed_run(0.115) and failed_run(None) and failed_run(float("nan"))
     assert not failed_run(0.5)
     assert failed_run(0.5, num_classes=2)
+
+
+def _write_runs(root: Path, curves: dict[str, list[float]]) -> None:
+    """``{run name: test accuracy at evaluation steps 9, 19, ...}`` as f11_sgdr run folders."""
+    for run, accs in curves.items():
+        folder = root / "f11_sgdr" / run
+        folder.mkdir(parents=True)
+        lines = [json.dumps({"step": 10 * i + 9, "test_accuracy": a}) for i, a in enumerate(accs)]
+        (folder / "records.jsonl").write_text("\n".join(lines) + "\n")
+        (folder / "meta.json").write_text(json.dumps({"status": "finished"}))
+
+
+@pytest.mark.parametrize(
+    "sgdr, expected",
+    [
+        ([0.80, 0.90, 0.90, 0.90, 0.90], True),  # reaches 0.90 at step 20 vs the step run's 50
+        ([0.80, 0.85, 0.88, 0.89, 0.90], False),  # reaches it at the same step: 1×, not 2×
+        ([0.80, 0.84, 0.85, 0.85, 0.85], False),  # never: 5 points short on 1 seed is decided
+        ([0.80, 0.88, 0.89, 0.89, 0.89], None),  # never, 1 point short on 1 seed: undecided
+    ],
+)
+def test_f11_sooner_per_seed(tmp_path, sgdr, expected):
+    from paper_figures._data import arms, experiment_runs
+    from paper_figures.fig_f11_sgdr import _sooner_per_seed
+
+    _write_runs(
+        tmp_path,
+        {
+            "step_lr0.1_seed0": [0.70, 0.80, 0.85, 0.88, 0.90],
+            "step_lr0.05_seed0": [0.70, 0.75, 0.80, 0.85, 0.87],
+            "sgdr_T0_1_seed0": sgdr,
+        },
+    )
+    holds, text = _sooner_per_seed(arms(experiment_runs(tmp_path, "f11_sgdr")))
+    assert holds is expected, text
+    if expected is not True and sgdr[-1] < 0.9:
+        assert f"margin {100 * (max(sgdr) - 0.9):+.3g} points" in text
