@@ -107,3 +107,26 @@ def test_f11_sooner_per_seed(tmp_path, sgdr, expected):
     assert holds is expected, text
     if expected is not True and sgdr[-1] < 0.9:
         assert f"margin {100 * (max(sgdr) - 0.9):+.3g} points" in text
+
+
+def test_f10_margins_per_seed(tmp_path):
+    """0.5 − the fastest CLR arm's fraction of the run to the fixed arm's final accuracy."""
+    from paper_figures._data import arms, experiment_runs
+    from paper_figures.fig_f10_clr_vs_fixed import _margins
+
+    runs = {}
+    for k, hit in ((0, 3), (1, 6)):  # triangular2 reaches 0.9 at step 40 (seed 0), 70 (seed 1)
+        runs[f"fixed_seed{k}"] = [0.5 + 0.04 * i for i in range(10)] + [0.9]
+        runs[f"triangular2_seed{k}"] = [0.5] * hit + [0.9] * (11 - hit)
+        runs[f"exp_range_seed{k}"] = [0.5] * 11  # never
+    for run, accs in runs.items():
+        folder = tmp_path / "f10_clr_vs_fixed" / run
+        folder.mkdir(parents=True)
+        lines = [json.dumps({"step": 10 * i + 9, "test_accuracy": a}) for i, a in enumerate(accs)]
+        (folder / "records.jsonl").write_text("\n".join(lines) + "\n")
+        (folder / "meta.json").write_text(json.dumps({"status": "finished"}))
+    margins, step = _margins(
+        arms(experiment_runs(tmp_path, "f10_clr_vs_fixed")), {"steps": 110, "eval_every": 10}
+    )
+    assert margins == pytest.approx([0.5 - 40 / 110, 0.5 - 70 / 110])
+    assert step == pytest.approx(10 / 110)
