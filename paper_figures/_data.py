@@ -115,6 +115,20 @@ def arms(runs: Iterable[Run]) -> dict[str, list[Run]]:
     return out
 
 
+def by_seed(groups: dict[str, list[Run]]) -> dict[int, dict[str, Run]]:
+    """Regroup ``arms(...)`` output per seed: ``{seed: {arm: run}}``, seeds ascending.
+
+    Runs without a ``_seed<k>`` suffix are left out (they belong to no seed).
+    """
+    out: dict[int, dict[str, Run]] = {}
+    for arm, runs in groups.items():
+        for run in runs:
+            m = _SEED.match(run.name)
+            if m:
+                out.setdefault(int(m["seed"]), {})[arm] = run
+    return dict(sorted(out.items()))
+
+
 def series(
     records: Sequence[dict[str, Any]], key: str, *, x: str = "step"
 ) -> tuple[np.ndarray, np.ndarray]:

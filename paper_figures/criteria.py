@@ -67,11 +67,13 @@ class Decision:
     sd: float
     n: int
     reason: str
+    unit: str = "points"
 
-    def text(self, unit: str = "points") -> str:
+    def text(self) -> str:
         sd = f" ± {self.sd:.2g}" if self.n > 1 else ""
         return (
-            f"margin {self.mean:+.3g}{sd} {unit} ({self.n} seed{'s' * (self.n != 1)}){self.reason}"
+            f"margin {self.mean:+.3g}{sd} {self.unit} ({self.n} seed{'s' * (self.n != 1)})"
+            f"{self.reason}"
         )
 
 
@@ -89,16 +91,16 @@ def decide(
     """
     v = np.asarray([m for m in margins if m is not None and math.isfinite(m)], dtype=float)
     if len(v) == 0:
-        return Decision(None, math.nan, math.nan, 0, "; no finished runs")
+        return Decision(None, math.nan, math.nan, 0, "; no finished runs", unit)
     mean = float(v.mean())
     sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
     if len(v) > 1 and sd > 0 and abs(mean) <= sd:
-        return Decision(None, mean, sd, len(v), "; the seed spread covers it")
+        return Decision(None, mean, sd, len(v), "; the seed spread covers it", unit)
     if len(v) < MIN_SEEDS and abs(mean) < decisive:
         return Decision(
-            None, mean, sd, len(v), f"; under {decisive:.2g} {unit} needs ≥ {MIN_SEEDS} seeds"
+            None, mean, sd, len(v), f"; under {decisive:.2g} {unit} needs ≥ {MIN_SEEDS} seeds", unit
         )
-    return Decision(mean > 0, mean, sd, len(v), "")
+    return Decision(mean > 0, mean, sd, len(v), "", unit)
 
 
 # ------------------------------------------------------------------ criteria (point values)

@@ -18,6 +18,7 @@ from ._data import (
     Claim,
     MissingResults,
     arms,
+    by_seed,
     experiment_runs,
     final,
     finals,
@@ -84,7 +85,7 @@ def claims(results) -> list[Claim]:
         + "; ".join(parts)
         + (f"; exp {fmt_pct(f['exp'])}" if "exp" in f else "")
         + pre
-        + (f"; 0.5 − fastest CLR fraction {decision.text('of the run')}" if decision else "")
+        + (f"; 0.5 − fastest CLR fraction {decision.text()}" if decision else "")
         + " (criterion: some CLR arm within 0.5 of the iterations; the paper: triangular2 0.36, "
         f"exp_range 0.6; evaluation grid {step:.2g} of the run) "
         + f"[{preset(results, EXPERIMENTS[0])}]"
@@ -115,17 +116,17 @@ def _margins(groups, summ) -> tuple[list[float], float]:
     """
     steps = float(summ.get("steps") or 1)
     step = float(summ.get("eval_every") or 0) / steps
-    fixed = {r.name.rsplit("_seed", 1)[1]: r for r in groups.get("fixed", [])}
     margins = []
-    for seed, run in sorted(fixed.items()):
-        target = final(run.records())
+    for arm_runs in by_seed(groups).values():
+        if "fixed" not in arm_runs:
+            continue
+        target = final(arm_runs["fixed"].records())
         if failed_run(target):
             continue  # a fixed arm stuck at chance sets no target: a failed run
         fracs = []
         for a in ("triangular2", "exp_range"):
-            mine = [r for r in groups.get(a, []) if r.name.endswith(f"_seed{seed}")]
-            if mine:
-                x, y = series(mine[0].records(), "test_accuracy")
+            if a in arm_runs:
+                x, y = series(arm_runs[a].records(), "test_accuracy")
                 hit = first_reach(x + 1, y, target)
                 fracs.append(1.0 if not np.isfinite(hit) else hit / steps)
         if fracs:

@@ -19,6 +19,7 @@ from ._data import (
     Claim,
     MissingResults,
     arms,
+    by_seed,
     experiment_runs,
     finals,
     first_reach,
@@ -136,6 +137,7 @@ def claims(results) -> list[Claim]:
             for k in range(n if steps_ and sgdrs else 0)
         ]
     )
+    cycle_end = _at_cycle_end(summ)
     sooner_holds, gap = _sooner_per_seed(groups)
     if sooner_holds is None and "holds" in sooner and not gap:
         sooner_holds = bool(sooner["holds"])
@@ -159,8 +161,8 @@ def claims(results) -> list[Claim]:
             PAPER_END,
             "final test error "
             + "; ".join(f"{a} {_pct(v)}" for a, v in err.items())
-            + _at_cycle_end(summ)
-            + (" (first seed)" if n > 1 and _at_cycle_end(summ) else "")
+            + cycle_end
+            + (" (first seed)" if n > 1 and cycle_end else "")
             + f"; best step + 0.5 − best SGDR {end.text()} (criterion: best SGDR ≤ best step + "
             f"0.5 points, at the final epoch) {tag}",
             end.holds,
@@ -181,15 +183,9 @@ def _sooner_per_seed(groups: dict) -> tuple[bool | None, str]:
     does, the margin is how far SGDR's lowest error stays above the target, in points, and the
     seed rule (``decide``) judges those margins. Seeds that disagree leave it undecided.
     """
-    seeds = sorted({r.name.rsplit("_seed", 1)[1] for rs in groups.values() for r in rs}, key=int)
     reached, gaps = [], []
-    for k in seeds:
-        curves = {
-            a: series(r.records(), "test_accuracy")
-            for a, rs in groups.items()
-            for r in rs
-            if r.name.endswith(f"_seed{k}")
-        }
+    for arm_runs in by_seed(groups).values():
+        curves = {a: series(r.records(), "test_accuracy") for a, r in arm_runs.items()}
         steps = {a: c for a, c in curves.items() if a.startswith("step") and len(c[0])}
         sgdr = {a: c for a, c in curves.items() if a.startswith("sgdr") and len(c[0])}
         if not steps or not sgdr:

@@ -64,7 +64,7 @@ def claims(results) -> list[Claim]:
             "F7",
             "train loss rises while test loss still falls as LR grows",
             PAPER,
-            f"{each}; test-loss min − train-loss min {decision.text('LR')} (criterion: the "
+            f"{each}; test-loss min − train-loss min {decision.text()} (criterion: the "
             f"test-loss minimum lies at a larger LR than the train-loss minimum; evaluation grid "
             f"step {step:.2g} LR) "
             f"[{preset(results, EXPERIMENTS[0])}]",

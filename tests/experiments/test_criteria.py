@@ -72,10 +72,10 @@ def test_failed_run_is_chance_level():
     assert failed_run(0.5, num_classes=2)
 
 
-def _write_runs(root: Path, curves: dict[str, list[float]]) -> None:
-    """``{run name: test accuracy at evaluation steps 9, 19, ...}`` as f11_sgdr run folders."""
+def _write_runs(root: Path, experiment: str, curves: dict[str, list[float]]) -> None:
+    """``{run name: test accuracy at evaluation steps 9, 19, ...}`` as finished run folders."""
     for run, accs in curves.items():
-        folder = root / "f11_sgdr" / run
+        folder = root / experiment / run
         folder.mkdir(parents=True)
         lines = [json.dumps({"step": 10 * i + 9, "test_accuracy": a}) for i, a in enumerate(accs)]
         (folder / "records.jsonl").write_text("\n".join(lines) + "\n")
@@ -97,6 +97,7 @@ def test_f11_sooner_per_seed(tmp_path, sgdr, expected):
 
     _write_runs(
         tmp_path,
+        "f11_sgdr",
         {
             "step_lr0.1_seed0": [0.70, 0.80, 0.85, 0.88, 0.90],
             "step_lr0.05_seed0": [0.70, 0.75, 0.80, 0.85, 0.87],
@@ -119,12 +120,7 @@ def test_f10_margins_per_seed(tmp_path):
         runs[f"fixed_seed{k}"] = [0.5 + 0.04 * i for i in range(10)] + [0.9]
         runs[f"triangular2_seed{k}"] = [0.5] * hit + [0.9] * (11 - hit)
         runs[f"exp_range_seed{k}"] = [0.5] * 11  # never
-    for run, accs in runs.items():
-        folder = tmp_path / "f10_clr_vs_fixed" / run
-        folder.mkdir(parents=True)
-        lines = [json.dumps({"step": 10 * i + 9, "test_accuracy": a}) for i, a in enumerate(accs)]
-        (folder / "records.jsonl").write_text("\n".join(lines) + "\n")
-        (folder / "meta.json").write_text(json.dumps({"status": "finished"}))
+    _write_runs(tmp_path, "f10_clr_vs_fixed", runs)
     margins, step = _margins(
         arms(experiment_runs(tmp_path, "f10_clr_vs_fixed")), {"steps": 110, "eval_every": 10}
     )
