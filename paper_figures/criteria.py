@@ -23,8 +23,11 @@ import numpy as np
 
 __all__ = [
     "CHANCE_MARGIN",
+    "CLR_FRACTION",
     "DECISIVE_POINTS",
     "MIN_SEEDS",
+    "SGDR_END_TOLERANCE",
+    "SGDR_SPEEDUP",
     "PAPER_NUMBERS",
     "Decision",
     "decide",
@@ -159,20 +162,28 @@ def onecycle_matches_long_baseline(
     return 100 * (onecycle - baseline) >= -points and epoch_ratio <= 0.2
 
 
+#: F10: the share of the fixed arm's iterations within which some CLR arm must reach its accuracy.
+CLR_FRACTION = 0.5
+#: F11: how many times sooner SGDR must reach the default's final error.
+SGDR_SPEEDUP = 2.0
+#: F11: how far (as an error fraction: 0.5 points) the best SGDR run may end above the default.
+SGDR_END_TOLERANCE = 0.005
+
+
 def clr_reaches_fixed_sooner(iteration_ratios: Sequence[float]) -> bool:
     """F10: some CLR policy reaches the fixed-LR final accuracy in ≤ half the iterations."""
     finite = [r for r in iteration_ratios if r is not None and math.isfinite(r)]
-    return bool(finite) and min(finite) <= 0.5
+    return bool(finite) and min(finite) <= CLR_FRACTION
 
 
-def sgdr_sooner(speedup: float, at_least: float = 2.0) -> bool:
+def sgdr_sooner(speedup: float, at_least: float = SGDR_SPEEDUP) -> bool:
     """F11: some SGDR run reaches the default schedule's final error ≥ 2× sooner."""
     return speedup >= at_least
 
 
 def sgdr_final_comparable(best_sgdr_error: float, best_step_error: float) -> bool:
     """F11: the best SGDR run ends no more than 0.5 points above the best step run."""
-    return best_sgdr_error <= best_step_error + 0.005
+    return best_sgdr_error <= best_step_error + SGDR_END_TOLERANCE
 
 
 # ------------------------------------------------------------------ the papers' numbers

@@ -29,7 +29,7 @@ from ._data import (
     series,
     summary,
 )
-from .criteria import decide, failed_run
+from .criteria import CLR_FRACTION, decide, failed_run
 
 FIGURE = "F10"
 NAME = "f10_clr_vs_fixed"
@@ -101,7 +101,7 @@ def claims(results) -> list[Claim]:
             if holds is not False
             else "No CLR arm reaches the fixed arm's final accuracy within half the run: the "
             "fastest CLR arm gets there at "
-            + ", ".join(fmt_num(0.5 - m, 2) for m in margins)
+            + ", ".join(fmt_num(CLR_FRACTION - m, 2) for m in margins)
             + " of the iterations (per seed; 1 = never); the fixed arm's final accuracy comes "
             "after its late LR drops (annealing).",
         )
@@ -130,7 +130,7 @@ def _margins(groups, summ) -> tuple[list[float], float]:
                 hit = first_reach(x + 1, y, target)
                 fracs.append(1.0 if not np.isfinite(hit) else hit / steps)
         if fracs:
-            margins.append(0.5 - min(fracs))
+            margins.append(CLR_FRACTION - min(fracs))
     return margins, step
 
 

@@ -28,7 +28,7 @@ from ._data import (
     series,
     summary,
 )
-from .criteria import decide
+from .criteria import SGDR_END_TOLERANCE, decide, sgdr_sooner
 
 FIGURE = "F11"
 NAME = "f11_sgdr"
@@ -133,7 +133,7 @@ def claims(results) -> list[Claim]:
     n = min((len(v) for v in steps_ + sgdrs), default=0)
     end = decide(
         [
-            100 * (min(v[k] for v in steps_) + 0.005 - min(v[k] for v in sgdrs))
+            100 * (min(v[k] for v in steps_) + SGDR_END_TOLERANCE - min(v[k] for v in sgdrs))
             for k in range(n if steps_ and sgdrs else 0)
         ]
     )
@@ -195,7 +195,7 @@ def _sooner_per_seed(groups: dict) -> tuple[bool | None, str]:
         ref = min(first[a] for a in steps if np.isfinite(first[a]))  # the best one reaches it
         hits = [first[a] for a in sgdr if np.isfinite(first[a])]
         if hits:
-            reached.append(ref / min(hits) >= 2.0)
+            reached.append(sgdr_sooner(ref / min(hits)))
         else:
             gaps.append(100 * (max(c[1].max() for c in sgdr.values()) - target))
     if reached and gaps:
