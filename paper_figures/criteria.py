@@ -25,6 +25,7 @@ __all__ = [
     "CHANCE_MARGIN",
     "CLR_FRACTION",
     "DECISIVE_POINTS",
+    "MATCH_POINTS",
     "MIN_SEEDS",
     "SGDR_END_TOLERANCE",
     "SGDR_SPEEDUP",
@@ -155,8 +156,12 @@ def larger_batch_not_worse(smallest: float, largest: float, points: float = 0.5)
     return 100 * (largest - smallest) >= -points
 
 
+#: F9: "matches" a baseline: within this many accuracy points of it.
+MATCH_POINTS = 0.1
+
+
 def onecycle_matches_long_baseline(
-    onecycle: float, baseline: float, epoch_ratio: float, points: float = 0.1
+    onecycle: float, baseline: float, epoch_ratio: float, points: float = MATCH_POINTS
 ) -> bool:
     """F9: 1cycle within ``points`` of (or above) a baseline given ≥ 5× its epochs."""
     return 100 * (onecycle - baseline) >= -points and epoch_ratio <= 0.2

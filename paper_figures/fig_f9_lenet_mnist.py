@@ -25,14 +25,13 @@ from ._data import (
     preset,
     summary,
 )
-from .criteria import decide, failed_run, onecycle_matches_long_baseline
+from .criteria import MATCH_POINTS, decide, failed_run, onecycle_matches_long_baseline
 
 FIGURE = "F9"
 NAME = "f9_lenet_mnist"
 EXPERIMENTS = ("f9_lenet_mnist",)
 PAPER = "1cycle 99.25% in 12 epochs vs inv 99.03% in 85 epochs (MNIST, LeNet; 12/85 ≈ 1/7)"
 ARMS = (("onecycle", "1cycle"), ("inv", "Caffe inv"), ("step", "Caffe step"))
-TOLERANCE = 0.001  # "matches": within 0.1 points (the experiment's check)
 
 
 def _load(results):
@@ -54,7 +53,7 @@ def claims(results) -> list[Claim]:
     failed = [
         r.name for a in ("onecycle", *base) for r in groups[a][:n] if failed_run(final(r.records()))
     ]
-    margins = [100 * (f["onecycle"][k] - max(f[b][k] for b in base)) + 100 * TOLERANCE for k in ok]
+    margins = [100 * (f["onecycle"][k] - max(f[b][k] for b in base)) + MATCH_POINTS for k in ok]
     decision = decide(margins)
     holds = decision.holds
     ratio = ep.get("onecycle", float("nan")) / ep.get(base[0], float("nan"))
@@ -80,7 +79,7 @@ def claims(results) -> list[Claim]:
         + " (criterion: 1cycle ≥ each baseline "
         f"− 0.1 points) [{preset(results, EXPERIMENTS[0])}]"
     )
-    gap = mean_sd(margins)[0] - 100 * TOLERANCE
+    gap = mean_sd(margins)[0] - MATCH_POINTS
     return [
         Claim(
             "F9",
