@@ -77,7 +77,7 @@ def _bounds(cfg: DemoConfig, rt: Any) -> dict[str, Any]:
 
 
 def _train_configs(cfg: DemoConfig, bounds: dict[str, Any], device: str) -> dict[str, Any]:
-    from ..schedules.closed_form import MultiStep, OneCycle
+    from ..schedules import MultiStep, OneCycle
     from ..training.runner import TrainConfig
 
     common = dict(
