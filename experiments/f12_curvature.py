@@ -61,9 +61,10 @@ from torch import nn
 from hessian_lr.curvature.hessian import HessianOperator
 from hessian_lr.curvature.lanczos import spectral_density
 from hessian_lr.lr.defaults import DEFAULT_BN_MODE
-from hessian_lr.records import Run, read_json, write_json_atomic
+from hessian_lr.records import read_json, write_json_atomic
 from hessian_lr.schedules import schedule_from_dict
 from hessian_lr.training.data import Dataset, load_dataset
+from hessian_lr.training.run import Run
 from hessian_lr.training.runner import TrainConfig, TrainResult, probe_batch, train
 
 EXPERIMENT = experiment_name(__file__)

@@ -43,13 +43,14 @@ from _common import cli, experiment_name, summarize_only
 from _presets import Base, presets, train_fields, train_macs
 
 from hessian_lr.range_test import RangeTestResult
-from hessian_lr.records import Run, now, read_json, run_metadata, write_json_atomic
+from hessian_lr.records import read_json, write_json_atomic
 from hessian_lr.training.data import (
     Dataset,
     load_dataset,
     stratified_indices,
 )
 from hessian_lr.training.recipes import RangeTestSetup, range_test_from_config
+from hessian_lr.training.run import Run, now, run_metadata
 from hessian_lr.training.runner import resolve_device
 
 EXPERIMENT = experiment_name(__file__)

@@ -135,8 +135,9 @@ def run_demo(
     """
     import torch
 
-    from ..records import Run, write_json_atomic
+    from ..records import write_json_atomic
     from ..training.data import load_dataset
+    from ..training.run import Run
     from ..training.runner import resolve_device, train
 
     cfg = config if config is not None else (QUICK if quick else DEFAULT)
