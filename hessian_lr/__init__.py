@@ -2,8 +2,9 @@
 
 The names most users need, curated; everything else is imported from its room:
 ``hessian_lr.curvature`` (operators and solvers), ``hessian_lr.lr`` (estimates),
-``hessian_lr.schedules`` (schedules and the range test), ``hessian_lr.training`` (runs, data,
-models). Moves and removals are listed in ``CHANGELOG.md``. No logic lives here.
+``hessian_lr.schedules`` (schedules), ``hessian_lr.range_test`` (the LR range test),
+``hessian_lr.training`` (runs, data, models). Moves and removals are listed in
+``CHANGELOG.md``. No logic lives here.
 """
 
 from ._version import __version__
@@ -35,17 +36,15 @@ from .lr import (
     stability_threshold,
     update_lr,
 )
+from .range_test import RangeTestConfig, RangeTestResult, lr_range_test, suggest_lrs
 from .schedules import (
     SGDR,
     Cyclic,
     OneCycle,
-    RangeTestResult,
     Schedule,
     ScheduleLR,
     WarmupCosine,
-    lr_range_test,
     schedule_from_dict,
-    suggest_lrs,
 )
 from .training import Run, TrainConfig, TrainResult, train
 from .training.data import load_dataset
@@ -88,7 +87,9 @@ __all__ = [
     "WarmupCosine",
     "ScheduleLR",
     "schedule_from_dict",
+    # the LR range test
     "lr_range_test",
+    "RangeTestConfig",
     "suggest_lrs",
     "RangeTestResult",
     # training runs
