@@ -32,7 +32,7 @@ from .curvature.trace import (
 )
 
 # Learning-rate estimation
-from .lr.estimate import CurvatureError, LREstimate, SecantResult, estimate_lr, secant_lr
+from .lr import CurvatureError, LREstimate, SecantResult, estimate_lr, secant_lr
 from .lr.estimator import LREstimator
 from .lr.eos import EdgeOfStability, plot_edge_of_stability
 from .lr.estimate import estimate_lrs

@@ -4,6 +4,7 @@
 * :mod:`.secant`: Super-Convergence Eq. 8 from three iterates (``secant_lr``), its spacing
   conventions, and the bootstrap band against the momentum-noise null (``null_band``).
 * :mod:`.noise`: the null c(μ, s) itself (``noise_null``).
+* :mod:`.options`: ``CurvatureOptions``, how every measurement here builds its operator.
 * :mod:`.estimate`: ``estimate_lr`` / ``estimate_lrs`` on a model and a batch (one dispatch table).
 * :mod:`.estimator`: ``LREstimator``, the stateful observer; :mod:`.curvature_lr`: ``CurvatureLR``.
 * :mod:`.update`, :mod:`.stability`, :mod:`.eos`: optimizer-aware estimates (issue 15).
@@ -17,6 +18,7 @@ from .eos import EdgeOfStability, plot_edge_of_stability
 from .estimate import LREstimate, estimate_lr, estimate_lrs
 from .estimator import LREstimator
 from .noise import noise_null
+from .options import CurvatureOptions
 from .rules import (
     RuleResult,
     SecantRule,
@@ -37,6 +39,7 @@ from .update import UpdateEstimate, update_direction, update_lr
 
 __all__ = [
     "DEFAULT_BN_MODE",
+    "CurvatureOptions",
     # estimates on a model
     "estimate_lr",
     "estimate_lrs",

@@ -46,7 +46,8 @@ from ..curvature.hessian import HessianOperator, NonFiniteError
 from ..curvature.linop import params_to_vector, vector_to_params
 from ..rng import preserved_rng
 from ._optim import _group_of, _reference_lr, _scalar, optimizer_parameters
-from .defaults import DEFAULT_BN_MODE
+from .options import CurvatureOptions, as_options, rejects_operator_keywords
+from .secant import CurvatureError
 
 __all__ = [
     "UpdateDirection",
@@ -65,12 +66,6 @@ _NEGATIVE_CURVATURE = "negative_curvature"  # the flag names of hessian_lr.lr.es
 _NONFINITE_LOSS = "nonfinite_loss"
 _DIRECTIONS = ("auto", "analytic", "generic")
 _NAN = float("nan")
-
-
-def _curvature_error(message: str) -> Exception:
-    from .estimate import CurvatureError  # lazy: estimate.py dispatches to this module
-
-    return CurvatureError(message)
 
 
 # --------------------------------------------------------------------------------- directions
@@ -415,7 +410,7 @@ def update_lr_from_operator(
         if not dHd > 0:
             flags.append(_NEGATIVE_CURVATURE)
     if strict and flags:
-        raise _curvature_error(
+        raise CurvatureError(
             f"update_lr: no step size is implied along the optimizer's update ({', '.join(flags)}"
             f"; gᵀd = {gTd:.3e}, dᵀHd = {dHd:.3e})"
         )
@@ -441,19 +436,17 @@ def update_lr_from_operator(
     )
 
 
+@rejects_operator_keywords
 def update_lr(
     model: nn.Module,
     loss_fn: Callable[..., torch.Tensor],
     batch: Any,
     optimizer: torch.optim.Optimizer,
     *,
-    bn_mode: Literal["eval", "train"] = DEFAULT_BN_MODE,
-    backend: str = "auto",
-    params: Sequence[torch.Tensor] | Sequence[str] | None = None,
-    closure: bool = False,
     direction: Literal["auto", "analytic", "generic"] = "auto",
     strict: bool = False,
     on_nonfinite: Literal["raise", "flag"] = "raise",
+    curvature: CurvatureOptions | None = None,
 ) -> UpdateEstimate:
     """The LR that minimises the local quadratic along the update the optimizer is about to take.
 
@@ -467,14 +460,12 @@ def update_lr(
             ``loss_fn(model, batch)``.
         batch: ``(inputs, targets)`` or an iterable of batches.
         optimizer: the optimizer training ``model`` (its state gives d).
-        bn_mode: BatchNorm mode of the Hessian (default ``DEFAULT_BN_MODE``); recorded.
-        backend: the HVP back end (``HessianOperator``).
-        params: restrict to these parameters (tensors or names); only parameters the optimizer
-            holds are used in any case (the others do not move).
-        closure: ``loss_fn`` takes ``(model, batch)``.
         direction: ``"auto"``, ``"analytic"`` or ``"generic"`` (see :func:`update_direction`).
-        strict: raise :class:`~hessian_lr.lr.estimate.CurvatureError` instead of flagging.
+        strict: raise :class:`~hessian_lr.lr.CurvatureError` instead of flagging.
         on_nonfinite: ``"raise"`` a ``NonFiniteError`` or ``"flag"`` it.
+        curvature: how the operator is built (:class:`~hessian_lr.lr.CurvatureOptions`; its
+            ``bn_mode`` is recorded; ``params`` restricts the parameters, tensors or names, of
+            which only those the optimizer holds are used: the others do not move).
 
     Returns:
         An :class:`UpdateEstimate`.
@@ -490,10 +481,9 @@ def update_lr(
         >>> round(update_lr(model, nn.MSELoss(), (x, y), opt).lr, 6)  # = gᵀg/gᵀHg = 1/2
         0.5
     """
-    names = optimizer_parameters(model, optimizer, params)
-    op = HessianOperator(
-        model, loss_fn, batch, params=names, backend=backend, bn_mode=bn_mode, closure=closure
-    )
+    curvature = as_options(curvature)
+    names = optimizer_parameters(model, optimizer, curvature.params)
+    op = curvature.operator(model, loss_fn, batch, params=names)
     named = dict(model.named_parameters())
     return update_lr_from_operator(
         op,
