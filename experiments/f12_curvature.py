@@ -65,7 +65,8 @@ from hessian_lr.records import read_json, write_json_atomic
 from hessian_lr.schedules import schedule_from_dict
 from hessian_lr.training.data import Dataset, load_dataset
 from hessian_lr.training.run import Run
-from hessian_lr.training.runner import TrainConfig, TrainResult, probe_batch, train
+from hessian_lr.training.runner import TrainConfig, TrainResult, train
+from hessian_lr.training.setup import probe_batch
 
 EXPERIMENT = experiment_name(__file__)
 COST_FACTOR = 2.5  # probes and densities on top of training (run_all's scheduling estimate)

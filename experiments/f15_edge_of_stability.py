@@ -64,7 +64,7 @@ from hessian_lr.rng import get_rng_state, set_rng_state
 from hessian_lr.training.data import load_dataset
 from hessian_lr.training.models import build_model
 from hessian_lr.training.run import Run, run_metadata
-from hessian_lr.training.runner import resolve_device
+from hessian_lr.training.setup import resolve_device
 
 EXPERIMENT = experiment_name(__file__)
 TEXT_FALLBACKS = ("/usr/share/common-licenses", "/usr/share/doc", "/usr/share/dict")

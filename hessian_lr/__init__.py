@@ -39,7 +39,8 @@ from .lr.estimate import estimate_lrs
 from .lr.noise import noise_null
 from .lr.plotting import plot_estimates
 from .lr.stability import preconditioned_sharpness, stability_threshold
-from .lr.update import update_direction, update_lr
+from .lr.direction import update_direction
+from .lr.update import update_lr
 from .lr.secant import NullBand, null_band
 from .lr.curvature_lr import CurvatureLR
 

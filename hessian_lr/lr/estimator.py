@@ -41,12 +41,13 @@ from ..curvature.hessian import NonFiniteError, select_params
 from ..curvature.linop import params_to_vector
 from ..observe import Observer, StepContext
 from ..records import append_record, to_jsonable
+from ._estimator_args import check_estimator_args, check_smoothing_args
 from ._estimator_state import EstimatorCheckpoint
 from ._optimizer_view import OptimizerView
 from .estimate import estimate_lrs
-from .methods import HVP_METHODS, METHODS, OPTIMIZER_METHODS, check_options
+from .methods import HVP_METHODS, check_options
 from .options import CurvatureOptions, as_options, rejects_operator_keywords
-from .secant import SCALES, SecantResult, nonfinite_secant, secant_lr, with_null_band
+from .secant import SecantResult, nonfinite_secant, secant_lr, with_null_band
 
 __all__ = ["LREstimator"]
 
@@ -139,20 +140,8 @@ class LREstimator(EstimatorCheckpoint, Observer):
     ) -> None:
         methods = (methods,) if isinstance(methods, str) else tuple(methods)
         model = unwrap_ddp(model)  # products and θ on the module inside DDP
-        self._check_args(model, methods, every, loss_fn, optimizer)
-        if not (0.0 < ema_alpha <= 1.0):
-            raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha}")
-        if not (math.isfinite(ema_init) and ema_init > 0):
-            raise ValueError(
-                f"ema_init must be a positive finite LR, got {ema_init} (the EMA is the LR "
-                "that CurvatureLR applies before the first estimate; the paper uses 0.1)"
-            )
-        if secant_lr_rule not in ("mean", "first"):
-            raise ValueError(f"secant_lr_rule must be 'mean' or 'first', got {secant_lr_rule!r}")
-        if secant_scale not in SCALES:
-            raise ValueError(f"secant_scale must be one of {SCALES}, got {secant_scale!r}")
-        if isinstance(noise_window, bool) or not isinstance(noise_window, int) or noise_window < 5:
-            raise ValueError(f"noise_window must be an integer >= 5, got {noise_window!r}")
+        check_estimator_args(model, methods, every, loss_fn, optimizer)
+        check_smoothing_args(ema_alpha, ema_init, secant_lr_rule, secant_scale, noise_window)
         curvature = as_options(curvature)
         check_options(norm, 0.0 if momentum is None else momentum, lanczos_tol, on_nonfinite)
 
@@ -226,27 +215,6 @@ class LREstimator(EstimatorCheckpoint, Observer):
         handle = optimizer.register_step_pre_hook(hook)
         weakref.finalize(self, handle.remove)  # no dangling hook once collected
         return handle
-
-    @staticmethod
-    def _check_args(model: Any, methods: tuple, every: Any, loss_fn: Any, optimizer: Any) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        unknown = [m for m in methods if m not in METHODS]
-        if not methods or unknown or len(set(methods)) != len(methods):
-            raise ValueError(
-                f"methods must be distinct names from {METHODS}, got {methods!r}"
-                + (f" (unknown: {unknown})" if unknown else "")
-            )
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
-        needs = tuple(m for m in methods if m in HVP_METHODS)
-        if needs and loss_fn is None:
-            raise ValueError(f"methods {needs} need loss_fn (the loss to differentiate)")
-        if optimizer is not None and not hasattr(optimizer, "param_groups"):
-            raise TypeError("optimizer must have param_groups (a torch.optim.Optimizer)")
-        aware = [m for m in methods if m in OPTIMIZER_METHODS]
-        if aware and optimizer is None:
-            raise ValueError(f"methods {aware} read the optimizer's state: pass optimizer=...")
 
     # ------------------------------------------------------------------------------ the step
     def _snapshot(self) -> torch.Tensor:

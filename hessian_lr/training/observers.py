@@ -88,7 +88,7 @@ class CurvatureProbe(Observer):
     vectors come from a generator seeded :func:`~hessian_lr.training.data.trace_seed`.
 
     Args:
-        batch: ``(x, y)`` on the model's device (:func:`hessian_lr.training.runner.probe_batch`).
+        batch: ``(x, y)`` on the model's device (:func:`hessian_lr.training.setup.probe_batch`).
         every: the probe's interval in updates.
         trace_probes: Hutchinson vectors per trace (0: no trace).
         seed: the run's seed.

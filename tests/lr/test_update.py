@@ -12,12 +12,8 @@ from torch import nn
 from torch.func import functional_call, grad, jacfwd
 
 from hessian_lr.lr import CurvatureOptions
-from hessian_lr.lr.update import (
-    NOT_DESCENT,
-    ZERO_UPDATE,
-    update_direction,
-    update_lr,
-)
+from hessian_lr.lr.direction import update_direction
+from hessian_lr.lr.update import NOT_DESCENT, ZERO_UPDATE, update_lr
 from hessian_lr.rng import get_rng_state
 
 DT = torch.float64

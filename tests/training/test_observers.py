@@ -13,7 +13,8 @@ from hessian_lr.lr.defaults import DEFAULT_BN_MODE
 from hessian_lr.observe import Observer
 from hessian_lr.training.observers import CurvatureProbe, RunContext
 from hessian_lr.training.run import Run
-from hessian_lr.training.runner import TrainConfig, probe_batch, train
+from hessian_lr.training.runner import TrainConfig, train
+from hessian_lr.training.setup import probe_batch
 
 CFG = TrainConfig(
     dataset="digits",
