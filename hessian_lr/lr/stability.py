@@ -39,7 +39,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -51,6 +51,7 @@ from ..curvature.linop import params_to_vector
 from ..curvature.preconditioned import PreconditionedOperator
 from ._optim import _group_of, _reference_lr, _scalar, optimizer_parameters
 from .options import CurvatureOptions, as_options, rejects_operator_keywords
+from .result import LRResult
 from .secant import CurvatureError
 
 __all__ = [
@@ -291,7 +292,7 @@ def preconditioner_diagonal(
 
 # ------------------------------------------------------------------------ preconditioned sharpness
 @dataclass(frozen=True)
-class PreconditionedSharpness:
+class PreconditionedSharpness(LRResult):
     """λ_max of the curvature that governs the optimizer's stability, and its threshold.
 
     Attributes:
@@ -320,7 +321,6 @@ class PreconditionedSharpness:
             of the next call (not in ``as_dict``).
     """
 
-    lr: float
     method: str = "preconditioned_sharpness"
     lambda_max: float = _NAN
     residual: float = _NAN
@@ -335,23 +335,9 @@ class PreconditionedSharpness:
     preconditioned: bool = False
     optimizer: str = ""
     converged: bool = False
-    num_hvps: int = 0
-    seconds: float = 0.0
-    flags: tuple[str, ...] = ()
     backend: str = ""
     bn_mode: str | None = None
     eigenvector: torch.Tensor | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        """True when ``lr`` is a finite positive number."""
-        return math.isfinite(self.lr) and self.lr > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-Python fields (no eigenvector), e.g. for JSON records."""
-        d = {k: v for k, v in asdict(self).items() if k != "eigenvector"}
-        d["flags"] = list(self.flags)
-        return d
 
 
 def _lanczos_top(op: Any, tol: float, max_iter: int | None, v0: Any, generator: Any) -> Any:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -42,6 +42,7 @@ from ..curvature.linop import params_to_vector, vector_to_params
 from ._optim import optimizer_parameters
 from .direction import update_direction
 from .options import CurvatureOptions, as_options, rejects_operator_keywords
+from .result import LRResult
 from .secant import CurvatureError
 
 __all__ = [
@@ -62,7 +63,7 @@ _NAN = float("nan")
 
 # ----------------------------------------------------------------------------------- estimate
 @dataclass(frozen=True)
-class UpdateEstimate:
+class UpdateEstimate(LRResult):
     """The GeN learning rate along the optimizer's update; see :func:`update_lr`.
 
     Attributes:
@@ -89,7 +90,6 @@ class UpdateEstimate:
         bn_mode: the BatchNorm mode of the Hessian.
     """
 
-    lr: float
     method: str = "update"
     lr_multiplier: float = _NAN
     lr_in_use: float = _NAN
@@ -102,23 +102,9 @@ class UpdateEstimate:
     cosine: float = _NAN
     source: str = ""
     optimizer: str = ""
-    num_hvps: int = 0
     num_gradients: int = 0
-    seconds: float = 0.0
-    flags: tuple[str, ...] = ()
     backend: str = ""
     bn_mode: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when ``lr`` is a finite positive number."""
-        return math.isfinite(self.lr) and self.lr > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-Python fields, e.g. for JSON records."""
-        d = asdict(self)
-        d["flags"] = list(self.flags)
-        return d
 
 
 def update_lr_from_operator(
