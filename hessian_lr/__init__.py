@@ -27,6 +27,7 @@ from .curvature import (
 from .lr import (
     CurvatureError,
     CurvatureLR,
+    CurvatureOptions,
     LREstimate,
     LREstimator,
     estimate_lr,
@@ -74,6 +75,7 @@ __all__ = [
     "LREstimate",
     "LREstimator",
     "CurvatureLR",
+    "CurvatureOptions",
     "CurvatureError",
     "secant_lr",
     "update_lr",
