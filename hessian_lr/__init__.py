@@ -45,7 +45,6 @@ from .schedules import (
     Schedule,
     ScheduleLR,
     WarmupCosine,
-    schedule_from_dict,
 )
 from .training import Run, TrainConfig, TrainResult, train
 from .training.data import load_dataset
@@ -88,7 +87,6 @@ __all__ = [
     "SGDR",
     "WarmupCosine",
     "ScheduleLR",
-    "schedule_from_dict",
     # the LR range test
     "lr_range_test",
     "RangeTestConfig",
