@@ -195,6 +195,29 @@ def test_threads_sharing_a_model_never_see_its_flags_flipped():
     assert all(m.training for m in model.modules()) and model[1].track_running_stats
 
 
+class _ListNet(nn.Module):
+    """Submodules also held in a plain list attribute (the forward uses the list)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.drop, self.b = nn.Linear(4, 6), nn.Dropout(0.5), nn.Linear(6, 3)
+        self.layers = [self.a, nn.Tanh(), self.drop, self.b]
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_the_shadow_tree_follows_modules_held_in_plain_attributes():
+    torch.manual_seed(0)
+    model, (x, y) = _ListNet().to(DT).train(), _xy()
+    op = HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
+    V = _v(op.shape[0], 2)
+    assert rel_error(op @ V, _dense(model, x, y) @ V) < 1e-10  # dropout off in the operator
+    assert model.training and model.drop.training and model.layers[2] is model.drop
+
+
 def test_concurrent_measurements_agree_with_a_lone_one():
     case = ZOO["bn_resnet"]()
     H, _ = dense_hessian(case)
