@@ -50,7 +50,7 @@ What a subclass implements (``hessian.py`` is the worked example, a GGN fits in 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
@@ -207,6 +207,8 @@ class CurvatureOperator(GradientCache, DataLoopOperator):
         self.unreached: list[str] | None = None  # parameters the loss does not depend on
         self.num_gradients = 0
         self.asymmetry: float | None = None  # the probe's relative asymmetry (None: not run)
+        self._recorded: dict[str, torch.Tensor] | None = None  # values of the write check
+        self._writes_checked = False
 
     # ----------------------------------------------------------------------------- set-up
     def _describe_model(self) -> None:
@@ -276,6 +278,42 @@ class CurvatureOperator(GradientCache, DataLoopOperator):
         # copies: a forward that writes its parameters (``.data.copy_``) writes these
         return tuple(p.detach().to(self.dtype, copy=True) for p in self.params)
 
+    def _batches(self) -> Iterator[tuple[int, float, Batch]]:
+        for index, c, batch in super()._batches():
+            if not self._writes_checked:
+                self._check_writes(batch)
+            yield index, c, batch
+
+    def _check_writes(self, batch: Batch) -> None:
+        """Before the first pass: refuse a forward that writes to its own parameters.
+
+        One forward on copies of every parameter and buffer, compared with the originals after.
+        Such a forward (a data-dependent initialisation: ActNorm, LSUV's ``.data.copy_``) would
+        only write to the operator's copies, never to the caller's model; but its loss is not a
+        function of the current parameters, so there is no Hessian to measure.
+        """
+        self._writes_checked = True
+        self._recorded = {}
+        try:
+            with torch.no_grad():
+                self._loss(self._theta(), batch)
+            values = self._recorded
+        finally:
+            self._recorded = None
+        named = dict(self.model.named_parameters())
+        written = [
+            n
+            for n, v in values.items()
+            if n in named and not torch.equal(v, named[n].detach().to(v.dtype))
+        ]
+        if written:
+            raise ValueError(
+                f"the model's forward writes to its own parameters {written} (a data-dependent "
+                "initialisation such as ActNorm or LSUV?): its loss is not a function of the "
+                "current parameters. Run one forward pass on the model to finish its "
+                "initialisation, then measure (the operator did not change the caller's model)"
+            )
+
     def _split(self, vec: torch.Tensor) -> list[torch.Tensor]:
         # (..., N) -> views (..., *p.shape); scalar parameters included
         lead = tuple(vec.shape[:-1])
@@ -300,6 +338,8 @@ class CurvatureOperator(GradientCache, DataLoopOperator):
             values[name] = b.to(dtype=self.dtype if wide else b.dtype, copy=True)
         values.update((n, p.detach().to(self.dtype, copy=True)) for n, p in self._fixed)
         values.update(zip(self.names, theta, strict=True))
+        if self._recorded is not None:
+            self._recorded.update(values)
         return values
 
     def _loss(self, theta: Sequence[torch.Tensor], batch: Batch) -> torch.Tensor:

@@ -187,7 +187,10 @@ class GradientCache:
     def _batch_gradient(
         self, theta: tuple[torch.Tensor, ...] | None, batch: Batch
     ) -> tuple[float, torch.Tensor]:
-        leaves = tuple(t.detach().clone().requires_grad_(True) for t in (theta or self._theta()))
+        if theta is None:
+            leaves = tuple(t.requires_grad_(True) for t in self._theta())
+        else:
+            leaves = tuple(t.detach().clone().requires_grad_(True) for t in theta)
         loss = self._loss(leaves, batch)
         self._check_finite("the loss", loss.detach())
         gs = torch.autograd.grad(loss, leaves, allow_unused=True)

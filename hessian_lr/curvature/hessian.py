@@ -1,11 +1,10 @@
 """The Hessian of a network's training objective as a linear operator (``op @ v``).
 
-``HessianOperator`` is H = ∇²F(θ) for the objective F over one batch or a data loader (the mean
-over counted elements, or the sum) w.r.t. the trainable parameters or a subset, applied without
-forming H (methods notes §1). It is a small subclass of the curvature operator base
-(``_base.CurvatureOperator``: parameters, dtype, model evaluation, loss and reduction, data loop,
-caches, fixed-data and symmetry checks, process groups); its per-batch product is one function of
-``products.py`` chosen by ``backend``:
+H = ∇²F(θ) for the objective F over one batch or a data loader (mean over counted elements, or
+sum) w.r.t. the trainable parameters or a subset, applied without forming H (methods notes §1).
+A small subclass of the operator base (``_base.CurvatureOperator``: parameters, dtype, model
+evaluation, loss, data loop, caches, checks, process groups); its per-batch product is the
+function of ``products.PRODUCTS`` named by ``backend``:
 
 * ``"forward-over-reverse"``: ``jvp(grad)`` over ``functional_call``; least memory.
 * ``"double-backward"``: ``autograd.grad(g·v)``; on one batch the first-order graph is built once
@@ -22,7 +21,6 @@ wrong (``weight_norm``: 24-44 % off) the operator switches to finite differences
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -35,14 +33,7 @@ from ._dataloop import DataChangedError, NonFiniteError
 from ._evaluation import needs_cudnn_off, select_parameters
 from .products import BACKENDS, EXACT, PRODUCTS
 
-__all__ = [
-    "HessianOperator",
-    "select_params",
-    "fd_truncation_error",
-    "BACKENDS",
-    "NonFiniteError",
-    "DataChangedError",
-]
+__all__ = ["HessianOperator", "select_params", "BACKENDS"]
 
 Backend = Literal["auto", "forward-over-reverse", "double-backward", "finite-difference"]
 
@@ -163,13 +154,3 @@ def select_params(
     """
     names, tensors, _ = select_parameters(model, params)
     return names, tensors
-
-
-def fd_truncation_error(
-    op_exact: HessianOperator, op_fd: HessianOperator, v: torch.Tensor
-) -> float:
-    """Relative error ‖H_fd v − H v‖ / ‖H v‖ of a finite-difference operator vs an exact one."""
-    exact = op_exact @ v
-    approx = op_fd @ v
-    denom = float(exact.norm())
-    return float((approx - exact).norm()) / (denom if denom > 0 else math.inf)

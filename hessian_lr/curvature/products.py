@@ -25,8 +25,9 @@ Back ends (methods notes §1):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch.func import grad, jvp, vmap
@@ -42,6 +43,7 @@ __all__ = [
     "forward_over_reverse",
     "double_backward",
     "finite_difference",
+    "fd_truncation_error",
 ]
 
 Params = tuple[torch.Tensor, ...]
@@ -167,6 +169,14 @@ def finite_difference(f: BatchObjective, V: torch.Tensor) -> torch.Tensor:
                 g0 = params_to_vector(grad_fn(theta))
             cols.append((g_at(v, delta) - g0) / delta)
     return torch.stack(cols, dim=1)
+
+
+def fd_truncation_error(op_exact: Any, op_fd: Any, v: torch.Tensor) -> float:
+    """Relative error ‖H_fd v − H v‖ / ‖H v‖ of a finite-difference operator vs an exact one."""
+    exact = op_exact @ v
+    approx = op_fd @ v
+    denom = float(exact.norm())
+    return float((approx - exact).norm()) / (denom if denom > 0 else math.inf)
 
 
 Product = Callable[[BatchObjective, torch.Tensor], torch.Tensor]
