@@ -30,6 +30,8 @@ from .rules import (
     ZERO_STEP,
 )
 from .secant import CurvatureError
+from .stability import preconditioned_sharpness_from_operator
+from .update import update_lr_from_operator
 
 __all__ = [
     "EstimateContext",
@@ -223,8 +225,6 @@ def _optimizer_of(ctx: EstimateContext, method: str) -> torch.optim.Optimizer:
 
 
 def _update(ctx: EstimateContext) -> Any:
-    from .update import update_lr_from_operator  # issue 15 (lr/update.py)
-
     return update_lr_from_operator(
         ctx.op,
         _optimizer_of(ctx, "update"),
@@ -235,8 +235,6 @@ def _update(ctx: EstimateContext) -> Any:
 
 
 def _preconditioned_sharpness(ctx: EstimateContext) -> Any:
-    from .stability import preconditioned_sharpness_from_operator  # issue 15
-
     return preconditioned_sharpness_from_operator(
         ctx.op,
         _optimizer_of(ctx, "preconditioned_sharpness"),
