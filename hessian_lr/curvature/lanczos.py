@@ -47,6 +47,7 @@ from ._solver_utils import (
     check_operator,
     check_positive,
     fixed_matrix,
+    private_generator,
     randn,
     solver,
     work_dtype,
@@ -88,6 +89,64 @@ def error_bounds(theta: np.ndarray, res: np.ndarray) -> np.ndarray:
     return np.minimum(res, quad)
 
 
+# ------------------------------------------------------------------- unseen eigenvalues
+P_FAIL = 1e-3  # probability, over the random start, that a converged bound is wrong
+WARM_MIX = 0.1  # a warm start v0 becomes v0/‖v0‖ + WARM_MIX·g/‖g‖, g Gaussian
+
+
+def log_threshold(N: int, warm: bool) -> float:
+    """Log t*: a random start puts weight ≥ t* on any fixed unit vector with prob. ≥ 1 − P_FAIL.
+
+    For v = g/‖g‖ uniform on the sphere S^{N−1}, the density of uᵀv is at most
+    √((N − 1)/(2π)), so P(|uᵀv| ≤ t) ≤ t·√(2N/π). A warm start mixed as v ∝ w + ρ·g/‖g‖
+    (‖w‖ = 1, ρ = :data:`WARM_MIX`, w independent of g) has ‖v‖ ≤ 1 + ρ and the same bound with
+    t·(1 + ρ)/ρ, whatever w is.
+    """
+    t = P_FAIL / np.sqrt(2.0 * N / np.pi)
+    if warm:
+        t *= WARM_MIX / (1.0 + WARM_MIX)
+    return float(np.log(t))
+
+
+def _log_weight(x: float, theta: np.ndarray, log_beta: float) -> float:
+    """Log of an upper bound on the start vector's weight on eigenvalues at or beyond x.
+
+    The next Lanczos vector satisfies β_1⋯β_m q_{m+1} = π_m(H) q_1 with π_m(λ) = Π (λ − θ_i),
+    so for every eigenpair (λ, u): |uᵀq_1|·|π_m(λ)| ≤ β_1⋯β_m. Beyond the outermost Ritz value
+    |π_m| grows monotonically, hence the weight on all eigenvalues beyond x is at most
+    β_1⋯β_m / |π_m(x)|.
+    """
+    with np.errstate(divide="ignore"):
+        return log_beta - float(np.sum(np.log(np.abs(x - theta))))
+
+
+def _unseen_ok(theta_b: np.ndarray, log_beta: float, ends: list[float], log_t: float) -> bool:
+    return all(_log_weight(x, theta_b, log_beta) <= log_t for x in ends)
+
+
+def unseen_bound(
+    theta_b: np.ndarray, log_beta: float, top: float, log_t: float, floor: float
+) -> float:
+    """Smallest δ ≥ floor with weight(top + δ) ≤ t* (``top`` ≥ every θ; mirror for the bottom)."""
+    if _log_weight(top + floor, theta_b, log_beta) <= log_t:
+        return floor
+    hi = max(floor, 1e-300, 1e-8 * abs(top))
+    for _ in range(2100):
+        if _log_weight(top + hi, theta_b, log_beta) <= log_t:
+            break
+        hi *= 2.0
+    else:
+        return float("inf")
+    lo = floor
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if _log_weight(top + mid, theta_b, log_beta) <= log_t:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 @dataclass(frozen=True)
 class _Ritz:
     theta: np.ndarray  # (k,) wanted Ritz values, ordered for ``which``
@@ -97,16 +156,69 @@ class _Ritz:
     ok: bool
 
 
+def _last_block(alpha: np.ndarray, beta: np.ndarray) -> tuple[int, np.ndarray, float]:
+    """Start of the last Lanczos block (after the last restart), its Ritz values, log Πβ."""
+    m = alpha.shape[0]
+    restarts = np.flatnonzero(beta[: m - 1] == 0.0)
+    b0 = int(restarts[-1]) + 1 if restarts.size else 0
+    t_b = tridiagonal_eigh(alpha[b0:], beta[b0 : m - 1])[0]
+    with np.errstate(divide="ignore"):
+        log_beta = float(np.sum(np.log(beta[b0:m])))
+    return b0, t_b, log_beta
+
+
+def _extreme_ends(theta: float, lo: float, hi: float, delta: float, which: str) -> list[float]:
+    """Points beyond which an unseen eigenvalue would make θ wrong by more than δ."""
+    if which == "LA":
+        return [hi + delta]
+    if which == "SA":
+        return [lo - delta]
+    return [abs(theta) + delta, -(abs(theta) + delta)]
+
+
+def _extreme_bound(
+    t_b: np.ndarray,
+    log_beta: float,
+    lt: float,
+    th: float,
+    lo: float,
+    hi: float,
+    floor: float,
+    which: str,
+) -> float:
+    """Bound on the error of the extreme wanted Ritz value θ from the unseen-weight test.
+
+    Interlacing puts λ_max ≥ θ_max (λ_min ≤ θ_min); the test puts λ_max ≤ θ_max + δ (with
+    probability ≥ 1 − P_FAIL). For ``"LM"`` the bound is on ||λ| − |θ||.
+    """
+    if which == "LA":
+        return unseen_bound(t_b, log_beta, hi, lt, floor)
+    if which == "SA":
+        return unseen_bound(-t_b, log_beta, -lo, lt, floor)
+    up = unseen_bound(t_b, log_beta, hi, lt, floor)
+    down = unseen_bound(-t_b, log_beta, -lo, lt, floor)
+    return max(hi + up - abs(th), -lo + down - abs(th), 0.0)
+
+
 def _ritz(
-    alpha: np.ndarray, beta: np.ndarray, k: int, which: str, tol: float, stop: str, floor: float
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    k: int,
+    which: str,
+    tol: float,
+    stop: str,
+    floor: float,
+    log_t: tuple[float, float],
+    final: bool = True,
 ) -> _Ritz:
     """The k wanted Ritz pairs of T_m (alpha (m,), beta (m,), β_m = beta[-1]) and the test.
 
     A pair passes when its residual (``stop="residual"``) or its error bound
-    (``"eigenvalue"``) is ≤ tol·|θ|, or its residual is at the working-precision floor.
-    After a restart (β_j = 0 at a breakdown) the Ritz values of earlier blocks are exact, but
-    those of the current block may still grow past them: the run is accepted only once the
-    current block's own extreme Ritz value(s) on the wanted side(s) pass the test too.
+    (``"eigenvalue"``) is ≤ tol·|θ|, or its residual is at the working-precision floor. The
+    extreme wanted value must also pass the unseen-eigenvalue test (module docstring): the
+    start vector's weight beyond θ ± tol·|θ| is below t* (``log_t``: for a first block from a
+    warm start, for a random block). After a restart (β_j = 0 at a breakdown) the earlier
+    blocks are invariant subspaces; the test runs on the last, random, block.
     """
     m = alpha.shape[0]
     theta_all, S_all = tridiagonal_eigh(alpha, beta[: m - 1])
@@ -117,22 +229,20 @@ def _ritz(
         measure = res_all
     else:  # the bound, and a residual of at most √tol·|θ|: a guard against a missed eigenvalue
         measure = np.maximum(bound_all, res_all * np.sqrt(tol))
-
-    def passed(i: np.ndarray, meas: np.ndarray, th: np.ndarray, r: np.ndarray) -> bool:
-        return bool(np.all((meas[i] <= tol * np.abs(th[i])) | (r[i] <= floor)))
-
-    ok = sel.shape[0] == k and passed(sel, measure, theta_all, res_all)
-    restarts = np.flatnonzero(beta[: m - 1] == 0.0)
-    if ok and restarts.size > 0:
-        b0 = int(restarts[-1]) + 1
-        t_b, S_b = tridiagonal_eigh(alpha[b0:], beta[b0 : m - 1])
-        r_b = np.abs(beta[m - 1] * S_b[-1])
-        meas_b = (
-            r_b if stop == "residual" else np.maximum(error_bounds(t_b, r_b), r_b * np.sqrt(tol))
-        )
-        for side in ("SA", "LA") if which == "LM" else (which,):
-            ok = ok and passed(_order(t_b, 1, side), meas_b, t_b, r_b)
-    return _Ritz(theta_all[sel], S_all[:, sel], res_all[sel], bound_all[sel], ok)
+    ok = bool(
+        sel.shape[0] == k
+        and np.all((measure[sel] <= tol * np.abs(theta_all[sel])) | (res_all[sel] <= floor))
+    )
+    b0, t_b, log_beta = _last_block(alpha, beta)
+    lt = log_t[1] if b0 > 0 else log_t[0]
+    lo, hi = float(theta_all.min()), float(theta_all.max())
+    th = float(theta_all[sel[0]])
+    delta = max(tol * abs(th), floor)
+    ok = ok and _unseen_ok(t_b, log_beta, _extreme_ends(th, lo, hi, delta, which), lt)
+    bound = bound_all[sel].copy()
+    if final:  # the reported bound of the extreme value: how far an unseen eigenvalue may lie
+        bound[0] = max(_extreme_bound(t_b, log_beta, lt, th, lo, hi, floor, which), floor)
+    return _Ritz(theta_all[sel], S_all[:, sel], res_all[sel], bound, ok)
 
 
 # --------------------------------------------------------------------------------- lanczos
@@ -279,7 +389,14 @@ def lanczos(
     """
     t0 = time.perf_counter()
     N, max_iter = _check_args(op, k, which, tol, max_iter, stop)
-    v = randn((N,), op, generator) if v0 is None else _prepare_v0(v0, N, op, "lanczos")
+    generator = private_generator(generator)
+    if v0 is None:
+        v = randn((N,), op, generator)
+    else:  # mixed with a random vector, so that no eigenvalue can hide from the start
+        v = _prepare_v0(v0, N, op, "lanczos")
+        g = randn((N,), op, generator, dtype=v.dtype)
+        v = v / torch.linalg.vector_norm(v) + WARM_MIX * g / torch.linalg.vector_norm(g)
+    log_t = (log_threshold(N, warm=v0 is not None), log_threshold(N, warm=False))
     low = op.dtype in LOW_PRECISION
 
     def floor(alpha: np.ndarray, beta: np.ndarray) -> float:
@@ -290,7 +407,7 @@ def lanczos(
         # The check costs O(m²); beyond a few hundred steps it runs less often.
         if m < k or (m > 256 and m % (m // 256 + 1) != 0):
             return False
-        return _ritz(alpha, beta, k, which, tol, stop, floor(alpha, beta)).ok
+        return _ritz(alpha, beta, k, which, tol, stop, floor(alpha, beta), log_t, False).ok
 
     kr = lanczos_run(
         op,
@@ -304,7 +421,7 @@ def lanczos(
     )
     m = int(kr.steps[0])
     a, b = kr.alpha[0, :m], kr.beta[0, :m]
-    rz = _ritz(a, b, k, which, tol, stop, floor(a, b))
+    rz = _ritz(a, b, k, which, tol, stop, floor(a, b), log_t)
     converged = rz.ok or (m == N and rz.theta.shape[0] == k)  # the whole space: exact
     anorm = max(np.abs(a).max(), np.abs(b).max())
     converged = _trust(converged, rz, kr, anorm, tol, low, op.dtype, k, max_iter, stop)
