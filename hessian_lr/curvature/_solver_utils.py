@@ -8,11 +8,15 @@ vectors in column batches, the fixed-matrix check, and an opt-in/auto progress b
 from __future__ import annotations
 
 import functools
+import inspect
+import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 T = TypeVar("T")
@@ -55,9 +59,25 @@ def check_operator(op: object) -> int:
 
 
 def check_positive(name: str, value: float) -> None:
-    """Raise a ValueError unless ``value > 0`` (NaN included)."""
-    if not value > 0:  # also rejects NaN
-        raise ValueError(f"{name} must be positive, got {value}")
+    """Raise unless ``value`` is a finite number > 0 (NaN, inf and bools refused).
+
+    A tolerance of inf would accept any first Ritz value as "converged".
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not (math.isfinite(value) and value > 0):  # also rejects NaN
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+
+
+def plain_scalar(value: Any) -> Any:
+    """A NumPy integer/float scalar as the Python int/float it stands for; anything else as is."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:
@@ -101,6 +121,25 @@ def fixed_matrix(op: object, caller: str) -> bool:
         )
         return False
     return True
+
+
+DEFAULT_SEED = 0  # the seed of the private generator a solver uses when given none
+
+
+def private_generator(generator: torch.Generator | None) -> torch.Generator:
+    """``generator``, or a fresh CPU generator seeded with :data:`DEFAULT_SEED`.
+
+    A solver called without ``generator=`` must not draw from (and so move) torch's global
+    random state: training that calls a measurement would otherwise see different random
+    numbers afterwards. The default is a fixed seed, not fresh entropy: a call without a
+    generator returns the same result every time, on every device (drawn on the CPU, then
+    moved), independent of ``torch.manual_seed``. Pass a generator for independent draws.
+    """
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return generator
+    return torch.Generator().manual_seed(DEFAULT_SEED)
 
 
 def _gen_device(op_device: torch.device, generator: torch.Generator | None) -> torch.device:
@@ -223,10 +262,20 @@ class Progress:
 
 
 def solver(fn: Callable[..., T]) -> Callable[..., T]:
-    """Run a solver ``fn(op, ...)`` inside ``op.solving()`` (model checks once per call)."""
+    """Run a solver ``fn(op, ...)`` inside ``op.solving()`` (model checks once per call).
+
+    NumPy scalars among the arguments become Python numbers (``k=np.int64(3)`` is k=3). A
+    solver with a ``generator`` keyword gets :func:`private_generator`'s default when called
+    without one, so no solver draws from torch's global random state.
+    """
+    randomized = "generator" in inspect.signature(fn).parameters
 
     @functools.wraps(fn)
     def wrapper(op: object, *args: Any, **kwargs: Any) -> T:
+        args = tuple(plain_scalar(a) for a in args)  # np.int64(5) is an int here
+        kwargs = {key: plain_scalar(v) for key, v in kwargs.items()}
+        if randomized:  # never the global RNG (private_generator)
+            kwargs["generator"] = private_generator(kwargs.get("generator"))
         ctx = getattr(op, "solving", None)
         if not callable(ctx):
             return fn(op, *args, **kwargs)

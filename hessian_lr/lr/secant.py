@@ -37,6 +37,7 @@ from .result import LRResult
 from .rules import NONFINITE_LOSS, NORMS, ZERO_CURVATURE, ZERO_STEP, secant_rule
 
 __all__ = [
+    "INDISTINGUISHABLE_FROM_NOISE",
     "SCALES",
     "NullBand",
     "SecantResult",
@@ -71,7 +72,8 @@ class SecantResult(LRResult):
         steps: s, optimizer steps between consecutive iterates.
         norm: ``"l1"`` or ``"l2"``. scale: ``"per_step"`` or ``"paper"``.
         flags: ``zero_step``, ``zero_curvature``, ``negative_curvature``, ``overflow``,
-            ``nonfinite_loss``; any flag makes ``lr`` nan.
+            ``nonfinite_loss``, ``indistinguishable_from_noise`` (:func:`with_null_band`); any
+            flag makes ``lr`` nan.
         seconds: wall-clock time.
         momentum: μ given for the noise null (``nan`` when not given).
         noise_null: c(μ, s) (paper convention) or ``nan``.
@@ -377,6 +379,9 @@ def null_band(
     )
 
 
+#: The flag of a secant estimate whose noise band reaches the null (lr nan, EMA skips it).
+INDISTINGUISHABLE_FROM_NOISE = "indistinguishable_from_noise"
+
 #: Fewest finite ratios before :func:`with_null_band` runs the test.
 MIN_NULL_WINDOW = 5
 
@@ -392,14 +397,24 @@ def with_null_band(
 
     The band is :func:`null_band` of the window's ratios; with fewer than ``MIN_NULL_WINDOW``
     ratios, or without a null (no momentum given), ``res`` is returned unchanged (flag None).
+    When the band reaches the null the estimate gets the flag ``indistinguishable_from_noise``
+    and ``lr = nan`` (``raw_lr`` keeps the formula's value): like every flag, it is not an LR,
+    and ``LREstimator``'s EMA (hence ``CurvatureLR``) skips it.
     """
     if math.isfinite(res.noise_ratio) and res.noise_ratio > 0:
         window.append(res.noise_ratio)
     if len(window) < MIN_NULL_WINDOW or not math.isfinite(res.noise_null):
         return res
     band = null_band(list(window), tol=tol, generator=generator)
+    extra = {}
+    if band.indistinguishable and INDISTINGUISHABLE_FROM_NOISE not in res.flags:
+        # an estimate that measures noise is not an LR: flagged, lr nan (raw_lr keeps the value)
+        extra = dict(lr=_NAN, flags=(*res.flags, INDISTINGUISHABLE_FROM_NOISE))
     return replace(
-        res, noise_band=(band.low, band.high), indistinguishable_from_noise=band.indistinguishable
+        res,
+        noise_band=(band.low, band.high),
+        indistinguishable_from_noise=band.indistinguishable,
+        **extra,
     )
 
 

@@ -69,6 +69,8 @@ class UpdateEstimate(LRResult):
     Attributes:
         lr: η* = −gᵀd/dᵀHd, an absolute LR (``nan`` when a flag says none is implied).
         method: ``"update"``.
+        raw_lr: −gᵀd/dᵀHd regardless of flags (``nan`` when dᵀHd is 0 or not finite), like
+            ``LREstimate.raw_lr``: what ``ema_include_flagged`` feeds the EMA.
         lr_multiplier: η*/η̄, the factor on the LR in use (``nan`` when η̄ = 0).
         lr_in_use: η̄, the parameter-count-weighted mean LR of the optimizer's groups.
         loss: mean loss on the batch.
@@ -91,6 +93,7 @@ class UpdateEstimate(LRResult):
     """
 
     method: str = "update"
+    raw_lr: float = _NAN
     lr_multiplier: float = _NAN
     lr_in_use: float = _NAN
     loss: float = _NAN
@@ -165,9 +168,11 @@ def update_lr_from_operator(
             f"update_lr: no step size is implied along the optimizer's update ({', '.join(flags)}"
             f"; gᵀd = {gTd:.3e}, dᵀHd = {dHd:.3e})"
         )
-    lr = _NAN if flags else -gTd / dHd
+    raw = -gTd / dHd if dHd != 0 and math.isfinite(dHd) else _NAN
+    lr = _NAN if flags else raw
     return UpdateEstimate(
         lr=lr,
+        raw_lr=raw,
         lr_multiplier=lr / ud.lr if ud.lr > 0 else _NAN,
         lr_in_use=ud.lr,
         loss=float(loss),
