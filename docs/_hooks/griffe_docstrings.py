@@ -29,7 +29,8 @@ def _split_pairs(text: str) -> str:
             in_args = False
         match = _PAIR.match(line) if in_args else None
         if match:
-            out += [f"{match.group(1)}{name}: {match.group(3)}" for name in match.group(2).split(", ")]
+            indent_, names, text_ = match.groups()
+            out += [f"{indent_}{name}: {text_}" for name in names.split(", ")]
         else:
             out.append(line)
     return "\n".join(out)
