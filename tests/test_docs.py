@@ -144,3 +144,37 @@ def test_every_room_has_an_api_page():
     nav = (ROOT / "mkdocs.yml").read_text()
     for page in sorted((DOCS / "api").glob("*.md")):
         assert f"api/{page.name}" in nav, f"docs/api/{page.name} is not in mkdocs.yml's nav"
+
+
+def test_cited_tests_exist():
+    """Every ``tests/...py`` and ``::test_name`` a page cites as evidence exists."""
+    cited = 0
+    for page in PAGES:
+        last = None
+        for match in re.finditer(r"`(tests/[\w/]+\.py)?(::\w+)?`", page.read_text()):
+            path, name = match.groups()
+            last = path or last
+            if not (path or name):
+                continue
+            cited += 1
+            assert (ROOT / last).is_file(), f"{page.name} cites {last}, which does not exist"
+            if name:
+                source = (ROOT / last).read_text()
+                assert f"def {name[2:]}(" in source, f"{page.name} cites {last}{name}: not found"
+    assert cited >= 20
+
+
+def test_cited_checkout_files_exist():
+    """Files a page names in code spans (``benchmarks/results/...txt``, ``curvature/trace.py``)."""
+    top = r"(?:benchmarks|experiments|paper_figures|hessian_lr|docs)/[\w/.-]+\.\w+"
+    room = r"(?:curvature|lr|schedules|range_test|training)/[\w/.-]+\.py"
+    missing, cited = [], 0
+    for page in PAGES:
+        text = page.read_text()
+        for path in re.findall(rf"`({top})`", text):
+            cited += 1
+            missing += [] if (ROOT / path).exists() else [f"{page.name}: {path}"]
+        for path in re.findall(rf"`({room})`", text):
+            cited += 1
+            missing += [] if (ROOT / "hessian_lr" / path).exists() else [f"{page.name}: {path}"]
+    assert cited >= 10 and not missing, missing
