@@ -9,6 +9,7 @@ with its reason, so the count of skipped blocks shows in every test run.
 """
 
 import ast
+import importlib
 import os
 import re
 import subprocess
@@ -178,3 +179,32 @@ def test_cited_checkout_files_exist():
             cited += 1
             missing += [] if (ROOT / "hessian_lr" / path).exists() else [f"{page.name}: {path}"]
     assert cited >= 10 and not missing, missing
+
+
+def _resolve(dotted: str):
+    """Import the longest module prefix of ``dotted``, then read the rest as attributes."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(dotted)
+
+
+def test_dotted_names_in_the_pages_resolve():
+    """Every ``hessian_lr.x.y`` a page or the README names in a code span exists."""
+    names = set()
+    for page in [*PAGES, ROOT / "README.md"]:
+        for span in re.findall(r"`([^`\n]+)`", page.read_text()):
+            names |= {(page.name, n) for n in re.findall(r"(?<![\w.])hessian_lr(?:\.\w+)+", span)}
+    broken = []
+    for page, name in sorted(names):
+        try:
+            _resolve(name)
+        except (ImportError, AttributeError) as err:
+            broken.append(f"{page}: {name} ({err})")
+    assert len(names) >= 15 and not broken, broken
