@@ -138,7 +138,8 @@ def run_demo(
     from ..records import write_json_atomic
     from ..training.data import load_dataset
     from ..training.run import Run
-    from ..training.runner import resolve_device, train
+    from ..training.runner import train
+    from ..training.setup import resolve_device
 
     cfg = config if config is not None else (QUICK if quick else DEFAULT)
     t0 = time.perf_counter()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..curvature.hessian import move_to_device
+from ..curvature._batches import move_to_device
 from ._batches import batch_size, cast_floating, is_single_batch, split_batch
 
 __all__ = ["Evaluation", "evaluate"]

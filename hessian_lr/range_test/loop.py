@@ -67,8 +67,8 @@ import torch
 from torch import nn
 
 from .._device import canonical_device
+from ..curvature._batches import move_to_device
 from ..curvature.distributed import unwrap_ddp
-from ..curvature.hessian import move_to_device
 from ._batches import (
     Cycle,
     cast_floating,
