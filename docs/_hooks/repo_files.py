@@ -24,6 +24,7 @@ from mkdocs.structure.files import File, Files
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "repo"
 EXTERNAL = (
+    "CHANGELOG.md",
     "paper_figures/CLAIMS.md",
     "paper_figures/out/*.png",
     "paper_figures/out/gpu/*.png",
