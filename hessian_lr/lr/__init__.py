@@ -21,6 +21,8 @@ from .estimate import LREstimate, estimate_lr, estimate_lrs
 from .estimator import LREstimator
 from .noise import noise_null
 from .options import CurvatureOptions
+from .plotting import plot_estimates
+from .result import LRResult
 from .rules import (
     RuleResult,
     SecantRule,
@@ -46,6 +48,7 @@ __all__ = [
     "estimate_lr",
     "estimate_lrs",
     "LREstimate",
+    "LRResult",
     "CurvatureError",
     # pure rules
     "quadratic_lr",
@@ -74,4 +77,5 @@ __all__ = [
     "StabilityThreshold",
     "EdgeOfStability",
     "plot_edge_of_stability",
+    "plot_estimates",
 ]
