@@ -1,0 +1,142 @@
+"""Jᵀ M J V on one batch: one JVP, an output-space matrix M, one VJP (GGN and Fisher products).
+
+J is the Jacobian of the model's outputs on one batch w.r.t. the selected parameters and M an
+output-space matrix applied by ``middle(outputs, targets, JV) -> M·JV`` (JV of shape
+(k, *outputs.shape), any output pytree). Two back ends, named as the Hessian's:
+
+* ``sandwich_func`` (``"forward-over-reverse"``): ``torch.func.jvp`` for JV (k columns
+  vmapped) and the ``torch.func.vjp`` closure of one forward pass for JᵀW. Cost per column:
+  one forward-mode pass and one backward pass (Schraudolph 2002).
+* ``sandwich_autograd`` (``"double-backward"``): plain autograd on one forward graph; JV by the
+  double-VJP trick (Jv = ∂/∂u (Jᵀu)·v, Townsend 2017), so any model autograd can run works,
+  recurrent kernels included. Cost per column: two backward passes for JV and one for JᵀW.
+
+The model evaluation hook :func:`model_outputs` is the operator's own ``_values`` (fixed and
+tied parameters, upcast buffers) through ``functional_call`` inside ``_forward_context`` (BN
+mode, math attention), so the outputs are exactly those the Hessian operator's loss sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.func import functional_call, jvp, vjp, vmap
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+from ._batches import check_same_shape
+from .linop import params_to_vector
+
+__all__ = ["model_outputs", "split_batch", "sandwich_func", "sandwich_autograd", "SANDWICHES"]
+
+Batch = Any
+Middle = Callable[[Any, Any, Any], Any]
+
+
+def split_batch(batch: Batch) -> tuple[Any, Any]:
+    """(inputs, targets), or a ValueError that says what a Jacobian-based operator needs."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ValueError(
+            "a batch must be (inputs, targets): the GGN and the Fisher need the model's outputs "
+            "and the loss as a function of them (closure=True is not supported)"
+        )
+    return batch[0], batch[1]
+
+
+def model_outputs(op: Any, theta: Sequence[torch.Tensor], inputs: Any) -> Any:
+    """The model's outputs on ``inputs`` at parameters ``theta`` (the operator's evaluation)."""
+    values = op._values(theta)
+    with op._forward_context():
+        return functional_call(op.model, values, (inputs,), tie_weights=True)
+
+
+def _detach(tree: Any) -> Any:
+    return tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, tree)
+
+
+def sandwich_func(op: Any, batch: Batch, V: torch.Tensor, middle: Middle) -> torch.Tensor:
+    """Jᵀ M J V by ``torch.func``: V (N, k) -> (N, k)."""
+    inputs, targets = split_batch(batch)
+    theta = op._theta()
+
+    def f(th: tuple[torch.Tensor, ...]) -> Any:
+        return model_outputs(op, th, inputs)
+
+    out, vjp_fn = vjp(f, theta)
+    out = _detach(out)
+    check_same_shape(op.loss_fn, out, targets)
+
+    def jv(v: torch.Tensor) -> Any:
+        return jvp(f, (theta,), (tuple(op._split(v)),))[1]
+
+    def jtw(w: Any) -> torch.Tensor:
+        return params_to_vector(vjp_fn(w)[0])
+
+    if V.shape[1] == 1:
+        JV = tree_map(lambda t: t.unsqueeze(0), jv(V[:, 0]))
+        W = middle(out, targets, JV)
+        return jtw(tree_map(lambda t: t[0], W)).unsqueeze(1)
+    JV = vmap(jv, in_dims=1)(V)
+    W = middle(out, targets, JV)
+    return vmap(jtw, in_dims=0, out_dims=1)(W)
+
+
+def sandwich_autograd(op: Any, batch: Batch, V: torch.Tensor, middle: Middle) -> torch.Tensor:
+    """Jᵀ M J V by autograd on one forward graph: V (N, k) -> (N, k)."""
+    inputs, targets = split_batch(batch)
+    theta = tuple(t.requires_grad_(True) for t in op._theta())
+    out = model_outputs(op, theta, inputs)
+    leaves, spec = tree_flatten(out)
+    check_same_shape(op.loss_fn, out, targets)
+    k = V.shape[1]
+    diff = [i for i, t in enumerate(leaves) if isinstance(t, torch.Tensor) and t.requires_grad]
+    JV_leaves = [
+        torch.zeros((k, *t.shape), dtype=t.dtype, device=t.device)
+        if isinstance(t, torch.Tensor)
+        else t
+        for t in leaves
+    ]
+    if diff:
+        u = [torch.zeros_like(leaves[i], requires_grad=True) for i in diff]
+        g = torch.autograd.grad(
+            [leaves[i] for i in diff], theta, u, create_graph=True, allow_unused=True
+        )
+        live = [(p, gp) for p, gp in enumerate(g) if gp is not None and gp.requires_grad]
+        for j in range(k):
+            if not live:
+                break
+            vs = op._split(V[:, j])
+            cols = torch.autograd.grad(
+                [gp for _, gp in live],
+                u,
+                [vs[p] for p, _ in live],
+                retain_graph=True,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+            for i, c in zip(diff, cols):
+                JV_leaves[i][j] = c
+    W = middle(_detach(out), targets, tree_unflatten(JV_leaves, spec))
+    W_leaves, _ = tree_flatten(W)
+    if not diff:
+        return V.new_zeros(V.shape)
+    cols = []
+    for j in range(k):
+        hj = torch.autograd.grad(
+            [leaves[i] for i in diff],
+            theta,
+            [W_leaves[i][j] for i in diff],
+            retain_graph=j < k - 1,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        cols.append(params_to_vector(hj))
+    return torch.stack(cols, dim=1)
+
+
+#: back-end name -> sandwich product (the names of ``HessianOperator``'s back ends).
+SANDWICHES: dict[str, Callable[[Any, Batch, torch.Tensor, Middle], torch.Tensor]] = {
+    "forward-over-reverse": sandwich_func,
+    "double-backward": sandwich_autograd,
+}
