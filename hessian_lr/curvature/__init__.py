@@ -1,8 +1,11 @@
-"""Curvature as linear operators: the Hessian operator, and solvers that see only ``@``.
+"""Curvature as linear operators: the Hessian, GGN and Fisher operators, and solvers that see only ``@``.
 
 Imports nothing from ``lr``, ``schedules`` or ``training``.
 """
 
+from ._output_space import categorical_sampler, token_cross_entropy_hessian
+from .fisher import FISHER_KINDS, FisherOperator
+from .ggn import GGNOperator
 from .hessian import (
     BACKENDS,
     DataChangedError,
@@ -21,6 +24,13 @@ __all__ = [
     "NonFiniteError",
     "DataChangedError",
     "select_params",
+    # beyond the Hessian (issue 26)
+    "GGNOperator",
+    "FisherOperator",
+    "FISHER_KINDS",
+    "token_cross_entropy_hessian",
+    "categorical_sampler",
+    # the seam and the solvers
     "LinearOperator",
     "DenseOperator",
     "params_to_vector",
