@@ -1,9 +1,18 @@
-"""Curvature as linear operators: the Hessian, GGN and Fisher operators, and solvers that see only ``@``.
+"""Curvature as linear operators (Hessian, GGN, Fisher) and solvers that see only ``@``.
 
 Imports nothing from ``lr``, ``schedules`` or ``training``.
 """
 
 from ._output_space import categorical_sampler, token_cross_entropy_hessian
+from .blocks import BlockOperator, LayerSharpness, layer_blocks, layer_sharpness
+from .diagonal import (
+    DIAGONAL_METHODS,
+    DiagonalEstimate,
+    diagonal_estimate,
+    exact_diagonal,
+    ggn_diagonal,
+    hessian_diagonal,
+)
 from .fisher import FISHER_KINDS, FisherOperator
 from .ggn import GGNOperator
 from .hessian import (
@@ -13,6 +22,7 @@ from .hessian import (
     NonFiniteError,
     select_params,
 )
+from .kinds import CURVATURES, make_operator
 from .lanczos import LanczosResult, SpectralDensity, lanczos, spectral_density
 from .linop import DenseOperator, LinearOperator, params_to_vector, vector_to_params
 from .power import PowerIterationResult, power_iteration
@@ -30,6 +40,18 @@ __all__ = [
     "FISHER_KINDS",
     "token_cross_entropy_hessian",
     "categorical_sampler",
+    "CURVATURES",
+    "make_operator",
+    "BlockOperator",
+    "layer_blocks",
+    "layer_sharpness",
+    "LayerSharpness",
+    "diagonal_estimate",
+    "DiagonalEstimate",
+    "DIAGONAL_METHODS",
+    "exact_diagonal",
+    "hessian_diagonal",
+    "ggn_diagonal",
     # the seam and the solvers
     "LinearOperator",
     "DenseOperator",
