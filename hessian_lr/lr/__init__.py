@@ -7,6 +7,7 @@
 * :mod:`.estimate`: ``estimate_lr`` / ``estimate_lrs`` on a model and a batch (one dispatch table).
 * :mod:`.estimator`: ``LREstimator``, the stateful observer; :mod:`.curvature_lr`: ``CurvatureLR``.
 * :mod:`.update`, :mod:`.stability`, :mod:`.eos`: optimizer-aware estimates (issue 15).
+* :mod:`.layer_observer`: λ_max per layer every k steps, and its plot (issue 26).
 
 Uses ``curvature``; imports nothing from ``schedules`` or ``training``.
 """
@@ -16,6 +17,7 @@ from .defaults import DEFAULT_BN_MODE
 from .eos import EdgeOfStability, plot_edge_of_stability
 from .estimate import LREstimate, estimate_lr, estimate_lrs
 from .estimator import LREstimator
+from .layer_observer import LayerSharpnessObserver, plot_layer_sharpness
 from .noise import noise_null
 from .rules import (
     RuleResult,
@@ -69,4 +71,7 @@ __all__ = [
     "StabilityThreshold",
     "EdgeOfStability",
     "plot_edge_of_stability",
+    # per-layer curvature (issue 26)
+    "LayerSharpnessObserver",
+    "plot_layer_sharpness",
 ]

@@ -10,6 +10,8 @@ the optimizer in use (:func:`~hessian_lr.lr.stability.preconditioned_sharpness`:
 λ_max(P⁻¹H) for Adam/RMSprop), η × that sharpness, the threshold and the ratio to it; optionally
 the raw λ_max(H) beside the preconditioned one and the GeN estimate along the update
 (:func:`~hessian_lr.lr.update.update_lr`). :func:`plot_edge_of_stability` draws saved records.
+With ``curvature="ggn"`` the sharpness is that of the generalized Gauss-Newton matrix (positive
+semi-definite; Cohen et al. 2021 track it beside the Hessian's, App. on the GGN).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 from ..curvature.hessian import HessianOperator, NonFiniteError
+from ..curvature.kinds import check_curvature, make_operator
 from ..observe import Observer, StepContext
 from ._optim import optimizer_parameters
 from .defaults import DEFAULT_BN_MODE
@@ -37,7 +40,8 @@ class EdgeOfStability(Observer):
     Record keys (prefix ``eos_``): ``sharpness`` (λ_max(P⁻¹H) for Adam/RMSprop, λ_max(H) for SGD),
     ``threshold`` (c/η), ``lr`` (η, the weighted mean LR), ``lr_x_sharpness`` (η·λ, to compare
     with ``constant`` c), ``ratio`` (η·λ/c; 1 = the edge), ``kind``, ``constant``,
-    ``preconditioned``, ``residual``, ``flags``, ``bn_mode``, ``num_hvps``, ``seconds``; with
+    ``preconditioned``, ``residual``, ``flags``, ``bn_mode``, ``curvature``, ``num_hvps``,
+    ``seconds``; with
     ``raw`` also ``raw_sharpness`` (λ_max(H)); with ``update`` also ``update_lr`` (the GeN η*),
     ``update_multiplier`` (η*/η) and ``update_curvature`` (dᵀHd/‖d‖²).
 
@@ -53,6 +57,8 @@ class EdgeOfStability(Observer):
         lanczos_tol, lanczos_max_iter: for Lanczos.
         warm_start: start each Lanczos run from the previous eigenvector.
         backend, params, closure: passed to ``HessianOperator``.
+        curvature: the matrix whose sharpness is tracked: ``"hessian"`` (default), ``"ggn"``,
+            ``"fisher"`` or ``"fisher_mc"`` (the last three need ``loss_fn(outputs, targets)``).
         at_last: also observe after the run's last update.
         on_nonfinite: ``"flag"`` (default) or ``"raise"``.
         generator: random source for cold Lanczos starts (default: a fixed seed, so that the
@@ -79,7 +85,13 @@ class EdgeOfStability(Observer):
         at_last: bool = False,
         on_nonfinite: Literal["raise", "flag"] = "flag",
         generator: torch.Generator | None = None,
+        curvature: str = "hessian",
     ) -> None:
+        check_curvature(curvature)
+        if closure and curvature != "hessian":
+            raise ValueError(
+                f"curvature={curvature!r} needs loss_fn(outputs, targets), not closure"
+            )
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"every must be a non-negative integer, got {every!r}")
         if bn_mode not in ("eval", "train"):
@@ -103,6 +115,7 @@ class EdgeOfStability(Observer):
         self.at_last = at_last
         self.on_nonfinite = on_nonfinite
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.curvature = curvature
         self._v_pre: torch.Tensor | None = None
         self._v_raw: torch.Tensor | None = None
 
@@ -124,7 +137,8 @@ class EdgeOfStability(Observer):
         names = optimizer_parameters(ctx.model, ctx.optimizer, self.params, moving_only=True)
         named = dict(ctx.model.named_parameters())
         params = [named[n] for n in names]
-        op = HessianOperator(
+        op = make_operator(
+            self.curvature,
             ctx.model,
             loss_fn,
             batch,
@@ -159,6 +173,7 @@ class EdgeOfStability(Observer):
                 "eos_residual": res.residual,
                 "eos_flags": list(res.flags),
                 "eos_bn_mode": self.bn_mode,
+                "eos_curvature": self.curvature,
             }
             if self.raw and res.preconditioned and "nonfinite_loss" not in res.flags:
                 raw = self._raw_sharpness(op, n)
@@ -239,10 +254,11 @@ def plot_edge_of_stability(
         return out
 
     pre = bool(rows[-1][1].get("eos_preconditioned"))
-    label = "λ_max(P⁻¹H)" if pre else "λ_max(H)"
+    mat = {"ggn": "G", "fisher": "F", "fisher_mc": "F"}.get(rows[-1][1].get("eos_curvature"), "H")
+    label = f"λ_max(P⁻¹{mat})" if pre else f"λ_max({mat})"
     ax.plot(steps, col("eos_sharpness"), color="C0", label=label)
     if any("eos_raw_sharpness" in r for _, r in rows):
-        ax.plot(steps, col("eos_raw_sharpness"), color="C2", lw=1.0, label="λ_max(H)")
+        ax.plot(steps, col("eos_raw_sharpness"), color="C2", lw=1.0, label=f"λ_max({mat})")
     kind = rows[-1][1].get("eos_kind", "")
     c = rows[-1][1].get("eos_constant", math.nan)
     ax.plot(steps, col("eos_threshold"), "k--", lw=1.0, label=f"threshold {c:.3g}/η ({kind})")

@@ -43,7 +43,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..curvature.hessian import HessianOperator, NonFiniteError
+from ..curvature.hessian import NonFiniteError
+from ..curvature.kinds import check_curvature, make_operator
 from ..curvature.linop import params_to_vector
 from ..rng import preserved_rng
 from .defaults import DEFAULT_BN_MODE
@@ -85,6 +86,18 @@ __all__ = [
 ]
 
 _NAN = float("nan")
+#: Methods that accept ``curvature=`` other than ``"hessian"`` (issue 26).
+CURVATURE_METHODS = ("quadratic", "sharpness")
+
+
+def _check_curvature_methods(curvature: str, methods: Sequence[str]) -> None:
+    check_curvature(curvature)
+    other = [m for m in methods if m not in CURVATURE_METHODS]
+    if curvature != "hessian" and other:
+        raise ValueError(
+            f"curvature={curvature!r} is supported by the methods {CURVATURE_METHODS}; "
+            f"{other} are defined on the Hessian (use curvature='hessian' for them)"
+        )
 
 
 def _resolve_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -119,6 +132,7 @@ def estimate_lrs(
     theta_prev: torch.Tensor | Sequence[torch.Tensor] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     backend: str = "auto",
+    curvature: Literal["hessian", "ggn", "fisher", "fisher_mc"] = "hessian",
     bn_mode: Literal["eval", "train"] | None = None,
     params: Sequence[torch.Tensor] | Sequence[str] | None = None,
     closure: bool = False,
@@ -141,6 +155,7 @@ def estimate_lrs(
     """
     t0 = time.perf_counter()
     methods = _resolve_methods(methods)
+    _check_curvature_methods(curvature, methods)
     bn_mode = DEFAULT_BN_MODE if bn_mode is None else bn_mode
     check_options(norm, momentum, lanczos_tol, on_nonfinite, bn_mode)
     own_seed = seed if generator is None else None
@@ -154,7 +169,8 @@ def estimate_lrs(
     if clash:
         raise ValueError(f"pass {clash} as keywords of their own, not in operator_options")
     with preserved_rng():
-        op = HessianOperator(
+        op = make_operator(
+            curvature,
             model,
             loss_fn,
             batch,
@@ -194,7 +210,7 @@ def estimate_lrs(
             }
         finally:
             op.release_graph()
-    extra = dict(backend=op.backend, bn_mode=bn_mode, seed=own_seed)
+    extra = dict(backend=op.backend, bn_mode=bn_mode, seed=own_seed, curvature_matrix=curvature)
     secs = time.perf_counter() - t0
     return {
         m: replace(r, **extra, seconds=r.seconds or secs) if isinstance(r, LREstimate) else r
@@ -216,6 +232,7 @@ def estimate_lr(
     theta_prev: torch.Tensor | Sequence[torch.Tensor] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     backend: str = "auto",
+    curvature: Literal["hessian", "ggn", "fisher", "fisher_mc"] = "hessian",
     bn_mode: Literal["eval", "train"] | None = None,
     params: Sequence[torch.Tensor] | Sequence[str] | None = None,
     closure: bool = False,
@@ -255,6 +272,12 @@ def estimate_lr(
         optimizer: the optimizer in use (``update``, ``preconditioned_sharpness``); its state
             is read, never changed.
         backend: the HVP back end (see ``HessianOperator``).
+        curvature: the matrix of the ``quadratic`` and ``sharpness`` rules: ``"hessian"``
+            (default), ``"ggn"`` (:class:`~hessian_lr.curvature.GGNOperator`, positive
+            semi-definite: never a negative-curvature flag for a convex loss), ``"fisher"``
+            (empirical Fisher) or ``"fisher_mc"`` (Monte-Carlo Fisher; ``mc_samples``/``seed``
+            through ``operator_options``). Recorded as ``LREstimate.curvature_matrix``. The
+            GGN and the Fisher need ``loss_fn(outputs, targets)`` (no closure).
         bn_mode: ``"train"`` or ``"eval"``; default ``DEFAULT_BN_MODE`` (``"train"``).
         params: the parameters (tensors or names) to differentiate; default all trainable.
         closure: ``loss_fn(model, batch)`` form.
@@ -304,6 +327,7 @@ def estimate_lr(
         theta_prev=theta_prev,
         optimizer=optimizer,
         backend=backend,
+        curvature=curvature,
         bn_mode=bn_mode,
         params=params,
         closure=closure,
