@@ -7,9 +7,11 @@ output-space matrix applied by ``middle(outputs, targets, JV) -> M·JV`` (JV of 
 * ``sandwich_func`` (``"forward-over-reverse"``): ``torch.func.jvp`` for JV (k columns
   vmapped) and the ``torch.func.vjp`` closure of one forward pass for JᵀW. Cost per column:
   one forward-mode pass and one backward pass (Schraudolph 2002).
-* ``sandwich_autograd`` (``"double-backward"``): plain autograd on one forward graph; JV by the
-  double-VJP trick (Jv = ∂/∂u (Jᵀu)·v, Townsend 2017), so any model autograd can run works,
-  recurrent kernels included. Cost per column: two backward passes for JV and one for JᵀW.
+* ``sandwich_autograd`` (``"double-backward"``): plain autograd on one forward graph and the
+  graph of Jᵀu for a dummy cotangent u; JV by the double-VJP trick (Jv = ∂/∂u (Jᵀu)·v,
+  Townsend 2017), so any model autograd can run works, recurrent kernels included. On one batch
+  both graphs are built once and reused by every product (as the Hessian's first-order graph):
+  per column one backward through the Jᵀu graph for JV and one backward for JᵀW.
 
 The model evaluation hook :func:`model_outputs` is the operator's own ``_values`` (fixed and
 tied parameters, upcast buffers) through ``functional_call`` inside ``_forward_context`` (BN
@@ -19,7 +21,7 @@ mode, math attention), so the outputs are exactly those the Hessian operator's l
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.func import functional_call, jvp, vjp, vmap
@@ -28,7 +30,15 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from ._batches import check_same_shape
 from .linop import params_to_vector
 
-__all__ = ["model_outputs", "split_batch", "sandwich_func", "sandwich_autograd", "SANDWICHES"]
+__all__ = [
+    "model_outputs",
+    "split_batch",
+    "sandwich_func",
+    "sandwich_autograd",
+    "jacobian_graph",
+    "JacobianGraph",
+    "SANDWICHES",
+]
 
 Batch = Any
 Middle = Callable[[Any, Any, Any], Any]
@@ -55,7 +65,9 @@ def _detach(tree: Any) -> Any:
     return tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, tree)
 
 
-def sandwich_func(op: Any, batch: Batch, V: torch.Tensor, middle: Middle) -> torch.Tensor:
+def sandwich_func(
+    op: Any, index: int, batch: Batch, V: torch.Tensor, middle: Middle
+) -> torch.Tensor:
     """Jᵀ M J V by ``torch.func``: V (N, k) -> (N, k)."""
     inputs, targets = split_batch(batch)
     theta = op._theta()
@@ -82,42 +94,61 @@ def sandwich_func(op: Any, batch: Batch, V: torch.Tensor, middle: Middle) -> tor
     return vmap(jtw, in_dims=0, out_dims=1)(W)
 
 
-def sandwich_autograd(op: Any, batch: Batch, V: torch.Tensor, middle: Middle) -> torch.Tensor:
-    """Jᵀ M J V by autograd on one forward graph: V (N, k) -> (N, k)."""
-    inputs, targets = split_batch(batch)
+class JacobianGraph(NamedTuple):
+    """One batch's forward graph and the linear map u -> Jᵀu built on it (create_graph)."""
+
+    theta: tuple[torch.Tensor, ...]
+    leaves: list[Any]  # the flattened outputs (with graph)
+    spec: Any
+    diff: list[int]  # positions of differentiable output leaves
+    u: list[torch.Tensor]  # dummy cotangents, one per differentiable leaf
+    live: list[tuple[int, torch.Tensor]]  # (parameter position, Jᵀu) that depend on u
+
+
+def jacobian_graph(op: Any, inputs: Any) -> JacobianGraph:
+    """Build the graph of the outputs and of Jᵀu (u a dummy cotangent) for one batch."""
     theta = tuple(t.requires_grad_(True) for t in op._theta())
-    out = model_outputs(op, theta, inputs)
-    leaves, spec = tree_flatten(out)
+    leaves, spec = tree_flatten(model_outputs(op, theta, inputs))
+    diff = [i for i, t in enumerate(leaves) if isinstance(t, torch.Tensor) and t.requires_grad]
+    u = [torch.zeros_like(leaves[i], requires_grad=True) for i in diff]
+    live: list[tuple[int, torch.Tensor]] = []
+    if diff:
+        g = torch.autograd.grad(
+            [leaves[i] for i in diff], theta, u, create_graph=True, allow_unused=True
+        )
+        live = [(p, gp) for p, gp in enumerate(g) if gp is not None and gp.requires_grad]
+    return JacobianGraph(theta, leaves, spec, diff, u, live)
+
+
+def sandwich_autograd(
+    op: Any, index: int, batch: Batch, V: torch.Tensor, middle: Middle
+) -> torch.Tensor:
+    """Jᵀ M J V by autograd on one forward graph (cached per batch by ``op._jacobian_graph``)."""
+    inputs, targets = split_batch(batch)
+    graph = op._jacobian_graph(index, inputs)
+    leaves, diff = graph.leaves, graph.diff
+    out = tree_unflatten(leaves, graph.spec)
     check_same_shape(op.loss_fn, out, targets)
     k = V.shape[1]
-    diff = [i for i, t in enumerate(leaves) if isinstance(t, torch.Tensor) and t.requires_grad]
     JV_leaves = [
         torch.zeros((k, *t.shape), dtype=t.dtype, device=t.device)
         if isinstance(t, torch.Tensor)
         else t
         for t in leaves
     ]
-    if diff:
-        u = [torch.zeros_like(leaves[i], requires_grad=True) for i in diff]
-        g = torch.autograd.grad(
-            [leaves[i] for i in diff], theta, u, create_graph=True, allow_unused=True
+    for j in range(k if graph.live else 0):
+        vs = op._split(V[:, j])
+        cols = torch.autograd.grad(
+            [gp for _, gp in graph.live],
+            graph.u,
+            [vs[p] for p, _ in graph.live],
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
         )
-        live = [(p, gp) for p, gp in enumerate(g) if gp is not None and gp.requires_grad]
-        for j in range(k):
-            if not live:
-                break
-            vs = op._split(V[:, j])
-            cols = torch.autograd.grad(
-                [gp for _, gp in live],
-                u,
-                [vs[p] for p, _ in live],
-                retain_graph=True,
-                allow_unused=True,
-                materialize_grads=True,
-            )
-            for i, c in zip(diff, cols):
-                JV_leaves[i][j] = c
-    W = middle(_detach(out), targets, tree_unflatten(JV_leaves, spec))
+        for i, c in zip(diff, cols):
+            JV_leaves[i][j] = c
+    W = middle(_detach(out), targets, tree_unflatten(JV_leaves, graph.spec))
     W_leaves, _ = tree_flatten(W)
     if not diff:
         return V.new_zeros(V.shape)
@@ -125,9 +156,9 @@ def sandwich_autograd(op: Any, batch: Batch, V: torch.Tensor, middle: Middle) ->
     for j in range(k):
         hj = torch.autograd.grad(
             [leaves[i] for i in diff],
-            theta,
+            graph.theta,
             [W_leaves[i][j] for i in diff],
-            retain_graph=j < k - 1,
+            retain_graph=True,
             allow_unused=True,
             materialize_grads=True,
         )
@@ -136,7 +167,7 @@ def sandwich_autograd(op: Any, batch: Batch, V: torch.Tensor, middle: Middle) ->
 
 
 #: back-end name -> sandwich product (the names of ``HessianOperator``'s back ends).
-SANDWICHES: dict[str, Callable[[Any, Batch, torch.Tensor, Middle], torch.Tensor]] = {
+SANDWICHES: dict[str, Callable[[Any, int, Batch, torch.Tensor, Middle], torch.Tensor]] = {
     "forward-over-reverse": sandwich_func,
     "double-backward": sandwich_autograd,
 }

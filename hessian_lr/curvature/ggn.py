@@ -17,7 +17,9 @@ Hessian's (weighted by counted elements).
 Cost per product column: one forward-mode pass (JVP) and one backward pass (VJP) of the model,
 plus a closed-form output-space product (cross-entropy, MSE, BCE with logits) or, for other
 losses, a double backward through the loss alone (cheap: the loss is a function of the outputs).
-``"auto"`` runs ``torch.func`` and falls back to autograd where ``torch.func`` cannot trace.
+``"auto"`` picks as the Hessian does: autograd on one batch (its forward graph and the graph of
+Jᵀu built once and reused by every product: two backward passes a product), ``torch.func`` over
+several batches (nothing cached), falling back to autograd where ``torch.func`` cannot trace.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_unflatten
 
-from ._evaluation import needs_cudnn_off
-from ._jacobian import SANDWICHES
+from ._evaluation import fingerprint
+from ._jacobian import SANDWICHES, JacobianGraph, jacobian_graph, split_batch
 from ._output_space import OutputHessian, closed_form_name, output_hessian_product
 from .hessian import HessianOperator
+from .linop import params_to_vector
 
 __all__ = ["GGNOperator", "OutputSpaceOperator", "ggn_middle"]
 
@@ -70,9 +74,39 @@ class OutputSpaceOperator(HessianOperator):
                 "'forward-over-reverse' (torch.func) or 'double-backward' (autograd)"
             )
         super().__init__(model, loss_fn, data, backend=backend, **kwargs)
-        if backend == "auto":  # torch.func: one JVP + one VJP, the cheaper pair on one batch too
-            local = needs_cudnn_off(self.model, self.device) or self._group is not None
-            self.backend = "double-backward" if local else "forward-over-reverse"
+        self._jac_graphs: dict[int, JacobianGraph] = {}
+
+    # ------------------------------------------------------------------ the cached graphs
+    def _jacobian_graph(self, index: int, inputs: Any) -> JacobianGraph:
+        """The batch's output graph and Jᵀu graph; kept for reuse on a single batch."""
+        if not self._bypass_cache and index in self._jac_graphs:
+            return self._jac_graphs[index]
+        graph = jacobian_graph(self, inputs)
+        if self.cache_graph and not self._bypass_cache:
+            self._remember_state()
+            self._jac_graphs[index] = graph
+        return graph
+
+    def _graph_gradient(self, index: int, batch: Batch) -> tuple[float, torch.Tensor]:
+        """The batch loss and its gradient Jᵀ∇_z L from the cached Jacobian graph."""
+        inputs, targets = split_batch(batch)
+        graph = self._jacobian_graph(index, inputs)
+        loss = self._loss_impl(tree_unflatten(graph.leaves, graph.spec), targets)
+        self._check_finite("the loss", loss.detach())
+        gs = torch.autograd.grad(loss, graph.theta, retain_graph=True, allow_unused=True)
+        self._note_unreached(gs)
+        flat = [torch.zeros_like(t) if g is None else g for g, t in zip(gs, graph.theta)]
+        return float(loss.detach()), params_to_vector(flat)
+
+    def _refresh(self) -> None:
+        if self._jac_graphs and not self._solving and fingerprint(self._state) != self._key:
+            self.release_graph()
+        super()._refresh()
+
+    def release_graph(self) -> None:
+        """Drop cached graphs (the Hessian's and the Jacobian's) and the cached gradient."""
+        super().release_graph()
+        self._jac_graphs = {}
 
     def _middle(self, index: int, batch: Batch, outputs: Any, targets: Any, JV: Any) -> Any:
         raise NotImplementedError
@@ -81,7 +115,7 @@ class OutputSpaceOperator(HessianOperator):
         def middle(outputs: Any, targets: Any, JV: Any) -> Any:
             return self._middle(index, batch, outputs, targets, JV)
 
-        return SANDWICHES[self.backend](self, batch, V, middle)
+        return SANDWICHES[self.backend](self, index, batch, V, middle)
 
     def __repr__(self) -> str:
         return (
@@ -116,8 +150,10 @@ class GGNOperator(OutputSpaceOperator):
             for a plain-function token loss over (B, T, C) logits. Default: the closed form for
             ``nn.CrossEntropyLoss``, ``nn.MSELoss`` and ``nn.BCEWithLogitsLoss``, autodiff
             through the loss otherwise.
-        backend: ``"auto"`` (``torch.func``, falling back to autograd), ``"forward-over-reverse"``
-            (``torch.func`` JVP + VJP) or ``"double-backward"`` (autograd on one forward graph).
+        backend: ``"auto"`` (autograd with a cached graph on one batch, ``torch.func`` on
+            several), ``"forward-over-reverse"`` (``torch.func`` JVP + VJP) or
+            ``"double-backward"`` (autograd on one forward graph, cached on one batch:
+            ``cache_graph``).
         **kwargs: every other ``HessianOperator`` keyword (``params``, ``bn_mode``,
             ``reduction``, ``batch_size_fn``, ``single_batch``, ``check_data``, ``dtype``,
             ``chunk_size``, ``process_group``, ...).

@@ -292,3 +292,24 @@ def test_equals_curvlinops_ggn_per_batch_on_sequences_with_ignore_index():
         ours = GGNOperator(case.model, case.loss_fn, batch)
         V = torch.randn(ours.shape[0], 3, dtype=DT, generator=torch.Generator().manual_seed(1))
         assert rel_error(ours @ V, torch.as_tensor(theirs @ V)) < 1e-12
+
+
+@pytest.mark.parametrize("cls", ["ggn", "fisher"])
+def test_cached_graph_follows_the_model(cls):
+    from hessian_lr.curvature import FisherOperator
+
+    case = ZOO["dict_input"]()
+    make = GGNOperator if cls == "ggn" else FisherOperator
+    op = make(case.model, case.loss_fn, case.data, backend="double-backward")
+    assert op.cache_graph  # one batch: the output and Jᵀu graphs are kept
+    v = torch.randn(op.shape[0], dtype=DT, generator=torch.Generator().manual_seed(0))
+    first = op @ v
+    assert op._jac_graphs
+    with torch.no_grad():
+        case.model.scale.mul_(1.5)
+    fresh = make(case.model, case.loss_fn, case.data, backend="forward-over-reverse")
+    assert rel_error(op @ v, fresh @ v) < 1e-12 and rel_error(op @ v, first) > 1e-3
+    hop = HessianOperator(case.model, case.loss_fn, case.data)
+    assert rel_error(op.gradient()[1], hop.gradient()[1]) < 1e-13
+    op.release_graph()
+    assert not op._jac_graphs
