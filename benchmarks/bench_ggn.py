@@ -184,8 +184,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit(f"unknown workloads {bad}; choose from {WORKLOADS}")
     rounds = 2 if args.smoke else (5 if args.quick else 15)
     try:
-        import curvlinops  # noqa: F401
         from importlib.metadata import version
+
+        import curvlinops  # noqa: F401
 
         peer = f"curvlinops-for-pytorch {version('curvlinops-for-pytorch')}"
     except ImportError:
