@@ -13,21 +13,21 @@ output-space matrix applied by ``middle(outputs, targets, JV) -> M·JV`` (JV of 
   both graphs are built once and reused by every product (as the Hessian's first-order graph):
   per column one backward through the Jᵀu graph for JV and one backward for JᵀW.
 
-The model evaluation hook :func:`model_outputs` is the operator's own ``_values`` (fixed and
-tied parameters, upcast buffers) through ``functional_call`` inside ``_forward_context`` (BN
-mode, math attention), so the outputs are exactly those the Hessian operator's loss sees.
+The model evaluation is the operator base's ``_predict`` (the shadow module in the operator's
+BN/dropout modes, math attention, tied and fixed parameters, copied buffers), so the outputs
+are exactly those the Hessian operator's loss sees.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
-from torch.func import functional_call, jvp, vjp, vmap
+from torch.func import jvp, vjp, vmap
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from ._batches import check_same_shape
 from .linop import params_to_vector
 
 __all__ = [
@@ -54,11 +54,32 @@ def split_batch(batch: Batch) -> tuple[Any, Any]:
     return batch[0], batch[1]
 
 
-def model_outputs(op: Any, theta: Sequence[torch.Tensor], inputs: Any) -> Any:
-    """The model's outputs on ``inputs`` at parameters ``theta`` (the operator's evaluation)."""
-    values = op._values(theta)
-    with op._forward_context():
-        return functional_call(op.model, values, (inputs,), tie_weights=True)
+def model_outputs(op: Any, theta: Sequence[torch.Tensor], batch: Batch) -> Any:
+    """The model's outputs on the batch's inputs at parameters ``theta`` (the base's ``_predict``).
+
+    The shadow module in the operator's modes, tied and fixed parameters, copied buffers.
+    """
+    return op._predict(theta, batch)[0]
+
+
+@contextmanager
+def _mha_fastpath_off() -> Iterator[None]:
+    """``nn.MultiheadAttention``'s fused inference path off (it has no forward-mode AD).
+
+    Under ``torch.func.jvp`` alone no tensor requires grad, so eval-mode attention modules would
+    take the fused path. The switch is process-wide and restored afterwards; other threads'
+    inference meanwhile runs the unfused (equal, slower) path.
+    """
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
 
 
 def _detach(tree: Any) -> Any:
@@ -69,18 +90,18 @@ def sandwich_func(
     op: Any, index: int, batch: Batch, V: torch.Tensor, middle: Middle
 ) -> torch.Tensor:
     """Jᵀ M J V by ``torch.func``: V (N, k) -> (N, k)."""
-    inputs, targets = split_batch(batch)
+    _, targets = split_batch(batch)
     theta = op._theta()
 
     def f(th: tuple[torch.Tensor, ...]) -> Any:
-        return model_outputs(op, th, inputs)
+        return model_outputs(op, th, batch)
 
     out, vjp_fn = vjp(f, theta)
     out = _detach(out)
-    check_same_shape(op.loss_fn, out, targets)
 
     def jv(v: torch.Tensor) -> Any:
-        return jvp(f, (theta,), (tuple(op._split(v)),))[1]
+        with _mha_fastpath_off():
+            return jvp(f, (theta,), (tuple(op._split(v)),))[1]
 
     def jtw(w: Any) -> torch.Tensor:
         return params_to_vector(vjp_fn(w)[0])
@@ -105,10 +126,10 @@ class JacobianGraph(NamedTuple):
     live: list[tuple[int, torch.Tensor]]  # (parameter position, Jᵀu) that depend on u
 
 
-def jacobian_graph(op: Any, inputs: Any) -> JacobianGraph:
+def jacobian_graph(op: Any, batch: Batch) -> JacobianGraph:
     """Build the graph of the outputs and of Jᵀu (u a dummy cotangent) for one batch."""
     theta = tuple(t.requires_grad_(True) for t in op._theta())
-    leaves, spec = tree_flatten(model_outputs(op, theta, inputs))
+    leaves, spec = tree_flatten(model_outputs(op, theta, batch))
     diff = [i for i, t in enumerate(leaves) if isinstance(t, torch.Tensor) and t.requires_grad]
     u = [torch.zeros_like(leaves[i], requires_grad=True) for i in diff]
     live: list[tuple[int, torch.Tensor]] = []
@@ -124,11 +145,10 @@ def sandwich_autograd(
     op: Any, index: int, batch: Batch, V: torch.Tensor, middle: Middle
 ) -> torch.Tensor:
     """Jᵀ M J V by autograd on one forward graph (cached per batch by ``op._jacobian_graph``)."""
-    inputs, targets = split_batch(batch)
-    graph = op._jacobian_graph(index, inputs)
+    _, targets = split_batch(batch)
+    graph = op._jacobian_graph(index, batch)
     leaves, diff = graph.leaves, graph.diff
     out = tree_unflatten(leaves, graph.spec)
-    check_same_shape(op.loss_fn, out, targets)
     k = V.shape[1]
     JV_leaves = [
         torch.zeros((k, *t.shape), dtype=t.dtype, device=t.device)

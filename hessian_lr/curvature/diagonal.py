@@ -230,9 +230,9 @@ def ggn_diagonal(op: Any, *, max_outputs: int = 4096) -> torch.Tensor:
 
 
 def _batch_ggn_diagonal(op: Any, index: int, batch: Any, max_outputs: int) -> torch.Tensor:
-    inputs, targets = split_batch(batch)
+    _, targets = split_batch(batch)
     theta = op._theta()
-    out, vjp_fn = vjp(lambda th: model_outputs(op, th, inputs), theta)
+    out, vjp_fn = vjp(lambda th: model_outputs(op, th, batch), theta)
     if not isinstance(out, torch.Tensor):
         raise ValueError("ggn_diagonal needs a model that returns one tensor of outputs")
     P = out.numel()

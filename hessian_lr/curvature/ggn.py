@@ -24,33 +24,36 @@ several batches (nothing cached), falling back to autograd where ``torch.func`` 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_unflatten
 
-from ._evaluation import fingerprint
-from ._jacobian import SANDWICHES, JacobianGraph, jacobian_graph, split_batch
+from ._base import CurvatureOperator
+from ._dataloop import DataChangedError, NonFiniteError
+from ._evaluation import fingerprint, needs_cudnn_off
+from ._jacobian import SANDWICHES, JacobianGraph, jacobian_graph
 from ._output_space import OutputHessian, closed_form_name, output_hessian_product
-from .hessian import HessianOperator
-from .linop import params_to_vector
 
-__all__ = ["GGNOperator", "OutputSpaceOperator", "ggn_middle"]
+__all__ = ["GGNOperator", "OutputSpaceOperator", "ggn_middle", "GGN_BACKENDS"]
 
 Batch = Any
 
 
-class OutputSpaceOperator(HessianOperator):
+#: The GGN's and the Fisher's back ends (named as the Hessian's; no finite differences).
+GGN_BACKENDS = ("auto", "forward-over-reverse", "double-backward")
+
+
+class OutputSpaceOperator(CurvatureOperator):
     """Σ_b c_b J_bᵀ M_b J_b (/ Σ_b c_b): the shared part of the GGN and the Fisher.
 
-    Everything but the output-space matrix M_b comes from the Hessian operator (parameters,
-    tying, data loop and weights, BN modes, attention kernels, dtypes, process groups, the
-    fixed-data check, ``gradient()``); a subclass writes ``_middle``.
+    A subclass of the curvature operator base (parameters, tying, model evaluation, data loop
+    and weights, BN modes, attention kernels, dtypes, process groups, the fixed-data and
+    symmetry checks, ``gradient()``); it adds the Jacobian sandwich and its cached graphs, and a
+    subclass writes the output-space matrix ``_middle``.
     """
-
-    _kind_name = "output-space operator"
 
     def __init__(
         self,
@@ -59,44 +62,40 @@ class OutputSpaceOperator(HessianOperator):
         data: Batch | Iterable[Batch],
         *,
         backend: str = "auto",
-        closure: bool = False,
-        **kwargs: Any,
+        **options: Any,
     ) -> None:
-        if closure:
+        if options.get("closure"):
             raise ValueError(
                 f"{type(self).__name__} needs the model's outputs and the loss as a function of "
                 "them: closure=True (loss_fn(model, batch)) is not supported; pass "
                 "loss_fn(outputs, targets) or use HessianOperator"
             )
-        if backend == "finite-difference":
+        if backend not in GGN_BACKENDS:
             raise ValueError(
-                f"{type(self).__name__} has no finite-difference back end; use 'auto', "
-                "'forward-over-reverse' (torch.func) or 'double-backward' (autograd)"
+                f"{type(self).__name__} backend must be one of {GGN_BACKENDS} (there is no "
+                f"finite-difference GGN or Fisher), got {backend!r}"
             )
-        super().__init__(model, loss_fn, data, backend=backend, **kwargs)
+        super().__init__(model, loss_fn, data, **options)
+        self.requested_backend = backend
+        if backend == "auto":
+            local = self._single or needs_cudnn_off(self.model, self.device)
+            local = local or self._group is not None
+            backend = "double-backward" if local else "forward-over-reverse"
+        self.backend: str = backend
+        self.fallback_reason: str | None = None
         self._jac_graphs: dict[int, JacobianGraph] = {}
 
     # ------------------------------------------------------------------ the cached graphs
-    def _jacobian_graph(self, index: int, inputs: Any) -> JacobianGraph:
-        """The batch's output graph and Jᵀu graph; kept for reuse on a single batch."""
+    def _jacobian_graph(self, index: int, batch: Batch) -> JacobianGraph:
+        """The batch's output graph and Jᵀu graph; kept for reuse when ``cache_graph``."""
         if not self._bypass_cache and index in self._jac_graphs:
             return self._jac_graphs[index]
-        graph = jacobian_graph(self, inputs)
+        graph = jacobian_graph(self, batch)
         if self.cache_graph and not self._bypass_cache:
-            self._remember_state()
+            if self._key is None:
+                self._key = fingerprint(self._state)
             self._jac_graphs[index] = graph
         return graph
-
-    def _graph_gradient(self, index: int, batch: Batch) -> tuple[float, torch.Tensor]:
-        """The batch loss and its gradient Jᵀ∇_z L from the cached Jacobian graph."""
-        inputs, targets = split_batch(batch)
-        graph = self._jacobian_graph(index, inputs)
-        loss = self._loss_impl(tree_unflatten(graph.leaves, graph.spec), targets)
-        self._check_finite("the loss", loss.detach())
-        gs = torch.autograd.grad(loss, graph.theta, retain_graph=True, allow_unused=True)
-        self._note_unreached(gs)
-        flat = [torch.zeros_like(t) if g is None else g for g, t in zip(gs, graph.theta)]
-        return float(loss.detach()), params_to_vector(flat)
 
     def _refresh(self) -> None:
         if self._jac_graphs and not self._solving and fingerprint(self._state) != self._key:
@@ -104,10 +103,11 @@ class OutputSpaceOperator(HessianOperator):
         super()._refresh()
 
     def release_graph(self) -> None:
-        """Drop cached graphs (the Hessian's and the Jacobian's) and the cached gradient."""
+        """Drop cached graphs (the first-order and the Jacobian ones) and the cached gradient."""
         super().release_graph()
         self._jac_graphs = {}
 
+    # ------------------------------------------------------------------ products
     def _middle(self, index: int, batch: Batch, outputs: Any, targets: Any, JV: Any) -> Any:
         raise NotImplementedError
 
@@ -116,6 +116,30 @@ class OutputSpaceOperator(HessianOperator):
             return self._middle(index, batch, outputs, targets, JV)
 
         return SANDWICHES[self.backend](self, index, batch, V, middle)
+
+    def _fall_back(self, backend: str, reason: str) -> None:
+        self.backend, self.fallback_reason = backend, reason
+        self.notes.append(f"{self.requested_backend} fell back to {backend} (see fallback_reason)")
+        self.release_graph()
+
+    def _on_asymmetric(self, message: str) -> None:
+        # autograd's JV differentiates a backward pass (double backward): where that formula is
+        # wrong, torch.func's forward-mode JVP is the remedy
+        if self.symmetry_check == "raise" or self.backend != "double-backward":
+            raise RuntimeError(message)
+        warnings.warn(f"{message}; using backend='forward-over-reverse' instead", stacklevel=4)
+        self._fall_back("forward-over-reverse", message)
+
+    def _apply_with_fallback(self, V: torch.Tensor) -> torch.Tensor:
+        try:
+            return super()._apply_with_fallback(V)
+        except (NonFiniteError, DataChangedError):
+            raise
+        except (RuntimeError, NotImplementedError) as err:
+            if self.backend != "forward-over-reverse" or self.requested_backend != "auto":
+                raise
+            self._fall_back("double-backward", f"torch.func could not trace the model: {err}")
+            return super()._apply_with_fallback(V)
 
     def __repr__(self) -> str:
         return (
@@ -143,8 +167,9 @@ class GGNOperator(OutputSpaceOperator):
     """Generalized Gauss-Newton matrix of the training objective over ``data``, N x N.
 
     Args:
-        model, loss_fn, data: as :class:`~hessian_lr.curvature.HessianOperator`, with
-            ``loss_fn(outputs, targets)`` (closures are refused: the GGN needs the outputs).
+        model, loss_fn, data: as for the operator base
+            (:class:`~hessian_lr.curvature.CurvatureOperator`), with ``loss_fn(outputs,
+            targets)`` (closures are refused: the GGN needs the outputs).
         output_hessian: ``(outputs, targets, W) -> ∇²_z L · W`` for W of shape
             (k, *outputs.shape), e.g. :func:`~hessian_lr.curvature.token_cross_entropy_hessian`
             for a plain-function token loss over (B, T, C) logits. Default: the closed form for
@@ -154,9 +179,9 @@ class GGNOperator(OutputSpaceOperator):
             several), ``"forward-over-reverse"`` (``torch.func`` JVP + VJP) or
             ``"double-backward"`` (autograd on one forward graph, cached on one batch:
             ``cache_graph``).
-        **kwargs: every other ``HessianOperator`` keyword (``params``, ``bn_mode``,
-            ``reduction``, ``batch_size_fn``, ``single_batch``, ``check_data``, ``dtype``,
-            ``chunk_size``, ``process_group``, ...).
+        **kwargs: the base's keywords (``params``, ``bn_mode``, ``reduction``,
+            ``batch_size_fn``, ``single_batch``, ``check_data``, ``dtype``, ``chunk_size``,
+            ``cache_graph``, ``process_group``, ``symmetry_check``, ...).
 
     ``op.gradient()`` is the objective's gradient, as for the Hessian (the quadratic LR rule
     needs gᵀg / gᵀGg).

@@ -14,14 +14,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from ..curvature.blocks import layer_sharpness
-from ..curvature.kinds import check_curvature
 from ..observe import Observer, StepContext
-from .defaults import DEFAULT_BN_MODE
+from .options import CurvatureOptions, as_options
 
 __all__ = ["LayerSharpnessObserver", "plot_layer_sharpness", "PREFIX"]
 
@@ -38,12 +37,14 @@ class LayerSharpnessObserver(Observer):
 
     Args:
         every: observe after every ``every``-th update (0: off).
-        curvature: ``"hessian"``, ``"ggn"``, ``"fisher"`` or ``"fisher_mc"``.
+        curvature: the matrix by name (``"hessian"``, ``"ggn"``, ``"fisher"``,
+            ``"fisher_mc"``) or a :class:`~hessian_lr.lr.CurvatureOptions` (matrix, back end,
+            BatchNorm mode -- default ``DEFAULT_BN_MODE`` --, dtype, ...; ``params`` is not
+            used: the blocks say which parameters).
         blocks: {block name: parameter names}; default one block per module that owns
             parameters (:func:`~hessian_lr.curvature.layer_blocks`).
         loss_fn: ``loss_fn(outputs, targets)`` (default: the run's ``ctx.loss_fn``).
         batch: a fixed measurement batch (default: the batch the step trained on).
-        bn_mode: BatchNorm mode of the curvature (default ``DEFAULT_BN_MODE``).
         tol: Lanczos relative residual per block.
         max_iter: Lanczos Krylov dimension cap per block.
         at_last: also observe after the run's last update.
@@ -56,11 +57,10 @@ class LayerSharpnessObserver(Observer):
         self,
         *,
         every: int = 10,
-        curvature: str = "hessian",
+        curvature: CurvatureOptions | str | None = None,
         blocks: Mapping[str, Sequence[str]] | None = None,
         loss_fn: Callable[..., torch.Tensor] | None = None,
         batch: Any = None,
-        bn_mode: Literal["eval", "train"] = DEFAULT_BN_MODE,
         tol: float = 1e-2,
         max_iter: int | None = None,
         at_last: bool = False,
@@ -68,13 +68,11 @@ class LayerSharpnessObserver(Observer):
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"every must be a non-negative integer, got {every!r}")
-        check_curvature(curvature)
-        if bn_mode not in ("eval", "train"):
-            raise ValueError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}")
+        self.curvature = as_options(curvature)
         if not tol > 0:
             raise ValueError(f"tol must be positive, got {tol}")
-        self.every, self.curvature, self.blocks = every, curvature, blocks
-        self.loss_fn, self.batch, self.bn_mode = loss_fn, batch, bn_mode
+        self.every, self.blocks = every, blocks
+        self.loss_fn, self.batch = loss_fn, batch
         self.tol, self.max_iter, self.at_last = tol, max_iter, at_last
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
 
@@ -88,19 +86,21 @@ class LayerSharpnessObserver(Observer):
                 "constructor or run it in a loop whose StepContext carries them"
             )
         t0 = time.perf_counter()
+        kw = self.curvature.operator_kwargs()
+        kw.pop("params", None)
         res = layer_sharpness(
             ctx.model,
             loss_fn,
             batch,
-            curvature=self.curvature,
+            curvature=self.curvature.matrix,
             blocks=self.blocks,
             tol=self.tol,
             max_iter=self.max_iter,
             generator=self.generator,
-            bn_mode=self.bn_mode,
+            **kw,
         )
         rec: dict[str, Any] = {PREFIX + b: lam for b, lam in zip(res.blocks, res.lambda_max)}
-        rec["layer_sharpness_curvature"] = self.curvature
+        rec["layer_sharpness_curvature"] = self.curvature.matrix
         rec["layer_sharpness_num_matvecs"] = res.num_matvecs
         rec["layer_sharpness_not_converged"] = [
             b for b, ok in zip(res.blocks, res.converged) if not ok

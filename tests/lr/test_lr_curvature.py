@@ -15,6 +15,7 @@ from torch import nn
 from zoo import ZOO, Case, dense_gradient, dense_hessian
 
 from hessian_lr.lr import (
+    CurvatureOptions,
     EdgeOfStability,
     LayerSharpnessObserver,
     estimate_lr,
@@ -45,8 +46,7 @@ def test_quadratic_and_sharpness_rules_on_each_matrix(curvature):
         case.loss_fn,
         case.data,
         methods=("quadratic", "sharpness"),
-        curvature=curvature,
-        bn_mode="eval",
+        curvature=CurvatureOptions(matrix=curvature, bn_mode="eval"),
         lanczos_tol=1e-10,
     )
     q, s = ests["quadratic"], ests["sharpness"]
@@ -63,28 +63,29 @@ def test_quadratic_and_sharpness_rules_on_each_matrix(curvature):
 
 def test_estimate_lr_default_is_the_hessian_and_bad_combinations_are_refused():
     case = ZOO["ce_unequal_batches"]()
-    est = estimate_lr(case.model, case.loss_fn, case.data, bn_mode="eval")
+    est = estimate_lr(case.model, case.loss_fn, case.data)
     assert est.curvature_matrix == "hessian" and "curvature_matrix" not in repr(est)
+    ggn = estimate_lr(case.model, case.loss_fn, case.data, curvature="ggn")  # a name alone
+    assert ggn.curvature_matrix == "ggn" and ggn.bn_mode == "train"
     with pytest.raises(ValueError, match="supported by the methods"):
         estimate_lr(case.model, case.loss_fn, case.data, method="secant_hvp", curvature="ggn")
-    with pytest.raises(ValueError, match="curvature must be one of"):
+    with pytest.raises(ValueError, match="matrix must be one of"):
         estimate_lr(case.model, case.loss_fn, case.data, curvature="kfac")
+    with pytest.raises(ValueError, match="no closure"):
+        CurvatureOptions(matrix="fisher", closure=True)
+    with pytest.raises(ValueError, match="mc_samples"):
+        CurvatureOptions(matrix="fisher_mc", mc_samples=0)
 
 
 def test_mc_fisher_options_pass_through():
     case = ZOO["ce_unequal_batches"]()
+    opts = CurvatureOptions(matrix="fisher_mc", mc_samples=3, bn_mode="eval")
     a, b = (
-        estimate_lr(
-            case.model,
-            case.loss_fn,
-            case.data,
-            curvature="fisher_mc",
-            bn_mode="eval",
-            operator_options={"mc_samples": 3, "seed": s},
-        )
-        for s in (1, 2)
+        estimate_lr(case.model, case.loss_fn, case.data, curvature=opts, seed=s) for s in (1, 2)
     )
-    assert a.curvature_matrix == "fisher_mc" and a.ok and b.ok and a.lr != b.lr
+    assert a.curvature_matrix == "fisher_mc" and a.ok and a.lr == b.lr  # labels: the op's seed
+    op = opts.operator(case.model, case.loss_fn, case.data)
+    assert op.kind == "mc" and op.mc_samples == 3
 
 
 def _setup(seed: int = 0):
@@ -113,7 +114,9 @@ def _case(model, loss_fn, batch) -> Case:
 
 def test_edge_of_stability_tracks_ggn_sharpness():
     model, opt, loss_fn, batch = _setup()
-    obs = EdgeOfStability(every=2, curvature="ggn", lanczos_tol=1e-10, bn_mode="eval")
+    obs = EdgeOfStability(
+        every=2, curvature=CurvatureOptions(matrix="ggn", bn_mode="eval"), lanczos_tol=1e-10
+    )
     records = _train(model, opt, loss_fn, batch, 4, [obs])
     rec = records[-1]
     G = dense_ggn(_case(model, loss_fn, batch))
@@ -121,15 +124,16 @@ def test_edge_of_stability_tracks_ggn_sharpness():
     assert rec["eos_sharpness"] == pytest.approx(float(torch.linalg.eigvalsh(G)[-1]), rel=1e-8)
     H = dense_hessian(_case(model, loss_fn, batch))[0]
     assert abs(rec["eos_sharpness"] - float(torch.linalg.eigvalsh(H)[-1])) > 1e-6  # not H's
-    with pytest.raises(ValueError, match="closure"):
-        EdgeOfStability(curvature="ggn", closure=True)
+    with pytest.raises(ValueError, match="no closure"):
+        EdgeOfStability(curvature=CurvatureOptions(matrix="ggn", closure=True))
 
 
 def test_layer_sharpness_observer_records_match_dense_blocks_and_leave_training_alone():
     runs = []
     for with_obs in (False, True):
         model, opt, loss_fn, batch = _setup(seed=1)
-        obs = LayerSharpnessObserver(every=3, curvature="ggn", tol=1e-9, bn_mode="eval")
+        opts = CurvatureOptions(matrix="ggn", bn_mode="eval")
+        obs = LayerSharpnessObserver(every=3, curvature=opts, tol=1e-9)
         records = _train(model, opt, loss_fn, batch, 6, [obs] if with_obs else [])
         runs.append((model, records, torch.get_rng_state()))
     (m0, _, r0), (m1, records, r1) = runs
@@ -158,7 +162,7 @@ def test_layer_sharpness_observer_state_round_trip_and_errors():
     torch.randn(3, generator=obs.generator)
     obs.load_state_dict(state)
     assert torch.equal(obs.generator.get_state(), state["generator"])
-    with pytest.raises(ValueError, match="curvature"):
+    with pytest.raises(ValueError, match="matrix must be one of"):
         LayerSharpnessObserver(curvature="diag")
     with pytest.raises(ValueError, match="every"):
         LayerSharpnessObserver(every=-1)
