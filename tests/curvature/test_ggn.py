@@ -86,7 +86,7 @@ def test_low_precision_models_match_at_float32_accuracy(name):
     assert op.dtype == torch.float32
     G = op.to_dense().to(DT)
     ref = dense_ggn(case)
-    assert rel_error(G, ref) < 2e-2 if "bfloat16" in name else rel_error(G, ref) < 2e-3
+    assert rel_error(G, ref) < 1e-5  # float32 products of the upcast copy (measured ~3e-7)
 
 
 @pytest.mark.parametrize("name", CLOSURES)
@@ -313,3 +313,27 @@ def test_cached_graph_follows_the_model(cls):
     assert rel_error(op.gradient()[1], hop.gradient()[1]) < 1e-13
     op.release_graph()
     assert not op._jac_graphs
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_small_batchnorm_model_in_both_modes(bn_mode):
+    """A fast BatchNorm case for the default suite (bn_resnet covers it in the slow one)."""
+    from output_reference import dense_empirical_fisher
+    from zoo import Case, _randomize_bn
+
+    from hessian_lr.curvature import FisherOperator
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 3))
+    _randomize_bn(model)
+    model = model.to(DT).train()
+    g = torch.Generator().manual_seed(4)
+    batch = (torch.randn(8, 4, generator=g, dtype=DT), torch.randint(0, 3, (8,), generator=g))
+    case = Case("bn_mlp", model, nn.CrossEntropyLoss(), batch)
+    running = model[1].running_mean.clone()
+    for cls, ref in ((GGNOperator, dense_ggn), (FisherOperator, dense_empirical_fisher)):
+        op = cls(model, case.loss_fn, batch, bn_mode=bn_mode)
+        assert rel_error(op.to_dense(), ref(case, bn_mode)) < 1e-10
+    assert torch.equal(model[1].running_mean, running) and model.training
+    G_eval, G_train = (dense_ggn(case, m) for m in ("eval", "train"))
+    assert rel_error(G_eval, G_train) > 1e-2  # the two modes are different matrices
