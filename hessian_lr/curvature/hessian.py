@@ -64,6 +64,7 @@ from ._evaluation import (
     select_parameters,
     state_tensors,
 )
+from ._fsdp import is_sharded
 from .distributed import Reducer
 from .linop import params_to_vector
 from .products import PRODUCTS
@@ -142,6 +143,20 @@ class HessianOperator(DataLoopOperator):
         >>> HessianOperator(model, nn.MSELoss(), (x, y)).to_dense()
         tensor([[5.]])
     """
+
+    def __new__(cls, model: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """A ``ShardedHessianOperator`` for a model with DTensor parameters (FSDP2).
+
+        Such a model takes the sharded route by itself: finite differences of FSDP's own
+        gradients on sharded vectors (``sharded.py``); any other model builds this class.
+        """
+        if cls is HessianOperator and is_sharded(kwargs.get("model", model)):
+            from .sharded import ShardedHessianOperator
+
+            if "model" not in kwargs:
+                args = (model, *args)
+            return ShardedHessianOperator(*args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
