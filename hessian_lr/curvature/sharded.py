@@ -310,8 +310,10 @@ class ShardedHessianOperator(DataLoopOperator):
             error = err
         try:
             _, (ct, ls) = self._reducer.sum_([], [c, c * value], error=error)
-        except DistributedCurvatureError as err:
-            if "NonFiniteError" in str(err):
+        except Exception as err:
+            for m in fsdp_modules(self.model):  # no backward follows: reshard what the
+                m.reshard()  # forward gathered, so that the model is left as it was
+            if isinstance(err, DistributedCurvatureError) and "NonFiniteError" in str(err):
                 raise NonFiniteError(str(err)) from err
             raise
         (loss * (c * self._switches.divide)).backward()  # FSDP returns Σ_r (c g)_r / divide
