@@ -1,8 +1,13 @@
 """Curvature as linear operators: the Hessian operator, and solvers that see only ``@``.
 
-Imports nothing from ``lr``, ``schedules`` or ``training``.
+The operator base (``_base.CurvatureOperator``) owns parameters, model evaluation, the data loop
+and the checks; each operator adds a per-batch product (``products.py`` for the Hessian's back
+ends). Imports nothing from ``lr``, ``schedules`` or ``training``.
 """
 
+from ._base import CurvatureOperator
+from .density import SpectralDensity, spectral_density
+from .distributed import DistributedCurvatureError
 from .hessian import (
     BACKENDS,
     DataChangedError,
@@ -10,21 +15,28 @@ from .hessian import (
     NonFiniteError,
     select_params,
 )
-from .lanczos import LanczosResult, SpectralDensity, lanczos, spectral_density
+from .lanczos import LanczosResult, lanczos
 from .linop import DenseOperator, LinearOperator, params_to_vector, vector_to_params
 from .power import PowerIterationResult, power_iteration
-from .trace import TraceResult, hutchinson_trace, hutchpp_trace
+from .preconditioned import PreconditionedOperator
+from .trace import TraceResult, hutchinson_trace, hutchpp_trace, trace_estimate, xnystrace, xtrace
 
 __all__ = [
-    "BACKENDS",
+    # operators
+    "CurvatureOperator",
     "HessianOperator",
-    "NonFiniteError",
-    "DataChangedError",
+    "BACKENDS",
     "select_params",
     "LinearOperator",
     "DenseOperator",
+    "PreconditionedOperator",
     "params_to_vector",
     "vector_to_params",
+    # errors
+    "NonFiniteError",
+    "DataChangedError",
+    "DistributedCurvatureError",
+    # solvers
     "lanczos",
     "LanczosResult",
     "spectral_density",
@@ -33,5 +45,8 @@ __all__ = [
     "PowerIterationResult",
     "hutchinson_trace",
     "hutchpp_trace",
+    "xtrace",
+    "xnystrace",
+    "trace_estimate",
     "TraceResult",
 ]

@@ -33,13 +33,13 @@ def check_operator(op: object) -> int:
     for attr in ("shape", "dtype", "device", "__matmul__"):
         if not hasattr(op, attr):
             raise TypeError(
-                f"expected a linear operator with .shape, .dtype, .device and `op @ v` "
-                f"(e.g. hessian_lr.linop.DenseOperator), got {type(op).__name__} without .{attr}"
+                "expected a linear operator with .shape, .dtype, .device and `op @ v` (e.g. "
+                f"hessian_lr.curvature.DenseOperator), got {type(op).__name__} without .{attr}"
             )
     if not isinstance(op.dtype, torch.dtype):
         raise TypeError(
-            f"expected a linear operator on torch tensors (e.g. hessian_lr.linop.DenseOperator), "
-            f"got {type(op).__name__} with dtype {op.dtype!r}"
+            "expected a linear operator on torch tensors (e.g. hessian_lr.curvature."
+            f"DenseOperator), got {type(op).__name__} with dtype {op.dtype!r}"
         )
     shape = tuple(op.shape)
     if len(shape) != 2 or shape[0] != shape[1]:

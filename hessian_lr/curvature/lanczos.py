@@ -22,8 +22,6 @@ Two stopping rules (``stop``):
 Both return the bound in ``LanczosResult.error_bounds``. The bound assumes, like every Krylov
 method, that the start vector saw the eigenvalue; an eigenvalue missing from the Krylov space
 cannot be bounded.
-
-``spectral_density`` and ``SpectralDensity`` moved to :mod:`.density` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -37,9 +35,6 @@ import numpy as np
 import torch
 
 from ._krylov import breakdown_tol, lanczos_run, tridiagonal_eigh
-
-# compatibility: the old private name, importable from here as before
-from ._krylov import lanczos_run as _lanczos_run  # noqa: F401
 from ._solver_utils import (
     LOW_PRECISION,
     agree,
@@ -52,9 +47,8 @@ from ._solver_utils import (
     work_dtype,
 )
 from ._space import space_of
-from .density import SpectralDensity, spectral_density  # moved; re-exported for compatibility
 
-__all__ = ["LanczosResult", "SpectralDensity", "lanczos", "spectral_density"]
+__all__ = ["LanczosResult", "lanczos"]
 
 _WHICH = ("LA", "SA", "LM")
 _STOPS = ("residual", "eigenvalue")

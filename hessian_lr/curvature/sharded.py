@@ -43,7 +43,7 @@ from torch import nn
 from ..rng import preserved_rng
 from ._batches import check_same_shape, loss_implementation, move_to_device
 from ._dataloop import DataLoopOperator, NonFiniteError
-from ._evaluation import CONTEXT_NOTES, select_parameters
+from ._evaluation import CONTEXT_NOTES, evaluation_context, select_parameters
 from ._fsdp import FSDPSwitches, fsdp_modules, shard_layout
 from ._shard_space import ShardSpace
 from .distributed import DistributedCurvatureError, Reducer
@@ -61,7 +61,8 @@ class ShardedHessianOperator(DataLoopOperator):
     ``"finite-difference"`` (the exact back ends cannot differentiate through FSDP), ``dtype``
     the parameters' dtype, ``process_group`` None or the shard group (``data`` is this rank's
     shard of the data, as for the data-parallel operator). ``chunk_size`` and ``cache_graph``
-    have no effect (columns are applied one at a time, nothing is cached).
+    have no effect (columns are applied one at a time, nothing is cached), nor has
+    ``symmetry_check`` (finite differences of gradients need no second derivatives).
 
     Attributes:
         vector_space: the :class:`ShardSpace` of this rank's part of R^N.
@@ -89,8 +90,9 @@ class ShardedHessianOperator(DataLoopOperator):
         process_group: Any = None,
         chunk_size: int | None = None,
         cache_graph: bool | None = None,
+        symmetry_check: str = "warn",
     ) -> None:
-        del chunk_size, cache_graph  # no chunks, no caches
+        del chunk_size, cache_graph, symmetry_check  # no chunks, no caches, no autograd H
         _check_options(model, loss_fn, backend, bn_mode, fd_scheme)
         self.model, self.loss_fn, self.closure = model, loss_fn, closure
         self.bn_mode, self.chunk_size, self.check_finite = bn_mode, None, check_finite
@@ -318,6 +320,10 @@ class ShardedHessianOperator(DataLoopOperator):
             raise
         (loss * (c * self._switches.divide)).backward()  # FSDP returns Σ_r (c g)_r / divide
         return ct, ls
+
+    def _forward_context(self) -> Any:
+        """Modes (``bn_mode``, eval elsewhere) and kernels of one forward pass; restored after."""
+        return evaluation_context(self.model, self.bn_mode, self.device, shadow=False)
 
     def _loss(self, batch: Batch) -> torch.Tensor:
         if self.closure:

@@ -77,7 +77,7 @@ def _bounds(cfg: DemoConfig, rt: Any) -> dict[str, Any]:
 
 
 def _train_configs(cfg: DemoConfig, bounds: dict[str, Any], device: str) -> dict[str, Any]:
-    from ..schedules.closed_form import MultiStep, OneCycle
+    from ..schedules import MultiStep, OneCycle
     from ..training.runner import TrainConfig
 
     common = dict(
@@ -135,9 +135,11 @@ def run_demo(
     """
     import torch
 
-    from ..records import Run, write_json_atomic
+    from ..records import write_json_atomic
     from ..training.data import load_dataset
-    from ..training.runner import resolve_device, train
+    from ..training.run import Run
+    from ..training.runner import train
+    from ..training.setup import resolve_device
 
     cfg = config if config is not None else (QUICK if quick else DEFAULT)
     t0 = time.perf_counter()

@@ -24,7 +24,7 @@ import torch
 from ..curvature.hessian import HessianOperator, NonFiniteError
 from ..observe import Observer, StepContext
 from ._optim import optimizer_parameters
-from .defaults import DEFAULT_BN_MODE
+from .options import CurvatureOptions, as_options, rejects_operator_keywords
 from .stability import _lanczos_top, preconditioned_sharpness_from_operator
 from .update import update_lr_from_operator
 
@@ -46,13 +46,13 @@ class EdgeOfStability(Observer):
         loss_fn: ``loss_fn(outputs, targets)`` (default: the run's ``ctx.loss_fn``).
         batch: a fixed measurement batch (e.g. a few hundred training examples, as a stand-in for
             the full-batch loss of Cohen et al.); default the batch the step trained on.
-        bn_mode: BatchNorm mode of the Hessian (default ``DEFAULT_BN_MODE``).
         raw: also λ_max(H) when the measured sharpness is preconditioned (one more Lanczos run);
             default True.
         update: also the GeN estimate along the optimizer's update (one more HVP).
         lanczos_tol, lanczos_max_iter: for Lanczos.
         warm_start: start each Lanczos run from the previous eigenvector.
-        backend, params, closure: passed to ``HessianOperator``.
+        curvature: how the operator is built (:class:`~hessian_lr.lr.CurvatureOptions`: back
+            end, BatchNorm mode (recorded as ``eos_bn_mode``), parameters, closure form, ...).
         at_last: also observe after the run's last update.
         on_nonfinite: ``"flag"`` (default) or ``"raise"``.
         generator: random source for cold Lanczos starts (default: a fixed seed, so that the
@@ -61,29 +61,26 @@ class EdgeOfStability(Observer):
 
     name = "edge_of_stability"
 
+    @rejects_operator_keywords
     def __init__(
         self,
         *,
         every: int = 10,
         loss_fn: Callable[..., torch.Tensor] | None = None,
         batch: Any = None,
-        bn_mode: Literal["eval", "train"] = DEFAULT_BN_MODE,
         raw: bool = True,
         update: bool = False,
         lanczos_tol: float = 1e-2,
         lanczos_max_iter: int | None = None,
         warm_start: bool = True,
-        backend: str = "auto",
-        params: Sequence[torch.Tensor] | Sequence[str] | None = None,
-        closure: bool = False,
         at_last: bool = False,
         on_nonfinite: Literal["raise", "flag"] = "flag",
         generator: torch.Generator | None = None,
+        curvature: CurvatureOptions | None = None,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"every must be a non-negative integer, got {every!r}")
-        if bn_mode not in ("eval", "train"):
-            raise ValueError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}")
+        self.curvature = as_options(curvature)
         if not lanczos_tol > 0:
             raise ValueError(f"lanczos_tol must be positive, got {lanczos_tol}")
         if on_nonfinite not in ("raise", "flag"):
@@ -91,15 +88,12 @@ class EdgeOfStability(Observer):
         self.every = every
         self.loss_fn = loss_fn
         self.batch = batch
-        self.bn_mode = bn_mode
+        self.bn_mode = self.curvature.bn_mode
         self.raw = raw
         self.update = update
         self.lanczos_tol = lanczos_tol
         self.lanczos_max_iter = lanczos_max_iter
         self.warm_start = warm_start
-        self.backend = backend
-        self.params = params
-        self.closure = closure
         self.at_last = at_last
         self.on_nonfinite = on_nonfinite
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -121,18 +115,12 @@ class EdgeOfStability(Observer):
                 "run it in a loop whose StepContext carries them"
             )
         t0 = time.perf_counter()
-        names = optimizer_parameters(ctx.model, ctx.optimizer, self.params, moving_only=True)
+        names = optimizer_parameters(
+            ctx.model, ctx.optimizer, self.curvature.params, moving_only=True
+        )
         named = dict(ctx.model.named_parameters())
         params = [named[n] for n in names]
-        op = HessianOperator(
-            ctx.model,
-            loss_fn,
-            batch,
-            params=names,
-            backend=self.backend,
-            bn_mode=self.bn_mode,
-            closure=self.closure,
-        )
+        op = self.curvature.operator(ctx.model, loss_fn, batch, params=names)
         n = op.shape[0]
         try:
             res = preconditioned_sharpness_from_operator(

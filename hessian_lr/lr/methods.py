@@ -271,9 +271,7 @@ HVP_METHODS = tuple(METHOD_TABLE)
 METHODS = ("secant", *HVP_METHODS)
 
 
-def check_options(
-    norm: str, momentum: float, lanczos_tol: float, on_nonfinite: str, bn_mode: str
-) -> None:
+def check_options(norm: str, momentum: float, lanczos_tol: float, on_nonfinite: str) -> None:
     """Validate the options shared by ``estimate_lr``, ``estimate_lrs`` and ``LREstimator``."""
     if norm not in NORMS:
         raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
@@ -283,5 +281,3 @@ def check_options(
         raise ValueError(f"lanczos_tol must be positive, got {lanczos_tol}")
     if on_nonfinite not in ("raise", "flag"):
         raise ValueError(f"on_nonfinite must be 'raise' or 'flag', got {on_nonfinite!r}")
-    if bn_mode not in ("train", "eval"):
-        raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")

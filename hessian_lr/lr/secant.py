@@ -26,13 +26,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 
 from ..curvature.hessian import NonFiniteError
 from ..curvature.linop import params_to_vector
+from .result import LRResult
 from .rules import NONFINITE_LOSS, NORMS, ZERO_CURVATURE, ZERO_STEP, secant_rule
 
 __all__ = [
@@ -55,7 +56,7 @@ class CurvatureError(ValueError):
 
 
 @dataclass(frozen=True)
-class SecantResult:
+class SecantResult(LRResult):
     """The Super-Convergence secant estimate (Eq. 8) from three iterates; see :func:`secant_lr`.
 
     Attributes:
@@ -83,7 +84,6 @@ class SecantResult:
         num_hvps: 0 (the trajectory only).
     """
 
-    lr: float
     lr_l1: float
     lr_l2: float
     curvature: float
@@ -93,11 +93,8 @@ class SecantResult:
     lr_next: float
     steps: int
     norm: str
-    flags: tuple[str, ...] = ()
-    seconds: float = 0.0
     per_weight: torch.Tensor | None = field(default=None, repr=False, compare=False)
     method: str = "secant"
-    num_hvps: int = 0
     raw_lr: float = _NAN
     scale: str = "per_step"
     momentum: float = _NAN
@@ -105,18 +102,6 @@ class SecantResult:
     noise_ratio: float = _NAN
     noise_band: tuple[float, float] | None = None
     indistinguishable_from_noise: bool | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when ``lr`` is a finite positive number (then ``flags`` is empty)."""
-        return math.isfinite(self.lr) and self.lr > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-Python fields (no per-weight vector), e.g. for JSON records."""
-        d = {k: v for k, v in asdict(self).items() if k != "per_weight"}
-        d["flags"] = list(self.flags)
-        d["noise_band"] = None if self.noise_band is None else list(self.noise_band)
-        return d
 
 
 def _flatten(theta: torch.Tensor | Sequence[torch.Tensor], name: str) -> torch.Tensor:

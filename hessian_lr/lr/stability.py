@@ -39,7 +39,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -50,7 +50,9 @@ from ..curvature.lanczos import lanczos
 from ..curvature.linop import params_to_vector
 from ..curvature.preconditioned import PreconditionedOperator
 from ._optim import _group_of, _reference_lr, _scalar, optimizer_parameters
-from .defaults import DEFAULT_BN_MODE
+from .options import CurvatureOptions, as_options, rejects_operator_keywords
+from .result import LRResult
+from .secant import CurvatureError
 
 __all__ = [
     "StabilityThreshold",
@@ -290,7 +292,7 @@ def preconditioner_diagonal(
 
 # ------------------------------------------------------------------------ preconditioned sharpness
 @dataclass(frozen=True)
-class PreconditionedSharpness:
+class PreconditionedSharpness(LRResult):
     """λ_max of the curvature that governs the optimizer's stability, and its threshold.
 
     Attributes:
@@ -319,7 +321,6 @@ class PreconditionedSharpness:
             of the next call (not in ``as_dict``).
     """
 
-    lr: float
     method: str = "preconditioned_sharpness"
     lambda_max: float = _NAN
     residual: float = _NAN
@@ -334,23 +335,9 @@ class PreconditionedSharpness:
     preconditioned: bool = False
     optimizer: str = ""
     converged: bool = False
-    num_hvps: int = 0
-    seconds: float = 0.0
-    flags: tuple[str, ...] = ()
     backend: str = ""
     bn_mode: str | None = None
     eigenvector: torch.Tensor | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        """True when ``lr`` is a finite positive number."""
-        return math.isfinite(self.lr) and self.lr > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-Python fields (no eigenvector), e.g. for JSON records."""
-        d = {k: v for k, v in asdict(self).items() if k != "eigenvector"}
-        d["flags"] = list(self.flags)
-        return d
 
 
 def _lanczos_top(op: Any, tol: float, max_iter: int | None, v0: Any, generator: Any) -> Any:
@@ -415,8 +402,6 @@ def preconditioned_sharpness_from_operator(
     if not lam > 0:
         flags.append("negative_curvature")
         if strict:
-            from .estimate import CurvatureError  # lazy: estimate.py dispatches here
-
             raise CurvatureError(
                 f"preconditioned_sharpness: λ_max = {lam:.3e} ≤ 0, no positive curvature, so "
                 "no step size is implied"
@@ -439,22 +424,20 @@ def preconditioned_sharpness_from_operator(
     )
 
 
+@rejects_operator_keywords
 def preconditioned_sharpness(
     model: nn.Module,
     loss_fn: Callable[..., torch.Tensor],
     batch: Any,
     optimizer: torch.optim.Optimizer,
     *,
-    bn_mode: Literal["eval", "train"] = DEFAULT_BN_MODE,
-    backend: str = "auto",
-    params: Sequence[torch.Tensor] | Sequence[str] | None = None,
-    closure: bool = False,
     lanczos_tol: float = 1e-2,
     lanczos_max_iter: int | None = None,
     v0: torch.Tensor | None = None,
     strict: bool = False,
     on_nonfinite: Literal["raise", "flag"] = "raise",
     generator: torch.Generator | None = None,
+    curvature: CurvatureOptions | None = None,
 ) -> PreconditionedSharpness:
     """λ_max(P⁻¹H) for Adam/RMSprop (λ_max(H) for SGD) and the optimizer's stability threshold.
 
@@ -465,28 +448,26 @@ def preconditioned_sharpness(
 
     Args:
         model: the network.
-        loss_fn: ``loss_fn(outputs, targets)``, or ``loss_fn(model, batch)`` with ``closure``.
+        loss_fn: ``loss_fn(outputs, targets)``, or ``loss_fn(model, batch)`` with
+            ``CurvatureOptions(closure=True)``.
         batch: ``(inputs, targets)`` or an iterable of batches.
         optimizer: SGD, Adam, AdamW or RMSprop, after at least one step for Adam/RMSprop.
-        bn_mode: BatchNorm mode (default ``DEFAULT_BN_MODE``); recorded.
-        backend: the HVP back end (``HessianOperator``).
-        params: restrict to these parameters (tensors or names); parameters the optimizer does
-            not hold, or holds at LR 0, are left out in any case (they do not move).
-        closure: ``loss_fn`` takes ``(model, batch)``.
         lanczos_tol: relative Ritz residual at which λ_max is accepted.
         lanczos_max_iter: Krylov dimension cap (default: the solver's).
         generator: random source for a cold Lanczos start.
         v0: start vector, e.g. the previous result's ``eigenvector``.
         strict: raise ``CurvatureError`` when λ_max ≤ 0 instead of flagging it.
         on_nonfinite: ``"raise"`` or ``"flag"`` a NaN/inf loss or product.
+        curvature: how the operator is built (:class:`~hessian_lr.lr.CurvatureOptions`; its
+            ``bn_mode`` is recorded; ``params`` restricts the parameters, tensors or names;
+            those the optimizer does not hold, or holds at LR 0, are left out in any case).
 
     Returns:
         A :class:`PreconditionedSharpness`.
     """
-    names = optimizer_parameters(model, optimizer, params, moving_only=True)
-    op = HessianOperator(
-        model, loss_fn, batch, params=names, backend=backend, bn_mode=bn_mode, closure=closure
-    )
+    curvature = as_options(curvature)
+    names = optimizer_parameters(model, optimizer, curvature.params, moving_only=True)
+    op = curvature.operator(model, loss_fn, batch, params=names)
     named = dict(model.named_parameters())
     return preconditioned_sharpness_from_operator(
         op,

@@ -110,7 +110,7 @@ def measure(rank: int, world: int, heavy: bool = False) -> dict:
     from hessian_lr.curvature import HessianOperator, lanczos, power_iteration
     from hessian_lr.curvature.density import spectral_density
     from hessian_lr.curvature.trace import hutchinson_trace, xtrace
-    from hessian_lr.lr import estimate_lrs
+    from hessian_lr.lr import CurvatureOptions, estimate_lrs
 
     out: dict = {}
     mse = nn.MSELoss()
@@ -157,7 +157,8 @@ def measure(rank: int, world: int, heavy: bool = False) -> dict:
     est = estimate_lrs(net, mse, data, methods=("quadratic", "sharpness"), lanczos_tol=1e-5)
     out["lr_quadratic"] = est["quadratic"].lr
     out["lr_sharpness"] = est["sharpness"].lambda_max
-    est = estimate_lrs(net, mse, data, methods=("quadratic",), bn_mode="eval")
+    eval_mode = CurvatureOptions(bn_mode="eval")
+    est = estimate_lrs(net, mse, data, methods=("quadratic",), curvature=eval_mode)
     out["lr_quadratic_eval"] = est["quadratic"].lr
     out["restored_after_all"] = _same_state(before, _state(net))
 

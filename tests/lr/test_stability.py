@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from hessian_lr.curvature.hessian import HessianOperator
+from hessian_lr.lr import CurvatureOptions
 from hessian_lr.lr.stability import (
     adam_threshold,
     gd_threshold,
@@ -45,6 +46,7 @@ def quad_loss(model: nn.Module, batch: object) -> torch.Tensor:
 
 
 BATCH = (torch.zeros(1, dtype=DT),)
+CLOSURE = CurvatureOptions(closure=True)  # the quadratics take loss_fn(model, batch)
 
 
 def _matrix(n: int = 7, seed: int = 0) -> np.ndarray:
@@ -193,7 +195,9 @@ def test_preconditioned_sharpness_equals_generalized_eigenvalue(cls, kw):
         P = np.sqrt(vv / (1 - b2**4)) + eps
     for p in model.parameters():
         opt.state[p]["step"] = torch.tensor(4.0)
-    res = preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True, lanczos_tol=1e-12)
+    res = preconditioned_sharpness(
+        model, quad_loss, BATCH, opt, curvature=CLOSURE, lanczos_tol=1e-12
+    )
     lam = scipy.linalg.eigh(A, np.diag(P), eigvals_only=True)[-1]
     assert res.lambda_max == pytest.approx(lam, rel=1e-8)
     assert res.preconditioned and res.kind == ("rmsprop" if cls is torch.optim.RMSprop else "adam")
@@ -209,14 +213,18 @@ def test_sgd_sharpness_is_raw_lambda_max_and_groups_scale():
     A = _matrix(seed=2)
     model = Quadratic(A, np.ones(7))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    res = preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True, lanczos_tol=1e-12)
+    res = preconditioned_sharpness(
+        model, quad_loss, BATCH, opt, curvature=CLOSURE, lanczos_tol=1e-12
+    )
     assert res.lambda_max == pytest.approx(np.linalg.eigvalsh(A)[-1], rel=1e-10)
     assert not res.preconditioned and res.kind == "heavy_ball"
     # two groups, LRs 0.3 and 0.1: the recurrence runs on L^{1/2} A L^{1/2}, L = diag(η_g)
     opt = torch.optim.SGD(
         [{"params": [model.w], "lr": 0.3}, {"params": [model.c], "lr": 0.1}], momentum=0.9
     )
-    res = preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True, lanczos_tol=1e-12)
+    res = preconditioned_sharpness(
+        model, quad_loss, BATCH, opt, curvature=CLOSURE, lanczos_tol=1e-12
+    )
     L = np.sqrt(np.array([0.3] * 4 + [0.1] * 3))
     assert res.lr_times_sharpness == pytest.approx(
         np.linalg.eigvalsh(L[:, None] * A * L[None, :])[-1], rel=1e-10
@@ -228,12 +236,14 @@ def test_preconditioner_needs_state_and_frozen_params_drop_out():
     model = Quadratic(A, np.ones(7))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     with pytest.raises(ValueError, match="no Adam state yet"):
-        preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True)
+        preconditioned_sharpness(model, quad_loss, BATCH, opt, curvature=CLOSURE)
     opt = torch.optim.SGD([{"params": [model.w], "lr": 0.0}, {"params": [model.c], "lr": 0.1}])
     q = preconditioner_diagonal(opt, [model.w, model.c])
     assert torch.isinf(q[:4]).all() and torch.equal(q[4:], torch.ones(3, dtype=DT))
     sub = np.linalg.eigvalsh(A[4:, 4:])[-1]
-    res = preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True, lanczos_tol=1e-12)
+    res = preconditioned_sharpness(
+        model, quad_loss, BATCH, opt, curvature=CLOSURE, lanczos_tol=1e-12
+    )
     assert res.lambda_max == pytest.approx(sub, rel=1e-10)
     # the same on an operator over both parameters (w frozen by LR 0, then by absence)
     op = HessianOperator(model, quad_loss, BATCH, closure=True)
@@ -247,9 +257,9 @@ def test_preconditioner_needs_state_and_frozen_params_drop_out():
 def test_negative_curvature_flag():
     model = Quadratic(-np.eye(7), np.ones(7))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    res = preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True)
+    res = preconditioned_sharpness(model, quad_loss, BATCH, opt, curvature=CLOSURE)
     assert "negative_curvature" in res.flags and math.isnan(res.lr) and not res.ok
-    from hessian_lr.lr.estimate import CurvatureError
+    from hessian_lr.lr import CurvatureError
 
     with pytest.raises(CurvatureError):
-        preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True, strict=True)
+        preconditioned_sharpness(model, quad_loss, BATCH, opt, curvature=CLOSURE, strict=True)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .range_result import CurvatureCheck
+from .result import CurvatureCheck
 
 __all__ = ["curvature_check", "resolve_bn_mode"]
 
@@ -63,7 +63,7 @@ def curvature_check(
         bn_mode: ``"train"``, ``"eval"`` or None for ``DEFAULT_BN_MODE``.
 
     Returns:
-        A :class:`~hessian_lr.schedules.range_result.CurvatureCheck` (``flags == ("failed",)``
+        A :class:`~hessian_lr.range_test.result.CurvatureCheck` (``flags == ("failed",)``
         and a ``RuntimeWarning`` when the computation raised).
     """
     t0 = time.perf_counter()
@@ -72,7 +72,7 @@ def curvature_check(
     beta = float(group.get("momentum", 0.0) or 0.0)
     heavy_ball = isinstance(optimizer, torch.optim.SGD) and beta > 0 and not group.get("nesterov")
     try:
-        from ..lr.estimate import estimate_lr
+        from ..lr import CurvatureOptions, estimate_lr
 
         in_model = {id(p) for p in model.parameters()}
         params = [
@@ -83,7 +83,9 @@ def curvature_check(
         ]
         if not params:
             raise ValueError("the optimizer holds no trainable parameter of the model")
-        kw: dict[str, Any] = {"params": params, "bn_mode": mode, "closure": closure}
+        kw: dict[str, Any] = {
+            "curvature": CurvatureOptions(params=params, bn_mode=mode, closure=closure)
+        }
         data = batches[0] if len(batches) == 1 else batches
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         sharp = estimate_lr(

@@ -1,7 +1,7 @@
 """Held-out evaluation: mean loss (weighted by batch size) and top-1 accuracy, in eval mode.
 
 One helper for every place that evaluates a model on held-out batches (the range test here; the
-training runner may reuse it, since ``training`` may import ``schedules``). It runs without
+training runner may reuse it, since ``training`` may import ``range_test``). It runs without
 gradients, puts every module's ``training`` flag back as it found it (module by module, not just
 the root's), optionally under ``torch.autocast``, and never draws random numbers.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..curvature.hessian import move_to_device
+from ..curvature._batches import move_to_device
 from ._batches import batch_size, cast_floating, is_single_batch, split_batch
 
 __all__ = ["Evaluation", "evaluate"]
