@@ -175,10 +175,6 @@ class ShardedHessianOperator(DataLoopOperator):
     def release_graph(self) -> None:
         """Nothing is cached (present for ``HessianOperator``'s interface)."""
 
-    def agree_(self, t: torch.Tensor) -> torch.Tensor:
-        """Rank 0's copy of a replicated tensor (scalars); vectors are drawn by the space."""
-        return self._reducer.agree_(t)
-
     def __repr__(self) -> str:
         return (
             f"ShardedHessianOperator(N={self.shape[0]}, local={self.vector_space.local_size}, "
@@ -203,9 +199,10 @@ class ShardedHessianOperator(DataLoopOperator):
         space = self.vector_space
         out = V.new_zeros(V.shape)
         with self._guard() as saved:
-            theta = torch.cat([t.reshape(-1) for t in saved])
-            scale = self.fd_eps * max(1.0, float(space.norm(theta)))
-            v_norms = space.norm(V, dim=0).tolist()
+            theta = torch.cat([t.reshape(-1) for t in saved]).to(V.dtype)
+            norms = space.norm(torch.cat([theta.unsqueeze(1), V], dim=1), dim=0).tolist()
+            scale = self.fd_eps * max(1.0, norms[0])  # ‖θ‖ and the ‖v_j‖: one reduction
+            v_norms = norms[1:]
             g0 = None
             for j, v_norm in enumerate(v_norms):
                 if v_norm == 0.0:
@@ -247,6 +244,10 @@ class ShardedHessianOperator(DataLoopOperator):
     @contextmanager
     def _guard(self) -> Iterator[list[torch.Tensor]]:
         """Shards, ``.grad``, global RNGs and FSDP's switches restored after the block."""
+        for m in fsdp_modules(self.model):  # an unsharded unit would ignore the shifted shards
+            m.reshard()
+        with torch.no_grad():  # FSDP's lazy init may re-point the shards: read them afresh
+            self._locals = [p.to_local() for p in self.params]
         saved = [t.detach().clone() for t in self._locals]
         grads = [p.grad for p in self.params]
         try:

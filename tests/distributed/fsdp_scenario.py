@@ -174,11 +174,41 @@ def measure(rank: int, world: int, heavy: bool = False) -> dict:
     out["tied_n"] = opt.shape[0]
     out["hv_tied"] = opt.gather(opt @ opt.local_part(full_vector(opt.shape[0], 7)))
 
+    if world == 2:
+        out.update(_in_training(rank, world))
     if world > 1:
         empty = HessianOperator(net, mse, deal(global_batches(), rank, world, empty_last=True))
         out["hv_empty"] = empty.gather(empty @ empty.local_part(v))
         out.update(_failures(net, data, rank, v))
     return out
+
+
+def _in_training(rank: int, world: int) -> dict:
+    """LREstimator (quadratic, sharpness) and the EoS observer after one FSDP SGD step."""
+    from hessian_lr.lr import CurvatureOptions, LREstimator
+    from hessian_lr.lr.eos import EdgeOfStability
+    from hessian_lr.observe import StepContext
+
+    net, data, mse = shard(bn_net()), deal(global_batches(), rank, world), nn.MSELoss()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    est = LREstimator(net, methods=("quadratic", "sharpness"), every=1, loss_fn=mse, optimizer=opt)
+    eos = EdgeOfStability(
+        loss_fn=mse, batch=data, lanczos_tol=1e-6, curvature=CurvatureOptions(bn_mode="eval")
+    )
+    opt.zero_grad()
+    for x, y in data:
+        (mse(net(x), y) * y.numel() / sum(t.numel() for _, t in data)).backward()
+    opt.step()
+    res = est.step(data)
+    rec = eos.observe(StepContext(step=0, model=net, optimizer=opt))
+    theta = torch.cat([p.full_tensor().reshape(-1) for p in net.parameters()])
+    return {
+        "trained_theta": theta,
+        "estimator_quadratic": res["quadratic"].lr,
+        "estimator_sharpness": res["sharpness"].lambda_max,
+        "eos_sharpness": rec["eos_sharpness"],
+        "eos_threshold": rec["eos_threshold"],
+    }
 
 
 def _failures(net: nn.Module, data: list, rank: int, v: torch.Tensor) -> dict:

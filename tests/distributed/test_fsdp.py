@@ -45,9 +45,11 @@ def runs():
     return spawn((1, 2, 3))
 
 
-def objective(factory, batches, bn_mode="eval"):
+def objective(factory, batches, bn_mode="eval", theta=None):
     """(f(flat θ), flat θ): the mean MSE over every target element of every batch."""
     net = factory().double()
+    if theta is not None:
+        torch.nn.utils.vector_to_parameters(theta, net.parameters())
     net.train(bn_mode == "train")
     named = dict(net.named_parameters())
     names = list(named)
@@ -67,8 +69,8 @@ def objective(factory, batches, bn_mode="eval"):
     return f, theta
 
 
-def dense(factory, batches, bn_mode="eval"):
-    f, theta = objective(factory, batches, bn_mode)
+def dense(factory, batches, bn_mode="eval", theta=None):
+    f, theta = objective(factory, batches, bn_mode, theta)
     return torch.autograd.functional.hessian(f, theta)
 
 
@@ -177,6 +179,27 @@ def test_a_failing_rank_stops_every_rank(runs, world):
     assert by_rank[0]["raise_error"].startswith("DistributedCurvatureError")
     assert "rank 1" in by_rank[0]["raise_error"] and "broken loss" in by_rank[0]["raise_error"]
     assert all(out["failure_seconds"] < 30 for out in by_rank.values())
+
+
+def test_estimator_and_eos_observer_in_fsdp_training(runs):
+    """One FSDP SGD step, then LREstimator (bn_mode train) and EdgeOfStability (eval)."""
+    by_rank = runs[2]
+    theta = by_rank[0]["trained_theta"]
+    batches = global_batches()
+    H_eval = dense(bn_net, batches, "eval", theta)
+    H_train = dense(bn_net, batches, "train", theta)
+    f, th = objective(bn_net, batches, "train", theta)
+    g = torch.autograd.grad(f(th.requires_grad_(True)), th)[0]
+    quadratic = float(g @ g) / float(g @ H_train @ g)
+    lam_train = float(torch.linalg.eigvalsh(H_train)[-1])
+    lam_eval = float(torch.linalg.eigvalsh(H_eval)[-1])
+    for out in by_rank.values():
+        assert torch.equal(out["trained_theta"], theta)
+        assert out["estimator_quadratic"] == pytest.approx(quadratic, rel=1e-6)
+        # the estimator's Lanczos tolerance is its default 1e-2 (eigenvalue error bound)
+        assert out["estimator_sharpness"] == pytest.approx(lam_train, rel=1e-2)
+        assert out["eos_sharpness"] == pytest.approx(lam_eval, rel=1e-5)
+        assert out["eos_threshold"] == pytest.approx(2 / 0.05)
 
 
 @pytest.mark.slow
