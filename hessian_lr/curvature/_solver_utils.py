@@ -169,10 +169,14 @@ def randn(
     """Standard normal entries on the op's device (drawn on the generator's device).
 
     ``dtype`` defaults to the op's working precision (:func:`work_dtype`). Over a process group
-    every rank gets rank 0's draw (:func:`agree`).
+    every rank gets rank 0's draw (:func:`agree`). ``shape`` ends with N; for an operator with
+    a sharded ``vector_space`` the result ends with this rank's part of N instead.
     """
-    dev = _gen_device(op.device, generator)
     dtype = work_dtype(op.dtype) if dtype is None else dtype
+    space = getattr(op, "vector_space", None)
+    if space is not None:  # a sharded operator: this rank's part, defined by global index
+        return space.randn(shape[:-1], generator, dtype)
+    dev = _gen_device(op.device, generator)
     return agree(op, torch.randn(shape, generator=generator, device=dev, dtype=dtype).to(op.device))
 
 
@@ -186,8 +190,11 @@ def rademacher(
 
     Over a process group every rank gets rank 0's draw (:func:`agree`).
     """
-    dev = _gen_device(op.device, generator)
     dtype = work_dtype(op.dtype) if dtype is None else dtype
+    space = getattr(op, "vector_space", None)
+    if space is not None:  # a sharded operator: this rank's part, defined by global index
+        return space.rademacher(shape[:-1], generator, dtype)
+    dev = _gen_device(op.device, generator)
     z = torch.randint(0, 2, shape, generator=generator, device=dev, dtype=dtype)
     return agree(op, (2 * z - 1).to(op.device))
 
