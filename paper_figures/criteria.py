@@ -139,7 +139,7 @@ def decide(
         against = ""
     base = dict(mean=mean, sd=sd, n=len(v), unit=unit, p=r.p, low=r.low, high=r.high)
     base.update(method=r.method, against=against)
-    if abs(mean) <= resolution:
+    if abs(mean) <= resolution * (1 + 1e-9):
         return Decision(None, reason=f"; within the grid step {resolution:.2g}: undecided", **base)
     if r.p >= ALPHA:
         return Decision(None, reason=f"; p ≥ {ALPHA:g}: undecided", **base)

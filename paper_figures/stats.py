@@ -90,7 +90,7 @@ def t_test(values: Sequence[float], *, alpha: float = ALPHA) -> TestResult:
     if n < 2:
         raise ValueError(f"a t-test needs at least 2 values, got {n}")
     mean, sd = float(v.mean()), float(v.std(ddof=1))
-    if sd == 0:
+    if sd <= 1e-12 * max(1.0, float(np.abs(v).max())):  # exact agreement, up to round-off
         return TestResult(mean, mean, mean, 0.0 if mean != 0 else 1.0, n, "t")
     se = sd / math.sqrt(n)
     half = t_quantile(1 - alpha / 2, n - 1) * se
