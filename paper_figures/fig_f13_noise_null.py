@@ -7,7 +7,10 @@ LR × momentum × batch size × spacing (constant LR per arm); on the diagonal t
 nothing about the curvature. (b) The estimate against the LR in use: Eq. 8 (s = 1) and the
 same-batch secant; slope 1 = follows the LR, slope 0 = a property of the loss.
 
-Reads ``f13_noise_null/summary.json``.
+Verdicts (issue 25): 95 % moving-block bootstrap intervals within each arm (the fraction of cells
+in the band, the slopes); the slopes are read on LR 0.1-1, past the early transient of the LR
+0.01 arms. Reads ``f13_noise_null/summary.json`` and its arms' ``arm.json``; where present, a
+full-length rerun of part of the sweep in ``f13_noise_null_full`` (one extra row).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from .stats import TestResult, block_bootstrap_ci, ci_verdict
 
 FIGURE = "F13"
 NAME = "f13_noise_null"
-EXPERIMENTS = ("f13_noise_null",)
+EXPERIMENTS = ("f13_noise_null", "f13_noise_null_full")
+#: A full-length (cpu preset, 240 steps) rerun of part of the sweep (issue 25), when present.
+FULL = EXPERIMENTS[1]
 MARKERS = {1: "o", 5: "s", 10: "^", 20: "D"}
 
 
@@ -37,7 +42,9 @@ BLOCK = 5  # estimates per bootstrap block within an arm's series
 N_BOOT = 400
 
 
-def _arm_series(results, summ: dict) -> tuple[list[dict], list[np.ndarray]]:
+def _arm_series(
+    results, summ: dict, experiment: str = EXPERIMENTS[0]
+) -> tuple[list[dict], list[np.ndarray]]:
     """Per finished arm its keys and, as separate series, the post-burn ratios of Eq. 8 at each
     spacing and of the same-batch secant (so a bootstrap can resample each within its arm)."""
     keys, series = [], []
@@ -46,7 +53,7 @@ def _arm_series(results, summ: dict) -> tuple[list[dict], list[np.ndarray]]:
         if info.get("status") != "finished":
             continue
         try:
-            arm = load_arm(results, EXPERIMENTS[0], name)
+            arm = load_arm(results, experiment, name)
         except MissingResults:
             continue
         burn = int(burn_f * (steps or arm.get("steps_done", 0)))
@@ -175,6 +182,9 @@ def claims(results) -> list[Claim]:
             else "",
         ),
     ]
+    full = _full_length_row(results, keys, series)
+    if full is not None:
+        rows.append(full)
     if summ.get("diverged"):
         rows.append(
             Claim(
@@ -188,6 +198,41 @@ def claims(results) -> list[Claim]:
             )
         )
     return rows
+
+
+def _full_length_row(results, keys_half: list[dict], series_half: list) -> Claim | None:
+    """The LR-following claim re-read on the arms of the full-length rerun (where present),
+    beside the same arms at the committed length."""
+    try:
+        summ = load_summary(results, FULL)
+    except MissingResults:
+        return None
+    keys, series = _arm_series(results, summ, FULL)
+    if not keys:
+        return None
+    arms = sorted({k["arm"] for k in keys})
+    sub = [(k, x) for k, x in zip(keys_half, series_half) if k["arm"] in arms]
+    kh, sh = [k for k, _ in sub], [x for _, x in sub]
+    sec = _boot(keys, series, lambda k, s: _slope(k, s, "secant", SLOPE_LRS))
+    same = _boot(keys, series, lambda k, s: _slope(k, s, "same_batch", SLOPE_LRS))
+    n20 = [len(x) for k, x in zip(keys, series) if k["spacing"] == max(MARKERS)]
+    lr_txt = "–".join(f"{x:g}" for x in SLOPE_LRS)
+    batches = sorted({k["batch_size"] for k in keys})
+    return Claim(
+        "F13",
+        "full-length check: Eq. 8 follows the LR, the same-batch secant does not (new)",
+        "(not in the paper)",
+        f"{len(arms)} of 24 arms rerun at {summ.get('steps')} steps (batch "
+        f"{', '.join(map(str, batches))}; the rest did not finish in this pass's CPU time): slope "
+        f"over LR {lr_txt}: Eq. 8 (s = 1) {_ci(sec)}, same-batch {_ci(same)}; the same arms at "
+        f"the committed length: {fmt_num(_slope(kh, sh, 'secant', SLOPE_LRS), 2)}, "
+        f"{fmt_num(_slope(kh, sh, 'same_batch', SLOPE_LRS), 2)}; s = {max(MARKERS)} cells now "
+        f"rest on {min(n20, default=0)}–{max(n20, default=0)} estimates [{preset(results, FULL)}]",
+        _follows(sec, same),
+        "At full length the slopes above decide it, as in the row before."
+        if _follows(sec, same) is False
+        else "",
+    )
 
 
 def _follows(sec: TestResult, same: TestResult) -> bool | None:

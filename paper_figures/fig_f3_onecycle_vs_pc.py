@@ -253,20 +253,50 @@ def claims(results) -> list[Claim]:
     return rows
 
 
+def _ratio_panel(ax, results) -> None:
+    """1cycle − PC final accuracy (points, 95 % CI) against the iteration ratio; the tie."""
+    c = tie_curve(results)
+    r = np.asarray([x[0] for x in c["rows"]])
+    mean = np.asarray([x[2].mean for x in c["rows"]])
+    lo = np.asarray([x[2].low for x in c["rows"]])
+    hi = np.asarray([x[2].high for x in c["rows"]])
+    col = _style.color("onecycle")
+    ax.fill_between(
+        r,
+        lo,
+        hi,
+        color=col,
+        alpha=0.2,
+        lw=0,
+        label="95 % CI (t on seeds; one seed: z on F3's spread)",
+    )
+    ax.plot(r, mean, "o-", color=col, label="1cycle − PC (mean over seeds)")
+    ax.axhline(0, color=_style.color("pc"), ls=":", lw=1.2, label="ties PC's final accuracy")
+    ax.axvline(TIE_RATIO, color="#555555", ls="--", lw=1.0, label=f"criterion: tie ≤ {TIE_RATIO:g}")
+    if np.isfinite(c["tie"]):
+        ax.plot([c["tie"]], [0], "D", color="k", ms=7, label=f"tie ratio {c['tie']:.2g}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(r, [fraction(x[1], c["n_pc"]) for x in c["rows"]])
+    ax.set(
+        xlabel="1cycle iterations / PC iterations",
+        ylabel="final accuracy − PC's (points)",
+        title="(b) where 1cycle ties PC (F3 + F4)",
+    )
+    ax.legend(loc="upper left", fontsize=8)
+
+
 def draw(results, out) -> list[Path]:
     groups = _load(results)
     d = _numbers(groups)
-    claim = claims(results)[0]
-    fig, axes = _style.figure(1, 2, height=4.8, gridspec_kw={"width_ratios": [2.2, 1]})
-    ax, ax_lr = axes[0]
+    rows = claims(results)
+    fig, axes = _style.figure(1, 2, height=4.8, gridspec_kw={"width_ratios": [2.0, 1.2]})
+    ax, ax_r = axes[0]
     for arm, label in ARM_LABELS:
         if arm not in groups:
             continue
         x, ys = arm_curves(groups[arm], "test_accuracy")
         _style.band(ax, x + 1, ys, label=label, c=_style.color(arm))
         ax.plot(x[-1:] + 1, np.nanmean(ys, axis=0)[-1:], "o", color=_style.color(arm))
-        xl, lrs = arm_curves(groups[arm][:1], "lr")
-        ax_lr.plot(xl + 1, lrs[0], color=_style.color(arm), label=label)
     m_pc = mean_sd(d["f_pc"])[0]
     ax.axhline(m_pc, color=_style.color("pc"), ls=":", lw=1.2, label=f"PC final {100 * m_pc:.1f}%")
     if np.isfinite(d["reach"]):
@@ -275,8 +305,7 @@ def draw(results, out) -> list[Path]:
     ax.set_ylim(max(0.0, min(mean_sd(d["f_oc"])[0], m_pc) - 0.25), None)  # the full curves
     ax.set(xlabel="iteration (optimizer steps)", ylabel="test accuracy", title="(a) test accuracy")
     ax.legend(loc="lower right")
-    ax_lr.set(xlabel="iteration", ylabel="learning rate", title="(b) LR schedules")
-    ax_lr.legend(loc="upper right", fontsize=9.5)
+    _ratio_panel(ax_r, results)
     _style.title(
         fig, "F3 (SC Fig. 1a): 1cycle vs piecewise constant", preset(results, EXPERIMENTS[0])
     )
@@ -285,7 +314,7 @@ def draw(results, out) -> list[Path]:
         [
             f"Ours: 1cycle {fmt_pct(d['f_oc'])} at {fraction(d['n_oc'], d['n_pc'])} of the "
             f"iterations vs PC {fmt_pct(d['f_pc'])}. Paper: {PAPER}.",
-            f"Claim: {claim.claim} — {claim.verdict}.",
+            "; ".join(f"{c.claim} — {c.verdict}" for c in rows) + ".",
         ],
     )
     return _style.save(fig, out, NAME)

@@ -261,6 +261,7 @@ def _bn_only_claims(results, summ: dict, checks: dict, tag: str) -> list[Claim]:
                 f"{fmt_num(bn['newton_train_over_eval'], 3)} (criterion: ≥ 2× apart); "
                 f"|log ratio| − log 2 {d.text()} {tag}",
                 d.holds,
+                "Train- and eval-mode curvature agree within 2× here." if d.holds is False else "",
             )
         )
     return rows
@@ -430,10 +431,9 @@ def _draw_model(results, out, summ, model: str) -> list[Path]:
         "to ≈0.2; CLR peaks ≈6.7 with the LR, settles ≈0.5.",
     ]
     if ch:
-        verdicts = "; ".join(
-            f"{k}: {'holds' if v.get('holds') else 'does not hold'}" for k, v in ch.items()
-        )
-        lines.append(f"Checks: {verdicts} (numbers in CLAIMS.md).")
+        rows = [c for c in claims(results) if (MODELS["lenet"] in c.claim) == (model == "lenet")]
+        verdicts = "; ".join(f"{c.claim} — {c.verdict}" for c in rows)
+        lines.append(f"Claims: {verdicts} (numbers and tests in CLAIMS.md).")
     _style.add_caption(fig, lines)
     return _style.save(fig, out, NAME if model == "bn" else f"{NAME}_{model}")
 
