@@ -27,7 +27,8 @@ from typing import Any
 
 from _presets import scaled, train_fields, train_macs
 
-from hessian_lr.records import Run, read_json, write_json_atomic
+from hessian_lr.records import read_json, write_json_atomic
+from hessian_lr.training.run import Run
 from hessian_lr.training.runner import TrainConfig, TrainResult, train
 from hessian_lr.training.train_config import config_diff
 

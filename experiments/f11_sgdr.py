@@ -37,8 +37,8 @@ from typing import Any
 from _common import cli, experiment_name, run_arms, train_kwargs
 from _presets import Base, presets
 
-from hessian_lr.records import Run
 from hessian_lr.training.data import dataset_info
+from hessian_lr.training.run import Run
 from hessian_lr.training.runner import TrainConfig
 
 EXPERIMENT = experiment_name(__file__)

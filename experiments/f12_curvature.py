@@ -11,7 +11,7 @@ each run the spectral density of that Hessian is estimated by stochastic Lanczos
 the density snapshots show it. For scale: gradient descent with heavy-ball momentum β is stable
 on a quadratic while LR·λ_max < 2 + 2β (Cohen et al. 2021), so a large LR caps λ_max.
 
-Each run is ``hessian_lr.train.train`` with the curvature probe on; a ``train()`` callback,
+Each run is ``hessian_lr.training.train`` with the curvature probe on; a ``train()`` callback,
 ``DensitySnapshots``, computes the densities from the live weights at the chosen updates (update
 0: the initial weights) on the probe's batch. train() checkpoints every ``checkpoint_every``
 steps and resumes (a density already on disk is not recomputed); finished runs are skipped.
@@ -61,9 +61,10 @@ from torch import nn
 from hessian_lr.curvature.hessian import HessianOperator
 from hessian_lr.curvature.lanczos import spectral_density
 from hessian_lr.lr.defaults import DEFAULT_BN_MODE
-from hessian_lr.records import Run, read_json, write_json_atomic
-from hessian_lr.schedules.closed_form import schedule_from_dict
+from hessian_lr.records import read_json, write_json_atomic
+from hessian_lr.schedules import schedule_from_dict
 from hessian_lr.training.data import Dataset, load_dataset
+from hessian_lr.training.run import Run
 from hessian_lr.training.runner import TrainConfig, TrainResult, probe_batch, train
 
 EXPERIMENT = experiment_name(__file__)

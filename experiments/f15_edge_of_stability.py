@@ -58,11 +58,11 @@ from torch import nn
 from hessian_lr.lr.defaults import DEFAULT_BN_MODE
 from hessian_lr.lr.eos import EdgeOfStability
 from hessian_lr.observe import StepContext, run_observers
-from hessian_lr.records import RecordWriter, Run, write_json_atomic
+from hessian_lr.records import RecordWriter, write_json_atomic
 from hessian_lr.rng import get_rng_state, set_rng_state
 from hessian_lr.training.data import load_dataset
 from hessian_lr.training.models import build_model
-from hessian_lr.training.run import run_metadata
+from hessian_lr.training.run import Run, run_metadata
 from hessian_lr.training.runner import resolve_device
 
 EXPERIMENT = experiment_name(__file__)

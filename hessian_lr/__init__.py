@@ -52,7 +52,7 @@ from .schedules import (
     WarmupStableDecay,
     schedule_names,
 )
-from .schedules.range_test import (
+from .range_test import (
     CurvatureCheck,
     RangeTestConfig,
     RangeTestResult,
@@ -61,7 +61,7 @@ from .schedules.range_test import (
     lr_range_test,
     suggest_lrs,
 )
-from .schedules.closed_form import (
+from .schedules import (
     SGDR,
     Constant,
     Cyclic,

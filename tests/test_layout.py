@@ -11,9 +11,10 @@ PKG = Path(__file__).resolve().parents[1] / "hessian_lr"
 
 # room -> rooms (and top-level modules) it must never import
 FORBIDDEN = {
-    "curvature": {"lr", "schedules", "training", "integrations", "cli", "demo"},
-    "lr": {"schedules", "training", "integrations", "cli", "demo"},
-    "schedules": {"training", "integrations", "cli", "demo"},
+    "curvature": {"lr", "schedules", "range_test", "training", "integrations", "cli", "demo"},
+    "lr": {"schedules", "range_test", "training", "integrations", "cli", "demo"},
+    "schedules": {"lr", "range_test", "training", "integrations", "cli", "demo"},
+    "range_test": {"training", "integrations", "cli", "demo"},
     "training": {"integrations", "cli", "demo"},
 }
 

@@ -77,7 +77,7 @@ def _bounds(cfg: DemoConfig, rt: Any) -> dict[str, Any]:
 
 
 def _train_configs(cfg: DemoConfig, bounds: dict[str, Any], device: str) -> dict[str, Any]:
-    from ..schedules.closed_form import MultiStep, OneCycle
+    from ..schedules import MultiStep, OneCycle
     from ..training.runner import TrainConfig
 
     common = dict(
@@ -135,8 +135,9 @@ def run_demo(
     """
     import torch
 
-    from ..records import Run, write_json_atomic
+    from ..records import write_json_atomic
     from ..training.data import load_dataset
+    from ..training.run import Run
     from ..training.runner import resolve_device, train
 
     cfg = config if config is not None else (QUICK if quick else DEFAULT)

@@ -1,6 +1,6 @@
 """``CurvatureLR`` (experimental): a torch LR scheduler driven by curvature estimates.
 
-Sets the learning rate from an :class:`~hessian_lr.estimator.LREstimator`'s smoothed estimate,
+Sets the learning rate from an :class:`~hessian_lr.lr.LREstimator`'s smoothed estimate,
 as Smith & Topin (*Super-Convergence*, arXiv 1708.07120, §5) do with their secant estimate:
 LR = clip(safety · EMA(ε*), min_lr, max_lr). Experimental: an LR that follows the local
 curvature is not a tested recipe (the paper reports the estimates, large and noisy, 0.2-6 on

@@ -277,7 +277,7 @@ def _schedule_classes() -> dict[str, type]:
 
         return dict(SCHEDULES)
     except ImportError:  # until the registry lands: every Schedule subclass
-        from ..schedules.closed_form import Schedule
+        from ..schedules import Schedule
 
         out: dict[str, type] = {}
         todo = list(Schedule.__subclasses__())
@@ -316,7 +316,7 @@ def schedule_spec(spec: str | Mapping[str, Any], *, steps: int | None = None) ->
         >>> schedule_spec("onecycle:max_lr=0.2", steps=100)["step_size"]
         45
     """
-    from ..schedules.closed_form import schedule_from_dict
+    from ..schedules import schedule_from_dict
 
     if isinstance(spec, Mapping):
         d = dict(spec)

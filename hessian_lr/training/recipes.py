@@ -16,8 +16,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..range_test import RangeTestResult, lr_range_test
 from ..rng import preserved_rng
-from ..schedules.range_test import RangeTestResult, lr_range_test
 from .data import Dataset, batch_stream, load_dataset
 from .models import build_model
 
@@ -29,7 +29,7 @@ class RangeTestSetup:
     """One LR range test (CLR §3.3, SC §3) by names: data, model, optimizer and the ladder.
 
     The ladder's settings mean what they mean in
-    :class:`hessian_lr.schedules.range_test.RangeTestConfig`; this adds what to build.
+    :class:`hessian_lr.range_test.RangeTestConfig`; this adds what to build.
 
     Raises:
         ValueError: a field out of range (the message names it).

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from ..observe import Observer, run_observers
 from ..records import RecordSink, RecordWriter, make_sink, temp_path, write_json_atomic
 from ..rng import get_rng_state, preserved_rng, set_rng_state
-from ..schedules.closed_form import schedule_from_dict
+from ..schedules import schedule_from_dict
 from ..schedules.scheduler import ScheduleLR
 from .data import Dataset, batch_stream, load_dataset, probe_indices
 from .distributed import DistContext

@@ -119,7 +119,7 @@ class TrainConfig:
 
 def _check_schedule_covers(spec: dict[str, Any], steps: int) -> None:
     """The schedule is defined for every step, with finite LRs >= 0, not all zero."""
-    from ..schedules.closed_form import schedule_from_dict
+    from ..schedules import schedule_from_dict
 
     sched = schedule_from_dict(spec)
     total = getattr(sched, "total_steps", None)

@@ -22,7 +22,7 @@ def test_process_group_conventions():
 
 
 def _range_test(**kw):
-    from hessian_lr.schedules.range_test import lr_range_test
+    from hessian_lr.range_test import lr_range_test
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double()

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import pytest
 
-from hessian_lr.schedules.closed_form import MultiStep, OneCycle, schedule_from_dict
+from hessian_lr.schedules import MultiStep, OneCycle, schedule_from_dict
 from hessian_lr.training.config import (
     add_dataclass_args,
     dataclass_from_args,

@@ -1,4 +1,4 @@
-"""Tests for hessian_lr.schedules.range_test: the LR range test, its suggestions and its restore."""
+"""Tests for hessian_lr.range_test: the LR range test, its suggestions and its restore."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from hessian_lr.schedules.range_test import (
+from hessian_lr.range_test import (
     RangeTestResult,
     lr_ramp,
     lr_range_test,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .range_result import RangeTestSuggestion, RangeTestSuggestions
+from .result import RangeTestSuggestion, RangeTestSuggestions
 
 __all__ = ["suggest_lrs"]
 
@@ -72,7 +72,7 @@ def suggest_lrs(
         skip_start: records skipped by the steepest rule.
 
     Returns:
-        A :class:`~hessian_lr.schedules.range_result.RangeTestSuggestions`.
+        A :class:`~hessian_lr.range_test.result.RangeTestSuggestions`.
     """
     lrs_a = np.asarray(lrs, dtype=float)
     sm = np.asarray(smoothed_losses, dtype=float)

@@ -1,8 +1,8 @@
 """Result types of the LR range test: records, suggestions and the curvature cross-check.
 
 Frozen dataclasses with a JSON round trip (``to_dict`` / ``from_dict``); the rules that fill
-:class:`RangeTestSuggestions` are in :mod:`hessian_lr.schedules.suggest`, the cross-check in
-:mod:`hessian_lr.schedules.crosscheck`, the figure in :mod:`hessian_lr.schedules.range_plot`.
+:class:`RangeTestSuggestions` are in :mod:`hessian_lr.range_test.suggest`, the cross-check in
+:mod:`hessian_lr.range_test.crosscheck`, the figure in :mod:`hessian_lr.range_test.plot`.
 """
 
 from __future__ import annotations
@@ -231,9 +231,9 @@ class RangeTestResult:
     def plot(self, ax: Any = None, *, show_raw: bool = True) -> Any:
         """Draw the curves on ``ax`` (a new Figure's axes if None); returns the loss axes.
 
-        See :func:`hessian_lr.schedules.range_plot.plot_range_test`, which returns the Figure.
+        See :func:`hessian_lr.range_test.plot.plot_range_test`, which returns the Figure.
         """
-        from .range_plot import draw_range_test
+        from .plot import draw_range_test
 
         return draw_range_test(self, ax, show_raw=show_raw)
 

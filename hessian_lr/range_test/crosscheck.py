@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .range_result import CurvatureCheck
+from .result import CurvatureCheck
 
 __all__ = ["curvature_check", "resolve_bn_mode"]
 
@@ -63,7 +63,7 @@ def curvature_check(
         bn_mode: ``"train"``, ``"eval"`` or None for ``DEFAULT_BN_MODE``.
 
     Returns:
-        A :class:`~hessian_lr.schedules.range_result.CurvatureCheck` (``flags == ("failed",)``
+        A :class:`~hessian_lr.range_test.result.CurvatureCheck` (``flags == ("failed",)``
         and a ``RuntimeWarning`` when the computation raised).
     """
     t0 = time.perf_counter()

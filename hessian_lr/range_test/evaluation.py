@@ -1,7 +1,7 @@
 """Held-out evaluation: mean loss (weighted by batch size) and top-1 accuracy, in eval mode.
 
 One helper for every place that evaluates a model on held-out batches (the range test here; the
-training runner may reuse it, since ``training`` may import ``schedules``). It runs without
+training runner may reuse it, since ``training`` may import ``range_test``). It runs without
 gradients, puts every module's ``training`` flag back as it found it (module by module, not just
 the root's), optionally under ``torch.autocast``, and never draws random numbers.
 """

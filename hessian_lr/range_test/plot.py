@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .range_result import RangeTestResult
+    from .result import RangeTestResult
 
 __all__ = ["draw_range_test", "plot_range_test"]
 
@@ -21,7 +21,7 @@ def plot_range_test(result: RangeTestResult, *, show_raw: bool = True) -> Any:
     """A new matplotlib ``Figure`` with the range test's curves (see :func:`draw_range_test`).
 
     Args:
-        result: a :class:`~hessian_lr.schedules.range_result.RangeTestResult`.
+        result: a :class:`~hessian_lr.range_test.result.RangeTestResult`.
         show_raw: also draw the raw (unsmoothed) training loss.
 
     Returns:

@@ -8,8 +8,8 @@ restored bit-identically afterwards (also when an exception interrupts the run).
 
 This module holds the ladder and the loop; the pieces live beside it: ``suggest`` (the
 suggestion rules, :func:`suggest_lrs`), ``crosscheck`` (λ_max and gᵀg/gᵀHg before the run),
-``range_result`` (the result types), ``range_plot`` (the figure), ``evaluation`` (held-out loss
-and accuracy), ``_state`` (snapshot and restore), ``_batches`` (cycling the data).
+``result`` (the result types), ``plot`` (the figure), ``config`` (the knobs), ``evaluation``
+(held-out loss and accuracy), ``_state`` (snapshot and restore), ``_batches`` (cycling the data).
 
 Conventions (those of fastai and torch-lr-finder, so the curves are comparable):
 
@@ -85,27 +85,16 @@ from ._update import (
     _Records,
     _stop_reason,
 )
+from .config import RangeTestConfig, check_ladder
 from .crosscheck import curvature_check as run_curvature_check
 from .crosscheck import resolve_bn_mode
-from .range_config import RangeTestConfig, check_ladder
-from .range_result import (
+from .result import (
     CurvatureCheck,
     RangeTestResult,
-    RangeTestSuggestion,
-    RangeTestSuggestions,
 )
 from .suggest import suggest_lrs
 
-__all__ = [
-    "CurvatureCheck",
-    "RangeTestConfig",
-    "RangeTestResult",
-    "RangeTestSuggestion",
-    "RangeTestSuggestions",
-    "lr_range_test",
-    "lr_ramp",
-    "suggest_lrs",
-]
+__all__ = ["lr_range_test", "lr_ramp"]
 
 
 # ----------------------------------------------------------------------------- the ladder
@@ -163,7 +152,7 @@ def lr_range_test(
             ``loss_fn(model, batch)`` → scalar (for dict batches or models with internal losses).
         config: a :class:`RangeTestConfig`; keywords in ``settings`` override its fields.
         val_data: held-out batches (a DataLoader, a list, or one batch), evaluated after every
-            ``val_every``-th update by :func:`~hessian_lr.schedules.evaluation.evaluate` (mean
+            ``val_every``-th update by :func:`~hessian_lr.range_test.evaluation.evaluate` (mean
             loss; top-1 accuracy for (B, C) outputs and integer targets, else None).
         device: where batches are moved; default the device of the model's parameters (the
             model itself is never moved: move it first).

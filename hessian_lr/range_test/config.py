@@ -54,7 +54,7 @@ class RangeTestConfig:
             a GradScaler and RNG states (torch CPU/CUDA, numpy, random, DataLoader generators)
             afterwards, also on an exception. With ``restore=False`` the trained state is left.
         curvature_check: before training, on the first update's batches, compute λ_max and
-            gᵀg/gᵀHg (:mod:`hessian_lr.schedules.crosscheck`); a failure is reported on the
+            gᵀg/gᵀHg (:mod:`hessian_lr.range_test.crosscheck`); a failure is reported on the
             result (``curvature.flags == ("failed",)`` and a ``RuntimeWarning``), not raised.
         bn_mode: BatchNorm mode of the cross-check's Hessian: ``"train"``, ``"eval"``, or None
             for ``hessian_lr.lr.defaults.DEFAULT_BN_MODE``; recorded on the result.

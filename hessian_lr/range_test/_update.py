@@ -17,8 +17,8 @@ from torch import nn
 from ..curvature.hessian import move_to_device
 from ._batches import Cycle, batch_size, cast_floating, split_batch
 from ._group import RangeGroup, local_is_empty
+from .config import RangeTestConfig
 from .evaluation import autocast_context, evaluate
-from .range_config import RangeTestConfig
 
 __all__: list[str] = []
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from hessian_lr.schedules.evaluation import evaluate
-from hessian_lr.schedules.range_plot import plot_range_test
-from hessian_lr.schedules.range_test import RangeTestConfig, RangeTestResult, lr_range_test
+from hessian_lr.range_test import RangeTestConfig, RangeTestResult, lr_range_test
+from hessian_lr.range_test.evaluation import evaluate
+from hessian_lr.range_test.plot import plot_range_test
 
 
 def data(n=4, seed=0, dtype=torch.float32):
