@@ -54,10 +54,12 @@ from .schedules import (
 )
 from .range_test import (
     CurvatureCheck,
+    LRFinderResult,
     RangeTestConfig,
     RangeTestResult,
     RangeTestSuggestion,
     RangeTestSuggestions,
+    find_lr,
     lr_range_test,
     suggest_lrs,
 )
@@ -148,6 +150,8 @@ __all__ = [
     "schedule_from_dict",
     "ScheduleLR",
     "lr_range_test",
+    "find_lr",
+    "LRFinderResult",
     "RangeTestConfig",
     "suggest_lrs",
     "RangeTestResult",
