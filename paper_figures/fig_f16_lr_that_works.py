@@ -252,7 +252,12 @@ def claims(results) -> list[Claim]:
                 "held-out ≤2.",
             )
         )
+    if not out:
+        out.append(Claim(FIGURE, _NO_CELLS, "issue 24", f"only {len(cells)} finished cells", None))
     return out
+
+
+_NO_CELLS = "H1-H5 need at least 3 finished cells per optimizer"
 
 
 def _scatter(ax, cells: list[dict], opt: str, letter: str) -> None:
