@@ -18,7 +18,6 @@ from .curvature import (
     NonFiniteError,
     PreconditionedOperator,
     diagonal_estimate,
-    hutchinson_trace,
     lanczos,
     layer_sharpness,
     power_iteration,
@@ -67,7 +66,6 @@ __all__ = [
     "spectral_density",
     "power_iteration",
     "trace_estimate",
-    "hutchinson_trace",
     "diagonal_estimate",
     "layer_sharpness",
     # learning-rate estimates
