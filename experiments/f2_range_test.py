@@ -51,7 +51,7 @@ from hessian_lr.training.data import (
 )
 from hessian_lr.training.recipes import RangeTestSetup, range_test_from_config
 from hessian_lr.training.run import Run, now, run_metadata
-from hessian_lr.training.runner import resolve_device
+from hessian_lr.training.setup import resolve_device
 
 EXPERIMENT = experiment_name(__file__)
 MARGIN = 0.02  # accuracy change (fraction) that counts as "rose" / "fell"

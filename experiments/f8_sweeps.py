@@ -7,8 +7,9 @@ on CIFAR-10) kills the effect, because large LRs already regularize; (b) the mom
 (0.8 ... 0.95, or cycled in counter-phase to the LR) changes the result little; (c) larger
 batches do slightly better.
 
-Protocol: the F3 1cycle (45 % up, 45 % down, 10 % annihilation; ``base_lr``/``max_lr`` from the
-F2 range test) around a base setting (``weight_decay``, cyclical momentum 0.95 -> 0.85 -> 0.95,
+Protocol: the F3 1cycle (45 % up, 45 % down, 10 % annihilation; ``base_lr``/``max_lr`` the
+family's fixed values, not F2's suggestion: see ``_presets.Base``) around a base setting
+(``weight_decay``, cyclical momentum 0.95 -> 0.85 -> 0.95,
 ``batch_size``), changing one factor at a time. Constant momentum m is a 1cycle whose momentum
 bounds are both m. Batch-size runs keep the iteration count, as the paper does
 (``batch_protocol = "steps"``; ``"epochs"`` sees the same number of examples instead:
@@ -32,7 +33,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from _common import cli, experiment_name, run_arms, train_kwargs
+from _common import arms_main, cli, experiment_name, train_kwargs
 from _presets import Base, presets
 
 from hessian_lr.training.runner import TrainConfig
@@ -127,16 +128,9 @@ def _mean(d: dict[str, list]) -> dict[str, float]:
     return {k: statistics.fmean(v) for k, v in d.items()}
 
 
-def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
+def summarize(cfg: Config, runs: dict, *, out: str) -> dict:
+    """The summary of every arm's runs (``runs``: arm -> one ``TrainResult`` per seed)."""
     acc: dict[str, dict[str, list]] = {"weight_decay": {}, "momentum": {}, "batch_size": {}}
-    runs = run_arms(
-        lambda seed: run_configs(cfg, seed),
-        cfg.seeds,
-        out=out,
-        experiment=EXPERIMENT,
-        device=device,
-        progress=progress,
-    )
     steps = {str(t.batch_size): t.steps for t in run_configs(cfg, cfg.seeds[0]).values()}
     for i in range(len(cfg.seeds)):
         results = {name: per_seed[i] for name, per_seed in runs.items()}
@@ -189,6 +183,9 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
             },
         },
     }
+
+
+main = arms_main(run_configs, summarize, EXPERIMENT)
 
 
 if __name__ == "__main__":

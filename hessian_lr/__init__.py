@@ -27,6 +27,7 @@ from .curvature import (
 from .lr import (
     CurvatureError,
     CurvatureLR,
+    CurvatureOptions,
     LREstimate,
     LREstimator,
     estimate_lr,
@@ -44,7 +45,6 @@ from .schedules import (
     Schedule,
     ScheduleLR,
     WarmupCosine,
-    schedule_from_dict,
 )
 from .training import Run, TrainConfig, TrainResult, train
 from .training.data import load_dataset
@@ -74,6 +74,7 @@ __all__ = [
     "LREstimate",
     "LREstimator",
     "CurvatureLR",
+    "CurvatureOptions",
     "CurvatureError",
     "secant_lr",
     "update_lr",
@@ -86,7 +87,6 @@ __all__ = [
     "SGDR",
     "WarmupCosine",
     "ScheduleLR",
-    "schedule_from_dict",
     # the LR range test
     "lr_range_test",
     "RangeTestConfig",

@@ -72,7 +72,7 @@ def curvature_check(
     beta = float(group.get("momentum", 0.0) or 0.0)
     heavy_ball = isinstance(optimizer, torch.optim.SGD) and beta > 0 and not group.get("nesterov")
     try:
-        from ..lr.estimate import estimate_lr
+        from ..lr import CurvatureOptions, estimate_lr
 
         in_model = {id(p) for p in model.parameters()}
         params = [
@@ -83,7 +83,9 @@ def curvature_check(
         ]
         if not params:
             raise ValueError("the optimizer holds no trainable parameter of the model")
-        kw: dict[str, Any] = {"params": params, "bn_mode": mode, "closure": closure}
+        kw: dict[str, Any] = {
+            "curvature": CurvatureOptions(params=params, bn_mode=mode, closure=closure)
+        }
         data = batches[0] if len(batches) == 1 else batches
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         sharp = estimate_lr(

@@ -131,7 +131,7 @@ def range_test_from_config(
         )
     if isinstance(val_data, str) and val_data == "auto":
         val_data = held_out(cfg)
-    from .runner import make_optimizer
+    from .setup import make_optimizer
 
     with preserved_rng():
         torch.manual_seed(cfg.seed)  # as train(): the initialisation draws from torch's RNG

@@ -102,7 +102,7 @@ class TrainConfig:
                 raise ValueError(
                     f"TrainConfig.subset must be a fraction in (0, 1] or a count >= 1, got {s!r}"
                 )
-        from ..lr.estimate import METHODS
+        from ..lr.methods import METHODS
 
         methods = tuple(self.estimator_methods)
         unknown = [m for m in methods if m not in METHODS]
