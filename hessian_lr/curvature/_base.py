@@ -426,7 +426,8 @@ class CurvatureOperator(GradientCache, DataLoopOperator):
     def _probe_key(self) -> tuple:
         """What the probe's verdict depends on besides the model (subclasses add their own)."""
         loss = type(self.loss_fn) if isinstance(self.loss_fn, nn.Module) else self.loss_fn
-        return (type(self), self.bn_mode, self.dtype, self.closure, loss, *self.names)
+        product = getattr(self, "backend", None)  # subclasses with several back ends have one
+        return (type(self), product, self.bn_mode, self.dtype, self.closure, loss, *self.names)
 
     def _asymmetric(self) -> None:
         tol = SYMMETRY_RTOL[self.dtype]
