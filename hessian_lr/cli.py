@@ -61,7 +61,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 
 def _positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1 (``--threads 0`` is refused, not silently ignored)."""
+    """The --threads type: an integer ≥ 1 (``--threads 0`` is refused, not silently ignored)."""
     try:
         value = int(text)
     except ValueError:

@@ -94,9 +94,10 @@ class RunLock:
     however it exits (``kill -9`` included), so a crashed run never stays locked and no lock is
     ever stale. The holder writes its pid, host and start time into ``<dir>/.lock``, and a
     second writer gets a :class:`RunLockedError` naming them and saying what the lock protects.
-    Deleting ``.lock`` by hand changes nothing (the lock is not on that file). The lock is advisory (it binds hessian_lr's writers) and needs a filesystem with
-    working ``flock`` (local disks do; some network filesystems do not). Without ``fcntl``
-    (Windows) it does nothing.
+    Deleting ``.lock`` by hand changes nothing (the lock is not on that file). The lock is
+    advisory (it binds hessian_lr's writers) and needs a filesystem with working ``flock``
+    (local disks do; some network filesystems do not). Without ``fcntl`` (Windows) it does
+    nothing.
 
     Use as a context manager, or :meth:`acquire` / :meth:`release`.
     """
