@@ -83,3 +83,63 @@ def test_a_lock_file_left_by_a_dead_writer_is_not_a_lock(tmp_path):
     assert not RunLock(run_dir).is_held()
     with RunLock(run_dir) as lock:  # no manual deletion needed
         assert lock.holder()["pid"] == os.getpid()
+
+
+# ------------------------------------------------------------------------- datasets on disk
+def _cifar_file(path, data, labels, key=b"labels"):
+    import pickle
+
+    path.write_bytes(pickle.dumps({b"data": data, key: labels}, protocol=2))
+
+
+def test_float_cifar_arrays_are_refused(tmp_path):
+    import numpy as np
+
+    from hessian_lr.training.data.formats import read_cifar_batch
+
+    rng = np.random.default_rng(0)
+    _cifar_file(tmp_path / "b", rng.random((2, 3072)), [1, 2])  # floats in [0, 1)
+    with pytest.raises(ValueError, match="float64 values; a CIFAR batch stores uint8"):
+        read_cifar_batch(tmp_path / "b")
+    _cifar_file(tmp_path / "b", rng.integers(0, 256, (2, 3072)).astype(np.uint8), [1.0, 2.0])
+    with pytest.raises(ValueError, match="not integer labels"):
+        read_cifar_batch(tmp_path / "b")
+
+
+@pytest.mark.parametrize(("key", "labels"), [(b"labels", [3, 10]), (b"labels", [-1, 0]),
+                                             (b"fine_labels", [5, 100])])  # fmt: skip
+def test_out_of_range_cifar_labels_are_refused(tmp_path, key, labels):
+    import numpy as np
+
+    from hessian_lr.training.data.formats import read_cifar_batch
+
+    data = np.zeros((2, 3072), dtype=np.uint8)
+    _cifar_file(tmp_path / "b", data, labels, key=key)
+    with pytest.raises(ValueError, match=r"label lies in \[0, "):
+        read_cifar_batch(tmp_path / "b")
+
+
+def test_out_of_range_mnist_labels_are_refused(tmp_path):
+    import gzip
+    import struct
+
+    import numpy as np
+
+    from hessian_lr.training.data import load_dataset
+
+    def idx(array):  # the IDX format: magic (0, 0, dtype 0x08, ndim), sizes, data
+        head = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+        return head + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    labels = (np.arange(20) % 10).astype(np.uint8)
+    labels[7] = 12
+    for split, n in (("train", 20), ("t10k", 10)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        (folder / f"{split}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx(images)))
+        lab = labels[:n]
+        (folder / f"{split}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(lab)))
+    with pytest.raises(ValueError, match=r"labels must be integers in \[0, 10\).*12"):
+        load_dataset("mnist", root=tmp_path, normalize=False)
