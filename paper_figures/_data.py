@@ -70,6 +70,7 @@ class Claim:
         not_run: the study has no results (counted apart from "undecided").
         kind: "paper" (a claim of the papers) or "project" (the project's own finding); by
             default read from ``paper``/``claim`` (":func:`claim_kind`").
+        test: the deciding test in words (statistic, p or CI) where ``ours`` holds several.
     """
 
     figure: str
@@ -80,6 +81,7 @@ class Claim:
     note: str = ""
     not_run: bool = False
     kind: str = ""
+    test: str = ""
 
     @property
     def verdict(self) -> str:
