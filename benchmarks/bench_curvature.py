@@ -54,8 +54,8 @@ for _p in (str(_HERE), str(_HERE.parent)):
 
 from _timing import configure_threads, interleaved, median, paired_ratio, timed  # noqa: E402
 
+from hessian_lr.curvature import lanczos, spectral_density  # noqa: E402
 from hessian_lr.curvature.hessian import HessianOperator  # noqa: E402
-from hessian_lr.curvature.lanczos import lanczos, spectral_density  # noqa: E402
 from hessian_lr.curvature.power import power_iteration  # noqa: E402
 from hessian_lr.curvature.trace import trace_estimate  # noqa: E402
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hessian_lr.curvature import DenseOperator
-from hessian_lr.curvature.lanczos import spectral_density
+from hessian_lr.curvature import DenseOperator, spectral_density
 
 
 def wasserstein1(nodes: np.ndarray, weights: np.ndarray, eigenvalues: np.ndarray) -> float:

@@ -2,12 +2,16 @@
 
 Each script defines a frozen ``Config`` dataclass derived from ``_presets.Base``, ``PRESETS =
 presets(Config, paper=..., gpu=..., cpu=..., smoke=...)`` and ``main(cfg, *, out, device,
-progress) -> dict`` (a summary), and ends with ``cli(__doc__, PRESETS, main)``. Its units of work
-(one training run or one range test each) are listed by ``arms(cfg, seed)`` (training runs) or
-by its own ``plan(cfg)`` / ``run_unit(cfg, name, ...)``, so ``run_all.py`` can run the units of
-every experiment in parallel processes and then call ``main`` with ``--summarize-only``.
+progress) -> dict`` (a summary; a script made of training arms builds it with
+``arms_main(arms, summarize, EXPERIMENT)``), and ends with ``cli(__doc__, PRESETS, main)``.
+Its units of work (one training run or one range test each) are listed by ``arms(cfg, seed)``
+(training runs) or by its own ``plan(cfg)`` / ``run_unit(cfg, name, ...)``, so ``run_all.py``
+can run the units of every experiment in parallel processes and then call ``main`` with
+``--summarize-only``.
 Flags: ``--preset``, ``--out``, ``--device``, ``--seeds``, ``--scale`` and ``--<field> value``
-for any field of the Config. Results land in ``<out>/<experiment>/<run>/``
+for any field of the Config, parsed by the library's ``hessian_lr.training.config`` (the same
+language as ``python -m hessian_lr train``: ``a,b,c`` or JSON for sequences, ``--x/--no-x``
+for booleans). Results land in ``<out>/<experiment>/<run>/``
 (``hessian_lr.records``); the summary in ``<out>/<experiment>/summary.json``, next to the
 config that produced it (``experiment_config.json``). Rerunning resumes unfinished runs and skips
 finished ones, so an interrupted sweep loses nothing already computed.
@@ -17,17 +21,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
-import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from _presets import scaled, train_fields, train_macs
 
-from hessian_lr.records import Run, read_json, write_json_atomic
+from hessian_lr.records import read_json, write_json_atomic
+from hessian_lr.training.config import add_dataclass_args, dataclass_from_args
+from hessian_lr.training.run import Run
 from hessian_lr.training.runner import TrainConfig, TrainResult, train
 from hessian_lr.training.train_config import config_diff
 
@@ -41,6 +45,7 @@ __all__ = [
     "result_from_folder",
     "run_train",
     "run_arms",
+    "arms_main",
     "train_kwargs",
     "onecycle_pc_schedules",
     "save_summary",
@@ -353,38 +358,45 @@ def unit_status(module: Any, cfg: Any, out: str | Path) -> dict[str, dict[str, A
     return status
 
 
-def _parse_value(text: str, annotation: Any) -> Any:
-    """Turn a ``--field value`` string into the field's type (JSON for lists, dicts, tuples)."""
-    if isinstance(annotation, str):
-        annotation_text = annotation
-    else:
-        annotation_text = getattr(annotation, "__name__", str(annotation))
-    if annotation_text in ("int",):
-        return int(text)
-    if annotation_text in ("float",):
-        return float(text)
-    if annotation_text in ("bool",):
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-        return text.lower() in ("true", "1", "yes")
-    if annotation_text in ("str",):
-        return text
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return text
-    return tuple(value) if isinstance(value, list) else value
+def arms_main(
+    arms: Callable[[Any, int], dict[str, TrainConfig]],
+    summarize: Callable[..., dict[str, Any]],
+    experiment: str,
+    *,
+    train_fn_for: Callable[[Any], Callable[..., TrainResult]] | None = None,
+) -> Callable[..., dict[str, Any]]:
+    """The one ``main`` of every experiment made of training arms: run them all, then summarise.
+
+    Args:
+        arms: ``arms(cfg, seed) -> {arm name: TrainConfig}`` (the same names for every seed).
+        summarize: ``summarize(cfg, results, out=) -> summary``, ``results`` as :func:`run_arms`
+            returns them (arm -> one ``TrainResult`` per seed).
+        experiment: the experiment's name (its results folder).
+        train_fn_for: ``cfg -> train_fn`` for arms that train their own way (``run_train``).
+
+    Returns:
+        ``main(cfg, *, out, device, progress) -> summary``, for :func:`cli`.
+    """
+
+    def main(cfg: Any, *, out: str, device: str, progress: bool) -> dict[str, Any]:
+        kw = {} if train_fn_for is None else {"train_fn": train_fn_for(cfg)}
+        results = run_arms(
+            lambda seed: arms(cfg, seed),
+            cfg.seeds,
+            out=out,
+            experiment=experiment,
+            device=device,
+            progress=progress,
+            **kw,
+        )
+        return summarize(cfg, results, out=out)
+
+    main.__module__ = arms.__module__  # cli finds the experiment's module (and name) from it
+    return main
 
 
-def cli(
-    doc: str | None,
-    presets: dict[str, Any],
-    main: Callable[..., dict[str, Any]],
-    argv: list[str] | None = None,
-) -> dict[str, Any]:
-    """Parse flags, build the Config (preset + overrides), run ``main``, save the summary."""
-    default = presets["cpu"]
-    hints = typing.get_type_hints(type(default))
+def _parser(doc: str | None, presets: dict[str, Any]) -> argparse.ArgumentParser:
+    """The flags every experiment takes, and ``--<field>`` for every field of its Config."""
     parser = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -420,39 +432,47 @@ def cli(
         help="torch CPU threads (default 1: small models run faster and steadier so on a "
         "shared CPU; 0 keeps torch's default)",
     )
-    for f in dataclasses.fields(default):
-        if f.name == "seeds":
-            continue
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            dest=f"override_{f.name}",
-            default=None,
-            metavar=type(getattr(default, f.name)).__name__.upper(),
-            help=f"override {f.name} (preset cpu: {getattr(default, f.name)!r})",
-        )
+    default = presets["cpu"]
+    group = parser.add_argument_group("overrides of the preset's Config (help shows preset cpu)")
+    add_dataclass_args(group, type(default), defaults=default, skip=("seeds",), prefix="override_")
+    return parser
+
+
+def _config(parser: argparse.ArgumentParser, args: argparse.Namespace, presets: dict) -> Any:
+    """The preset, scaled, with the flags' overrides (parsed by ``hessian_lr.training.config``)."""
+    cfg = scaled(presets[args.preset], args.scale)
+    try:
+        cfg = dataclass_from_args(type(cfg), args, base=cfg, prefix="override_")
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
+    if args.seeds:
+        cfg = dataclasses.replace(cfg, seeds=tuple(args.seeds))
+    return cfg
+
+
+def cli(
+    doc: str | None,
+    presets: dict[str, Any],
+    main: Callable[..., dict[str, Any]],
+    argv: list[str] | None = None,
+) -> dict[str, Any]:
+    """Parse flags, build the Config (preset + overrides), run ``main``, save the summary."""
+    parser = _parser(doc, presets)
     args = parser.parse_args(argv)
     if args.threads > 0:
         import torch
 
         torch.set_num_threads(args.threads)
     _STATE["summarize_only"] = args.summarize_only
-    cfg = scaled(presets[args.preset], args.scale)
-    changes = {}
-    for f in dataclasses.fields(cfg):
-        raw = getattr(args, f"override_{f.name}", None)
-        if raw is not None:
-            changes[f.name] = _parse_value(raw, hints.get(f.name, str))
-    if args.seeds:
-        changes["seeds"] = tuple(args.seeds)
-    cfg = dataclasses.replace(cfg, **changes)
-    experiment = experiment_name(sys.modules[main.__module__].__file__)
+    cfg = _config(parser, args, presets)
+    module = sys.modules[main.__module__]
+    experiment = experiment_name(module.__file__)
     print(f"{experiment} [{args.preset}] -> {Path(args.out) / experiment}", flush=True)
     write_json_atomic(
         Path(args.out) / experiment / "experiment_config.json",
         {"preset": args.preset, "scale": args.scale, "config": cfg},
     )
     t0 = time.perf_counter()
-    module = sys.modules[main.__module__]
     try:
         summary = main(cfg, out=args.out, device=args.device, progress=not args.no_progress)
     except Exception as e:  # noqa: BLE001 - a partial set of runs may not summarise

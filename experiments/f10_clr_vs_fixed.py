@@ -39,10 +39,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from _common import cli, experiment_name, run_arms, train_kwargs
+from _common import arms_main, cli, experiment_name, train_kwargs
 from _presets import Base, presets
 
-from hessian_lr.records import Run
+from hessian_lr.training.run import Run
 from hessian_lr.training.runner import TrainConfig
 
 EXPERIMENT = experiment_name(__file__)
@@ -146,15 +146,8 @@ def first_reaching(points: list[list[float]], target: float) -> int | None:
     return next((int(i) for i, a in points if a >= target), None)
 
 
-def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
-    results = run_arms(
-        lambda seed: arms(cfg, seed),
-        cfg.seeds,
-        out=out,
-        experiment=EXPERIMENT,
-        device=device,
-        progress=progress,
-    )
+def summarize(cfg: Config, results: dict, *, out: str) -> dict:
+    """The summary of every arm's runs (``results``: arm -> one ``TrainResult`` per seed)."""
     finals = {a: [r.final_test_accuracy for r in results[a]] for a in ARMS}
     bests = {a: [r.best_test_accuracy for r in results[a]] for a in ARMS}
     seed = cfg.seeds[0]
@@ -194,6 +187,9 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
             }
         },
     }
+
+
+main = arms_main(arms, summarize, EXPERIMENT)
 
 
 if __name__ == "__main__":

@@ -34,11 +34,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from _common import cli, experiment_name, run_arms, train_kwargs
+from _common import arms_main, cli, experiment_name, train_kwargs
 from _presets import Base, presets
 
-from hessian_lr.records import Run
 from hessian_lr.training.data import dataset_info
+from hessian_lr.training.run import Run
 from hessian_lr.training.runner import TrainConfig
 
 EXPERIMENT = experiment_name(__file__)
@@ -140,16 +140,9 @@ def first_epoch_below(points: list[list[float]], target: float) -> float | None:
     return next((e for e, err in points if err <= target + 1e-12), None)
 
 
-def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
+def summarize(cfg: Config, results: dict, *, out: str) -> dict:
+    """The summary of every arm's runs (``results``: arm -> one ``TrainResult`` per seed)."""
     names = list(schedules(cfg))
-    results = run_arms(
-        lambda seed: arms(cfg, seed),
-        cfg.seeds,
-        out=out,
-        experiment=EXPERIMENT,
-        device=device,
-        progress=progress,
-    )
     finals = {n: [1.0 - r.final_test_accuracy for r in results[n]] for n in names}
     bests = {n: [1.0 - r.best_test_accuracy for r in results[n]] for n in names}
     k = epoch_steps(cfg)
@@ -191,6 +184,9 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
             },
         },
     }
+
+
+main = arms_main(arms, summarize, EXPERIMENT)
 
 
 if __name__ == "__main__":

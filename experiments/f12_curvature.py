@@ -11,7 +11,7 @@ each run the spectral density of that Hessian is estimated by stochastic Lanczos
 the density snapshots show it. For scale: gradient descent with heavy-ball momentum β is stable
 on a quadratic while LR·λ_max < 2 + 2β (Cohen et al. 2021), so a large LR caps λ_max.
 
-Each run is ``hessian_lr.train.train`` with the curvature probe on; a ``train()`` callback,
+Each run is ``hessian_lr.training.train`` with the curvature probe on; a ``train()`` callback,
 ``DensitySnapshots``, computes the densities from the live weights at the chosen updates (update
 0: the initial weights) on the probe's batch. train() checkpoints every ``checkpoint_every``
 steps and resumes (a density already on disk is not recomputed); finished runs are skipped.
@@ -47,24 +47,26 @@ from typing import Any
 
 import torch
 from _common import (
+    arms_main,
     cli,
     experiment_name,
     onecycle_pc_schedules,
     result_from_folder,
-    run_arms,
     summarize_only,
     train_kwargs,
 )
 from _presets import Base, presets
 from torch import nn
 
+from hessian_lr.curvature import spectral_density
 from hessian_lr.curvature.hessian import HessianOperator
-from hessian_lr.curvature.lanczos import spectral_density
 from hessian_lr.lr.defaults import DEFAULT_BN_MODE
-from hessian_lr.records import Run, read_json, write_json_atomic
-from hessian_lr.schedules.closed_form import schedule_from_dict
+from hessian_lr.records import read_json, write_json_atomic
+from hessian_lr.schedules import schedule_from_dict
 from hessian_lr.training.data import Dataset, load_dataset
-from hessian_lr.training.runner import TrainConfig, TrainResult, probe_batch, train
+from hessian_lr.training.run import Run
+from hessian_lr.training.runner import TrainConfig, TrainResult, train
+from hessian_lr.training.setup import probe_batch
 
 EXPERIMENT = experiment_name(__file__)
 COST_FACTOR = 2.5  # probes and densities on top of training (run_all's scheduling estimate)
@@ -295,16 +297,8 @@ def summarize_run(run_dir: Path, records: list[dict], steps: int) -> dict[str, A
     }
 
 
-def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
-    run_arms(
-        lambda seed: arms(cfg, seed),
-        cfg.seeds,
-        out=out,
-        experiment=EXPERIMENT,
-        device=device,
-        progress=progress,
-        train_fn=train_fn_for(cfg),
-    )
+def summarize(cfg: Config, _results: dict, *, out: str) -> dict:
+    """The summary of every arm's runs (``_results``: arm -> one ``TrainResult`` per seed)."""
     seed = cfg.seeds[0]
     runs = {}
     for name, tcfg in arms(cfg, seed).items():
@@ -328,6 +322,9 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
         "runs": runs,
         "checks": checks,
     }
+
+
+main = arms_main(arms, summarize, EXPERIMENT, train_fn_for=train_fn_for)
 
 
 if __name__ == "__main__":

@@ -55,15 +55,16 @@ from _common import cli, experiment_name, summarize_only
 from _presets import Base, presets, train_macs
 from torch import nn
 
+from hessian_lr.lr import CurvatureOptions
 from hessian_lr.lr.defaults import DEFAULT_BN_MODE
 from hessian_lr.lr.eos import EdgeOfStability
 from hessian_lr.observe import StepContext, run_observers
-from hessian_lr.records import RecordWriter, Run, write_json_atomic
+from hessian_lr.records import RecordWriter, write_json_atomic
 from hessian_lr.rng import get_rng_state, set_rng_state
 from hessian_lr.training.data import load_dataset
 from hessian_lr.training.models import build_model
-from hessian_lr.training.run import run_metadata
-from hessian_lr.training.runner import resolve_device
+from hessian_lr.training.run import Run, run_metadata
+from hessian_lr.training.setup import resolve_device
 
 EXPERIMENT = experiment_name(__file__)
 TEXT_FALLBACKS = ("/usr/share/common-licenses", "/usr/share/doc", "/usr/share/dict")
@@ -355,7 +356,7 @@ def _observer(cfg: Config, spec: dict, loss_fn: Any, train: tuple) -> EdgeOfStab
         every=cfg.measure_every,
         loss_fn=loss_fn,
         batch=tuple(t[: cfg.probe_size] for t in train),
-        bn_mode=DEFAULT_BN_MODE,
+        curvature=CurvatureOptions(bn_mode=DEFAULT_BN_MODE),
         update=True,
         lanczos_tol=cfg.lanczos_tol,
         at_last=True,

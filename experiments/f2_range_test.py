@@ -10,7 +10,7 @@ lengths are run because a longer test trains more at each LR: its curve sits hig
 how much the suggestion depends on the test's length.
 
 Protocol: SGD with the training run's momentum and weight decay, the model initialised exactly
-as ``hessian_lr.train.train`` does for the same seed, LR ramp from ``start_lr`` to ``end_lr``
+as ``hessian_lr.training.train`` does for the same seed, LR ramp from ``start_lr`` to ``end_lr``
 over ``num_steps`` updates (``hessian_lr.training.recipes.range_test_from_config``, the
 library's one range-test setup; stops on divergence). The held-out set is a stratified split
 of the *training* data (never the test set: the suggestions choose hyper-parameters), evaluated
@@ -42,15 +42,16 @@ import torch
 from _common import cli, experiment_name, summarize_only
 from _presets import Base, presets, train_fields, train_macs
 
-from hessian_lr.records import Run, now, read_json, run_metadata, write_json_atomic
-from hessian_lr.schedules.range_test import RangeTestResult
+from hessian_lr.range_test import RangeTestResult
+from hessian_lr.records import read_json, write_json_atomic
 from hessian_lr.training.data import (
     Dataset,
     load_dataset,
     stratified_indices,
 )
 from hessian_lr.training.recipes import RangeTestSetup, range_test_from_config
-from hessian_lr.training.runner import resolve_device
+from hessian_lr.training.run import Run, now, run_metadata
+from hessian_lr.training.setup import resolve_device
 
 EXPERIMENT = experiment_name(__file__)
 MARGIN = 0.02  # accuracy change (fraction) that counts as "rose" / "fell"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from _common import cli, experiment_name, onecycle_pc_schedules, run_arms, train_kwargs
+from _common import arms_main, cli, experiment_name, onecycle_pc_schedules, train_kwargs
 from _presets import Base, presets
 
 from hessian_lr.training.runner import TrainConfig
@@ -64,15 +64,8 @@ def arms(cfg: Config, seed: int) -> dict[str, TrainConfig]:
     }
 
 
-def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
-    results = run_arms(
-        lambda seed: arms(cfg, seed),
-        cfg.seeds,
-        out=out,
-        experiment=EXPERIMENT,
-        device=device,
-        progress=progress,
-    )
+def summarize(cfg: Config, results: dict, *, out: str) -> dict:
+    """The summary of every arm's runs (``results``: arm -> one ``TrainResult`` per seed)."""
     return {
         "final_test_accuracy": {
             name: [r.final_test_accuracy for r in results[name]] for name in ARMS
@@ -84,6 +77,9 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
             "pc_same": cfg.onecycle_steps,
         },
     }
+
+
+main = arms_main(arms, summarize, EXPERIMENT)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from _common import cli, experiment_name, run_arms, train_kwargs
+from _common import arms_main, cli, experiment_name, train_kwargs
 from _presets import Base, presets
 
 from hessian_lr.training.runner import TrainConfig
@@ -79,15 +79,8 @@ def arms(cfg: Config, seed: int) -> dict[str, TrainConfig]:
     return {f"onecycle_{n}": config(cfg, n, seed) for n in cfg.lengths}
 
 
-def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
-    results = run_arms(
-        lambda seed: arms(cfg, seed),
-        cfg.seeds,
-        out=out,
-        experiment=EXPERIMENT,
-        device=device,
-        progress=progress,
-    )
+def summarize(cfg: Config, results: dict, *, out: str) -> dict:
+    """The summary of every arm's runs (``results``: arm -> one ``TrainResult`` per seed)."""
     final = {str(n): [r.final_test_accuracy for r in results[f"onecycle_{n}"]] for n in cfg.lengths}
     best = {str(n): [r.best_test_accuracy for r in results[f"onecycle_{n}"]] for n in cfg.lengths}
     mean = {k: statistics.fmean(v) for k, v in final.items()}
@@ -108,6 +101,9 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
             "monotone": all(mean[a] <= mean[b] for a, b in zip(keys, keys[1:])),
         },
     }
+
+
+main = arms_main(arms, summarize, EXPERIMENT)
 
 
 if __name__ == "__main__":

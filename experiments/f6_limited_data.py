@@ -30,7 +30,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from _common import cli, experiment_name, onecycle_pc_schedules, run_arms, train_kwargs
+from _common import arms_main, cli, experiment_name, onecycle_pc_schedules, train_kwargs
 from _presets import Base, presets
 
 from hessian_lr.records import read_records
@@ -96,15 +96,8 @@ def steps_to_reach(run_dir, target: float | None) -> int | None:
     return None
 
 
-def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
-    results = run_arms(
-        lambda seed: arms(cfg, seed),
-        cfg.seeds,
-        out=out,
-        experiment=EXPERIMENT,
-        device=device,
-        progress=progress,
-    )
+def summarize(cfg: Config, results: dict, *, out: str) -> dict:
+    """The summary of every arm's runs (``results``: arm -> one ``TrainResult`` per seed)."""
     keys = [key(fraction) for fraction in cfg.fractions]
     final = {
         k: {
@@ -140,6 +133,9 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
             "monotone": all(gain[a] <= gain[b] for a, b in zip(order, order[1:])),
         },
     }
+
+
+main = arms_main(arms, summarize, EXPERIMENT)
 
 
 if __name__ == "__main__":

@@ -40,10 +40,11 @@ from _common import cli, experiment_name, summarize_only
 from _presets import Base, presets, train_macs
 from f2_range_test import range_test
 
-from hessian_lr.records import Run, now, read_json, run_metadata, write_json_atomic
-from hessian_lr.schedules.range_test import RangeTestResult
+from hessian_lr.range_test import RangeTestResult
+from hessian_lr.records import read_json, write_json_atomic
 from hessian_lr.training.data import load_dataset, stratified_indices
-from hessian_lr.training.runner import resolve_device
+from hessian_lr.training.run import Run, now, run_metadata
+from hessian_lr.training.setup import resolve_device
 
 EXPERIMENT = experiment_name(__file__)
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from _common import cli, experiment_name, run_arms, train_kwargs
+from _common import arms_main, cli, experiment_name, train_kwargs
 from _presets import Base, presets
 
 from hessian_lr.training.runner import TrainConfig
@@ -128,16 +128,9 @@ def _mean(d: dict[str, list]) -> dict[str, float]:
     return {k: statistics.fmean(v) for k, v in d.items()}
 
 
-def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
+def summarize(cfg: Config, runs: dict, *, out: str) -> dict:
+    """The summary of every arm's runs (``runs``: arm -> one ``TrainResult`` per seed)."""
     acc: dict[str, dict[str, list]] = {"weight_decay": {}, "momentum": {}, "batch_size": {}}
-    runs = run_arms(
-        lambda seed: run_configs(cfg, seed),
-        cfg.seeds,
-        out=out,
-        experiment=EXPERIMENT,
-        device=device,
-        progress=progress,
-    )
     steps = {str(t.batch_size): t.steps for t in run_configs(cfg, cfg.seeds[0]).values()}
     for i in range(len(cfg.seeds)):
         results = {name: per_seed[i] for name, per_seed in runs.items()}
@@ -190,6 +183,9 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
             },
         },
     }
+
+
+main = arms_main(run_configs, summarize, EXPERIMENT)
 
 
 if __name__ == "__main__":

@@ -31,11 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from _common import cli, experiment_name, run_arms, train_kwargs
+from _common import arms_main, cli, experiment_name, train_kwargs
 from _presets import Base, presets
 
-from hessian_lr.records import Run
 from hessian_lr.training.data import dataset_info
+from hessian_lr.training.run import Run
 from hessian_lr.training.runner import TrainConfig
 
 EXPERIMENT = experiment_name(__file__)
@@ -152,16 +152,9 @@ def first_epoch_reaching(points: list[list[float]], target: float) -> float | No
     return next((e for e, a in points if a >= target), None)
 
 
-def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
+def summarize(cfg: Config, results: dict, *, out: str) -> dict:
+    """The summary of every arm's runs (``results``: arm -> one ``TrainResult`` per seed)."""
     names = ("onecycle", *BASELINES)
-    results = run_arms(
-        lambda seed: arms(cfg, seed),
-        cfg.seeds,
-        out=out,
-        experiment=EXPERIMENT,
-        device=device,
-        progress=progress,
-    )
     finals = {n: [r.final_test_accuracy for r in results[n]] for n in names}
     bests = {n: [r.best_test_accuracy for r in results[n]] for n in names}
     steps = {n: t.steps for n, t in arms(cfg, cfg.seeds[0]).items()}
@@ -203,6 +196,9 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
         },
     }
     return summary
+
+
+main = arms_main(arms, summarize, EXPERIMENT)
 
 
 if __name__ == "__main__":

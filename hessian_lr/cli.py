@@ -200,7 +200,7 @@ def _cmd_range_test(args: argparse.Namespace) -> int:
     from .demo import describe_range_test
     from .records import to_jsonable, write_json_atomic
     from .training.recipes import range_test_from_config
-    from .training.runner import resolve_device
+    from .training.setup import resolve_device
 
     print(
         f"LR range test: {cfg.model} on {cfg.dataset}, {cfg.optimizer}, LR {cfg.start_lr:g} -> "

@@ -12,8 +12,8 @@ Records can also go to any number of *sinks* (:class:`RecordSink`: ``write(recor
 ``close()``): :class:`JSONLSink`, :class:`CSVSink`, :class:`TensorBoardSink` and
 :class:`CallableSink`, built from a spec string by :func:`make_sink`.
 
-Run folders (``Run``, ``run_metadata``, ``find_runs``, ``now``) live in
-:mod:`hessian_lr.training.run` and are re-exported here for compatibility.
+Run folders (``Run``, ``run_metadata``, ``find_runs``, ``now``) are built on this module in
+:mod:`hessian_lr.training.run`; nothing here imports them back.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ __all__ = [
     "CallableSink",
     "make_sink",
 ]
-# Run folders (Run, run_metadata, find_runs, now) moved to hessian_lr.training.run; they stay
-# importable from here (module __getattr__ below) without an import cycle.
 
 
 def to_jsonable(obj: Any, *, inf_as_string: bool = True) -> Any:
@@ -443,12 +441,3 @@ def make_sink(spec: str | RecordSink | Callable[[Mapping[str, Any]], Any]) -> Re
         f"a record sink is a 'KIND:PATH' string, an object with write/close or a callable, "
         f"got {type(spec).__name__}"
     )
-
-
-def __getattr__(name: str) -> Any:
-    """Run-folder helpers moved to :mod:`hessian_lr.training.run`; imported on first use."""
-    if name in ("Run", "run_metadata", "find_runs", "now", "RunLockedError"):
-        from .training import run as _run
-
-        return getattr(_run, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from hessian_lr.records import Run, find_runs, read_json
+from hessian_lr.records import read_json
+from hessian_lr.training.run import Run, find_runs
 
 __all__ = [
     "MissingResults",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hessian_lr.records import Run
+from hessian_lr.training.run import Run
 
 from . import _style
 from ._data import arm_curves

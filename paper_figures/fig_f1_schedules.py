@@ -9,7 +9,7 @@ restarts every T_0 = 50, 100, 200 epochs (T_mult = 1) and from T_0 = 1, 10 with 
 eta_max = 0.05 -> eta_min = 0, over 200 epochs of 391 batches (CIFAR-10, batch 128), log LR axis,
 beside the default step schedule (0.1 and 0.05, x0.2 at epochs 60, 120, 160).
 
-Needs no results: the curves are ``hessian_lr.schedules.closed_form`` previews; PyTorch's
+Needs no results: the curves are ``hessian_lr.schedules`` previews; PyTorch's
 ``torch.optim.lr_scheduler`` (CyclicLR, OneCycleLR, CosineAnnealingWarmRestarts, MultiStepLR) is
 stepped beside them and the largest difference is the claim.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hessian_lr.schedules.closed_form import SGDR, Cyclic, MultiStep, OneCycle, OneCycleCosine
+from hessian_lr.schedules import SGDR, Cyclic, MultiStep, OneCycle, OneCycleCosine
 
 from . import _style
 from ._data import Claim

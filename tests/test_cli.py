@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from hessian_lr import cli
-from hessian_lr.records import Run, read_records
-from hessian_lr.schedules.closed_form import MultiStep, OneCycle, schedule_from_dict
-from hessian_lr.schedules.range_test import RangeTestResult, lr_ramp
+from hessian_lr.range_test import RangeTestResult, lr_ramp
+from hessian_lr.records import read_records
+from hessian_lr.schedules import MultiStep, OneCycle, schedule_from_dict
+from hessian_lr.training.run import Run
 
 COMMANDS = ("demo", "range-test", "train", "experiment", "figures")
 

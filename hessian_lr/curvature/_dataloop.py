@@ -9,9 +9,7 @@ layout of curvlinops' ``CurvatureLinearOperator``. The base owns:
 * the objective: ``reduction`` "mean" (weights c_b = counted elements, see
   ``_batches.element_count_fn``, or ``batch_size_fn``) or "sum";
 * the passes: global RNG and loader generators left as found
-  (``_batches.preserved_loader_rng``); modes and kernels for each forward pass
-  (``_forward_context``, ``_evaluation.evaluation_context``: entered around each forward, so
-  products on a cached graph pay nothing for it);
+  (``_batches.preserved_loader_rng``);
 * chunks of ``chunk_size`` columns accumulated in place (memory: the output plus one chunk);
 * the fixed-matrix check: two passes of one product compared (``check_data``), so that a
   solver never runs on data that changes between passes;
@@ -23,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -39,7 +37,6 @@ from ._batches import (
     preserved_loader_rng,
 )
 from ._distributed import reduce_pass
-from ._evaluation import evaluation_context
 from .linop import LinearOperator
 
 __all__ = ["DataLoopOperator", "NonFiniteError", "DataChangedError"]
@@ -58,9 +55,9 @@ class DataChangedError(RuntimeError):
 class DataLoopOperator(LinearOperator):
     """Σ_b c_b M_b (/ Σ_b c_b) over the batches of ``data``; subclasses write ``_matmat_batch``.
 
-    Subclasses set ``self.model``, ``self.loss_fn``, ``self.closure``, ``self.bn_mode``,
-    ``self.chunk_size``, ``self.check_finite``, ``self._upcast`` and call ``_setup_data`` and
-    ``_setup_objective`` in their constructor.
+    Subclasses (``_base.CurvatureOperator``) set ``self.closure``, ``self.chunk_size``,
+    ``self.check_finite``, ``self._upcast`` and call ``_setup_data`` and ``_setup_objective`` in
+    their constructor.
     """
 
     model: nn.Module
@@ -143,10 +140,6 @@ class DataLoopOperator(LinearOperator):
                 stack.enter_context(preserved_loader_rng(self._data))
             stack.enter_context(torch.enable_grad())
             yield
-
-    def _forward_context(self) -> AbstractContextManager:
-        """Modes and kernels of one forward pass (enter it around every model evaluation)."""
-        return evaluation_context(self.model, self.bn_mode, self.device)
 
     def _batches(self) -> Iterator[tuple[int, float, Batch]]:
         """(index, weight c_b, batch) over one pass; batches with nothing to count skipped."""

@@ -29,14 +29,10 @@ from .distributed import DistributedCurvatureError, Reducer, resolve_process_gro
 __all__ = [
     "resolve_group",
     "unwrap_model",
-    "RemoteRankError",
     "reduce_pass",
     "check_replicated",
     "agree_any",
 ]
-
-
-RemoteRankError = DistributedCurvatureError  # another rank raised during a collective pass
 
 
 def _dist() -> Any:
@@ -55,12 +51,29 @@ def resolve_group(process_group: Any) -> Any | None:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside ``DistributedDataParallel`` / ``DataParallel`` (no hooks fire)."""
-    while isinstance(model, nn.DataParallel):
-        model = model.module
-    if torch.distributed.is_available():
-        model = unwrap_ddp(model)
-    return model
+    """The module inside DDP / ``DataParallel`` / ``torch.compile`` wrappers (no hooks fire).
+
+    A compiled model (``torch.compile(model)``, an ``OptimizedModule``) is evaluated through its
+    original module ``_orig_mod``: compiled graphs have no double backward, and curvature passes
+    are few enough that compilation would not pay.
+    """
+    while True:
+        if isinstance(model, nn.DataParallel):
+            model = model.module
+        elif torch.distributed.is_available() and unwrap_ddp(model) is not model:
+            model = unwrap_ddp(model)
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module) and _is_compiled(model):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _is_compiled(model: nn.Module) -> bool:
+    try:
+        from torch._dynamo.eval_frame import OptimizedModule
+    except ImportError:  # pragma: no cover - torch without dynamo
+        return False
+    return isinstance(model, OptimizedModule)
 
 
 def _comm_device(group: Any, device: torch.device) -> torch.device:

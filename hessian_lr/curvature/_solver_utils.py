@@ -8,11 +8,16 @@ vectors in column batches, the fixed-matrix check, and an opt-in/auto progress b
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
+import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 T = TypeVar("T")
@@ -33,13 +38,13 @@ def check_operator(op: object) -> int:
     for attr in ("shape", "dtype", "device", "__matmul__"):
         if not hasattr(op, attr):
             raise TypeError(
-                f"expected a linear operator with .shape, .dtype, .device and `op @ v` "
-                f"(e.g. hessian_lr.linop.DenseOperator), got {type(op).__name__} without .{attr}"
+                "expected a linear operator with .shape, .dtype, .device and `op @ v` (e.g. "
+                f"hessian_lr.curvature.DenseOperator), got {type(op).__name__} without .{attr}"
             )
     if not isinstance(op.dtype, torch.dtype):
         raise TypeError(
-            f"expected a linear operator on torch tensors (e.g. hessian_lr.linop.DenseOperator), "
-            f"got {type(op).__name__} with dtype {op.dtype!r}"
+            "expected a linear operator on torch tensors (e.g. hessian_lr.curvature."
+            f"DenseOperator), got {type(op).__name__} with dtype {op.dtype!r}"
         )
     shape = tuple(op.shape)
     if len(shape) != 2 or shape[0] != shape[1]:
@@ -55,9 +60,25 @@ def check_operator(op: object) -> int:
 
 
 def check_positive(name: str, value: float) -> None:
-    """Raise a ValueError unless ``value > 0`` (NaN included)."""
-    if not value > 0:  # also rejects NaN
-        raise ValueError(f"{name} must be positive, got {value}")
+    """Raise unless ``value`` is a finite number > 0 (NaN, inf and bools refused).
+
+    A tolerance of inf would accept any first Ritz value as "converged".
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not (math.isfinite(value) and value > 0):  # also rejects NaN
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+
+
+def plain_scalar(value: Any) -> Any:
+    """A NumPy integer/float scalar as the Python int/float it stands for; anything else as is."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:
@@ -103,6 +124,25 @@ def fixed_matrix(op: object, caller: str) -> bool:
     return True
 
 
+DEFAULT_SEED = 0  # the seed of the private generator a solver uses when given none
+
+
+def private_generator(generator: torch.Generator | None) -> torch.Generator:
+    """``generator``, or a fresh CPU generator seeded with :data:`DEFAULT_SEED`.
+
+    A solver called without ``generator=`` must not draw from (and so move) torch's global
+    random state: training that calls a measurement would otherwise see different random
+    numbers afterwards. The default is a fixed seed, not fresh entropy: a call without a
+    generator returns the same result every time, on every device (drawn on the CPU, then
+    moved), independent of ``torch.manual_seed``. Pass a generator for independent draws.
+    """
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return generator
+    return torch.Generator().manual_seed(DEFAULT_SEED)
+
+
 def _gen_device(op_device: torch.device, generator: torch.Generator | None) -> torch.device:
     return op_device if generator is None else generator.device
 
@@ -129,10 +169,14 @@ def randn(
     """Standard normal entries on the op's device (drawn on the generator's device).
 
     ``dtype`` defaults to the op's working precision (:func:`work_dtype`). Over a process group
-    every rank gets rank 0's draw (:func:`agree`).
+    every rank gets rank 0's draw (:func:`agree`). ``shape`` ends with N; for an operator with
+    a sharded ``vector_space`` the result ends with this rank's part of N instead.
     """
-    dev = _gen_device(op.device, generator)
     dtype = work_dtype(op.dtype) if dtype is None else dtype
+    space = getattr(op, "vector_space", None)
+    if space is not None:  # a sharded operator: this rank's part, defined by global index
+        return space.randn(shape[:-1], generator, dtype)
+    dev = _gen_device(op.device, generator)
     return agree(op, torch.randn(shape, generator=generator, device=dev, dtype=dtype).to(op.device))
 
 
@@ -146,8 +190,11 @@ def rademacher(
 
     Over a process group every rank gets rank 0's draw (:func:`agree`).
     """
-    dev = _gen_device(op.device, generator)
     dtype = work_dtype(op.dtype) if dtype is None else dtype
+    space = getattr(op, "vector_space", None)
+    if space is not None:  # a sharded operator: this rank's part, defined by global index
+        return space.rademacher(shape[:-1], generator, dtype)
+    dev = _gen_device(op.device, generator)
     z = torch.randint(0, 2, shape, generator=generator, device=dev, dtype=dtype)
     return agree(op, (2 * z - 1).to(op.device))
 
@@ -222,11 +269,55 @@ class Progress:
             self.bar = None
 
 
+def _digest(args: tuple, kwargs: dict) -> tuple[float, dict[str, Any]]:
+    """A number standing for the scalar arguments (tensors and generators are left out)."""
+    plain = (bool, int, float, str, type(None))
+    named = {f"arg{i}": a for i, a in enumerate(args) if isinstance(a, plain)}
+    named.update({k: v for k, v in kwargs.items() if isinstance(v, plain)})
+    text = repr(sorted(named.items()))
+    return float(int(hashlib.sha256(text.encode()).hexdigest()[:13], 16)), named
+
+
+def check_same_arguments(op: object, caller: str, args: tuple, kwargs: dict) -> None:
+    """Raise on every rank when a solver's scalar arguments differ across the op's ranks.
+
+    Over a process group every rank must run the same recurrence (``k``, ``tol``, ``max_iter``,
+    ``stop``, ...); a rank with another ``tol`` would leave the loop at another step and the
+    others would wait for it forever. Two small collectives: rank 0's digest is broadcast, and
+    any mismatch is all-reduced so that every rank raises.
+    """
+    group = getattr(op, "process_group", None)
+    agree_fn = getattr(op, "agree_", None)
+    if group is None or agree_fn is None:
+        return
+    from ._distributed import agree_any
+
+    value, named = _digest(args, kwargs)
+    mine = torch.tensor([value], dtype=torch.float64, device=op.device)
+    theirs = agree_fn(mine.clone())
+    if agree_any(bool(theirs.item() != value), group, op.device):
+        raise ValueError(
+            f"{caller}: the solver's arguments differ across the ranks of the process group "
+            f"(this rank: {named}); every rank must call it with the same arguments"
+        )
+
+
 def solver(fn: Callable[..., T]) -> Callable[..., T]:
-    """Run a solver ``fn(op, ...)`` inside ``op.solving()`` (model checks once per call)."""
+    """Run a solver ``fn(op, ...)`` inside ``op.solving()`` (model checks once per call).
+
+    NumPy scalars among the arguments become Python numbers (``k=np.int64(3)`` is k=3). A
+    solver with a ``generator`` keyword gets :func:`private_generator`'s default when called
+    without one, so no solver draws from torch's global random state.
+    """
+    randomized = "generator" in inspect.signature(fn).parameters
 
     @functools.wraps(fn)
     def wrapper(op: object, *args: Any, **kwargs: Any) -> T:
+        args = tuple(plain_scalar(a) for a in args)  # np.int64(5) is an int here
+        kwargs = {key: plain_scalar(v) for key, v in kwargs.items()}
+        if randomized:  # never the global RNG (private_generator)
+            kwargs["generator"] = private_generator(kwargs.get("generator"))
+        check_same_arguments(op, fn.__name__, args, kwargs)
         ctx = getattr(op, "solving", None)
         if not callable(ctx):
             return fn(op, *args, **kwargs)

@@ -1,68 +1,101 @@
-"""One Hessian-vector product per back end, on one batch: the only thing a back end writes.
+"""Hessian-vector products on one batch, one plain function per back end, in ONE table.
 
-Each function here is ``product(op, index, batch, V) -> H_b V`` for the loss ``L_b`` of one
-batch and V of shape (N, k), in the style of curvlinops' per-batch ``_matmat_batch``: the
-``HessianOperator`` (``hessian.py``) owns everything around it -- the data loop and the weighting
-of batches, BatchNorm modes and attention kernels, parameter selection and tying, dtypes,
-caches, chunking of V -- and picks the function from ``PRODUCTS`` by name. ``op`` provides:
-``op._theta()`` (the parameters, detached, in the compute dtype), ``op._loss(theta, batch)``,
-``op._split(v)`` (a flat vector as parameter-shaped views), ``op._first_order_graph(index,
-batch)`` and the finite-difference settings ``op.fd_scheme``, ``op.fd_eps``.
+A product is ``product(f, V) -> H_b V``: ``f`` is the batch's objective as the operator hands it
+over (a :class:`BatchObjective`: the loss as a function of θ, the current θ, and helpers), V has
+shape (N, k). Everything around it -- the data loop and batch weights, model evaluation (modes,
+attention kernels, tied and unused parameters, dtypes), caches and their invalidation, chunks of
+V, the symmetry probe -- belongs to the operator base (``_base.py``). A new back end is one
+function added to :data:`PRODUCTS`; :data:`BACKENDS` (what ``HessianOperator(backend=...)``
+accepts) is derived from it.
 
 Back ends (methods notes §1):
 
-* ``forward_over_reverse``: ``torch.func.jvp`` of ``torch.func.grad`` over ``functional_call``
-  (Pearlmutter 1994); k columns through ``torch.func.vmap``. Least memory.
+* ``forward_over_reverse``: ``torch.func.jvp`` of ``torch.func.grad`` (Pearlmutter 1994); k
+  columns through ``torch.func.vmap``. Least memory.
 * ``double_backward``: ``torch.autograd.grad(g·v)`` on a gradient built with
-  ``create_graph=True``; the first-order graph can be reused across products (the fastest exact
-  product on CPU). Parameters the loss does not reach, or whose gradient is constant, have zero
-  rows and columns.
+  ``create_graph=True``; the operator may keep that first-order graph across products (the
+  fastest exact product on CPU). Parameters the loss does not reach, or whose gradient is
+  constant, have zero rows and columns.
 * ``finite_difference``: Hessian-free (Martens 2010), as in Super-Convergence (Smith & Topin
   2017) §5: ``(g(θ+δv) − g(θ−δv))/2δ`` (central) or ``(g(θ+δv) − g(θ))/δ`` (forward), with
-  δ = ``fd_eps``·max(1, ‖θ‖)/‖v‖. On ReLU networks the gradient has kinks: measure it against
-  an exact back end.
+  δ = ``fd_eps``·max(1, ‖θ‖)/‖v‖. Needs only first derivatives, so it is also the fallback for
+  models whose second derivatives autograd gets wrong (the operator's symmetry probe). On ReLU
+  networks the gradient has kinks: measure it against an exact back end.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch.func import grad, jvp, vmap
 
 from .linop import params_to_vector
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .hessian import HessianOperator
+__all__ = [
+    "PRODUCTS",
+    "EXACT",
+    "BACKENDS",
+    "BatchObjective",
+    "FirstOrderGraph",
+    "forward_over_reverse",
+    "double_backward",
+    "finite_difference",
+    "fd_truncation_error",
+]
 
-__all__ = ["PRODUCTS", "forward_over_reverse", "double_backward", "finite_difference"]
-
-Batch = Any
+Params = tuple[torch.Tensor, ...]
 #: Use ``is_grads_batched`` for k > 1 columns on the CPU too (off: a column loop measured 1.2x
 #: faster there; tests switch it on to cover the GPU path).
 BATCHED_ON_CPU = False
 
 
-def forward_over_reverse(
-    op: HessianOperator, index: int, batch: Batch, V: torch.Tensor
-) -> torch.Tensor:
+class FirstOrderGraph(NamedTuple):
+    """θ leaves and the gradient of one batch's loss with its graph (``create_graph=True``)."""
+
+    theta: Params  # leaves
+    live: list[tuple[int, torch.Tensor]]  # (position, gradient with graph) that depend on θ
+    loss: float
+    grad: torch.Tensor  # (N,) detached, zeros for unused parameters
+
+
+class BatchObjective(Protocol):
+    """What a product sees of one batch (built by the operator, see ``_base.py``)."""
+
+    fd_scheme: str  # "central" or "forward"
+    fd_eps: float  # relative finite-difference step
+
+    def loss(self, theta: Params) -> torch.Tensor:
+        """L_b(θ), a scalar, for parameter tensors θ (model evaluation included)."""
+
+    def theta(self) -> Params:
+        """The current θ: fresh copies, detached, in the compute dtype."""
+
+    def split(self, v: torch.Tensor) -> list[torch.Tensor]:
+        """(..., N) -> parameter-shaped views (..., *p.shape)."""
+
+    def graph(self) -> FirstOrderGraph:
+        """The batch's first-order graph (cached by the operator where allowed)."""
+
+
+def forward_over_reverse(f: BatchObjective, V: torch.Tensor) -> torch.Tensor:
     """H_b V by ``jvp(grad(L_b))``; k > 1 columns vmapped."""
-    theta = op._theta()
-    grad_fn = grad(lambda th: op._loss(th, batch))
+    theta = f.theta()
+    grad_fn = grad(f.loss)
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
-        return params_to_vector(jvp(grad_fn, (theta,), (tuple(op._split(v)),))[1])
+        return params_to_vector(jvp(grad_fn, (theta,), (tuple(f.split(v)),))[1])
 
     if V.shape[1] == 1:
         return hvp(V[:, 0]).unsqueeze(1)
     return vmap(hvp, in_dims=1, out_dims=1)(V)
 
 
-def double_backward(op: HessianOperator, index: int, batch: Batch, V: torch.Tensor) -> torch.Tensor:
-    """H_b V by differentiating g·v through the (cached) first-order graph of batch ``index``."""
-    graph = op._first_order_graph(index, batch)
-    theta, live = graph.theta, graph.live
+def double_backward(f: BatchObjective, V: torch.Tensor) -> torch.Tensor:
+    """H_b V by differentiating g·v through the batch's (cached) first-order graph."""
+    theta, live = f.graph()[:2]
     k = V.shape[1]
     if not live:  # no gradient depends on the parameters: H_b = 0
         return V.new_zeros(V.shape)
@@ -72,11 +105,10 @@ def double_backward(op: HessianOperator, index: int, batch: Batch, V: torch.Tens
         # over the columns on the cached graph (benchmarks/bench_curvature.py).
         cols = []
         for j in range(k):
-            vs = op._split(V[:, j])
-            hj = _grad(outputs, theta, [vs[i] for i, _ in live])
-            cols.append(params_to_vector(hj))
+            vs = f.split(V[:, j])
+            cols.append(params_to_vector(_grad(outputs, theta, [vs[i] for i, _ in live])))
         return cols[0].unsqueeze(1) if k == 1 else torch.stack(cols, dim=1)
-    vs = op._split(V.T)  # tensors of shape (k, *p.shape)
+    vs = f.split(V.T)  # tensors of shape (k, *p.shape)
     try:
         hv = torch.autograd.grad(
             outputs,
@@ -100,8 +132,6 @@ def _grad(
     outputs: Sequence[torch.Tensor],
     inputs: Sequence[torch.Tensor],
     grad_outputs: Sequence[torch.Tensor],
-    *,
-    batched: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     return torch.autograd.grad(
         outputs,
@@ -110,20 +140,17 @@ def _grad(
         retain_graph=True,
         allow_unused=True,
         materialize_grads=True,
-        is_grads_batched=batched,
     )
 
 
-def finite_difference(
-    op: HessianOperator, index: int, batch: Batch, V: torch.Tensor
-) -> torch.Tensor:
+def finite_difference(f: BatchObjective, V: torch.Tensor) -> torch.Tensor:
     """H_b V ≈ gradient differences along each column (central or forward)."""
-    theta = op._theta()
+    theta = f.theta()
     theta_norm = float(params_to_vector(theta).norm())
-    grad_fn = grad(lambda th: op._loss(th, batch))
+    grad_fn = grad(f.loss)
 
     def g_at(direction: torch.Tensor, delta: float) -> torch.Tensor:
-        shifted = tuple(t + delta * d for t, d in zip(theta, op._split(direction)))
+        shifted = tuple(t + delta * d for t, d in zip(theta, f.split(direction)))
         return params_to_vector(grad_fn(shifted))
 
     cols = []
@@ -134,8 +161,8 @@ def finite_difference(
         if v_norm == 0.0:
             cols.append(torch.zeros_like(v))
             continue
-        delta = op.fd_eps * max(1.0, theta_norm) / v_norm
-        if op.fd_scheme == "central":
+        delta = f.fd_eps * max(1.0, theta_norm) / v_norm
+        if f.fd_scheme == "central":
             cols.append((g_at(v, delta) - g_at(v, -delta)) / (2 * delta))
         else:
             if g0 is None:
@@ -144,9 +171,23 @@ def finite_difference(
     return torch.stack(cols, dim=1)
 
 
-#: Back end name -> per-batch product. ``HessianOperator`` looks the name up here.
-PRODUCTS: dict[str, Callable[[HessianOperator, int, Batch, torch.Tensor], torch.Tensor]] = {
+def fd_truncation_error(op_exact: Any, op_fd: Any, v: torch.Tensor) -> float:
+    """Relative error ‖H_fd v − H v‖ / ‖H v‖ of a finite-difference operator vs an exact one."""
+    exact = op_exact @ v
+    approx = op_fd @ v
+    denom = float(exact.norm())
+    return float((approx - exact).norm()) / (denom if denom > 0 else math.inf)
+
+
+Product = Callable[[BatchObjective, torch.Tensor], torch.Tensor]
+
+#: Back end name -> per-batch product: the one place a back end is registered.
+PRODUCTS: dict[str, Product] = {
     "forward-over-reverse": forward_over_reverse,
     "double-backward": double_backward,
     "finite-difference": finite_difference,
 }
+#: Back ends exact up to rounding (their symmetry is probed; the others' is approximate).
+EXACT: frozenset[str] = frozenset({"forward-over-reverse", "double-backward"})
+#: What ``HessianOperator(backend=...)`` accepts: ``"auto"`` and every registered back end.
+BACKENDS: tuple[str, ...] = ("auto", *PRODUCTS)

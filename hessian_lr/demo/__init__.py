@@ -6,7 +6,7 @@ decay 5e-4), on a CPU:
 
 1. an **LR range test** (linear ramp, test accuracy every few steps): ``max_lr`` at the accuracy
    peak, ``base_lr = max_lr/4`` (SC §3), and the curvature cross-check 2/λ_max at the start;
-2. two runs of ``hessian_lr.train.train``, both with the ``LREstimator`` on (``secant``, the
+2. two runs of ``hessian_lr.training.train``, both with the ``LREstimator`` on (``secant``, the
    paper's Hessian-free Eq. 8; ``quadratic`` gᵀg/gᵀHg; ``sharpness`` 1/λ_max by warm-started
    Lanczos): **1cycle** from ``base_lr`` to ``max_lr`` and back with an annihilation tail (momentum
    0.95 → 0.85 → 0.95), and a **piecewise-constant** baseline four times as long (the range test's

@@ -49,9 +49,22 @@ def describe_range_test(result: Any) -> list[str]:
 def _report(
     numbers: dict[str, Any], rt: Any, cfg: DemoConfig, files: dict[str, str], out: Path
 ) -> str:
-    b = numbers["bounds"]
-    r1, r2 = numbers["runs"]["onecycle"], numbers["runs"]["pc"]
     lines = [
+        *_range_section(numbers, rt, cfg),
+        *_runs_section(numbers, cfg),
+        *_estimates_section(numbers, cfg),
+        f"## Files (in `{out}`)",
+        "",
+        *[f"- {name}: `{os.path.relpath(path, out)}`" for name, path in files.items()],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _range_section(numbers: dict[str, Any], rt: Any, cfg: DemoConfig) -> list[str]:
+    """The title, the setting, and section 1 (the range test and the bounds chosen from it)."""
+    b = numbers["bounds"]
+    return [
         "# hessian-lr demo report",
         "",
         f"{_model_label(cfg.model)} on {cfg.dataset} ({numbers['data']['train']} training / "
@@ -75,6 +88,14 @@ def _report(
         f"**{b['pc_lr']:.4g}** ({b['pc_lr_rule']}).",
         *[f"Note: {n}." for n in b["notes"]],
         "",
+    ]
+
+
+def _runs_section(numbers: dict[str, Any], cfg: DemoConfig) -> list[str]:
+    """Section 2: the two runs side by side, and when the baseline reaches 1cycle's accuracy."""
+    b = numbers["bounds"]
+    r1, r2 = numbers["runs"]["onecycle"], numbers["runs"]["pc"]
+    lines = [
         "## 2. 1cycle vs piecewise constant",
         "",
         "| run | schedule | iterations | final test acc. | best test acc. (at) | wall time |",
@@ -101,7 +122,13 @@ def _report(
         f"One test image is {100 / numbers['data']['test']:.2f} % of the test set; the runs are "
         f"single seeds (seed {cfg.seed}), so differences of a few images are noise."
     )
-    lines += [
+    return lines
+
+
+def _estimates_section(numbers: dict[str, Any], cfg: DemoConfig) -> list[str]:
+    """Section 3: the LREstimator's estimates of both runs, λ_max first and last, the caveat."""
+    r1, r2 = numbers["runs"]["onecycle"], numbers["runs"]["pc"]
+    lines = [
         "",
         "## 3. Curvature LR estimates (LREstimator)",
         "",
@@ -133,12 +160,8 @@ def _report(
         "Caveat: the secant estimate (SC Eq. 8) is derived for plain SGD; these runs use "
         "momentum and weight decay (the estimator records this with each estimate).",
         "",
-        f"## Files (in `{out}`)",
-        "",
-        *[f"- {name}: `{os.path.relpath(path, out)}`" for name, path in files.items()],
-        "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 # ----------------------------------------------------------------------------- entry point

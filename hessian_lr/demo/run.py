@@ -77,7 +77,7 @@ def _bounds(cfg: DemoConfig, rt: Any) -> dict[str, Any]:
 
 
 def _train_configs(cfg: DemoConfig, bounds: dict[str, Any], device: str) -> dict[str, Any]:
-    from ..schedules.closed_form import MultiStep, OneCycle
+    from ..schedules import MultiStep, OneCycle
     from ..training.runner import TrainConfig
 
     common = dict(
@@ -104,6 +104,95 @@ def _train_configs(cfg: DemoConfig, bounds: dict[str, Any], device: str) -> dict
     return {
         "onecycle": TrainConfig(**common, steps=n1, schedule=onecycle.to_dict()),
         "pc": TrainConfig(**common, steps=n2, schedule=pc.to_dict()),
+    }
+
+
+def _figures(rt: Any, cfg: DemoConfig, bounds: dict, records: dict, numbers: dict, out: Path):
+    """Step 4: the range test, accuracy and LR-estimate figures; their paths by name."""
+    methods = tuple(cfg.estimator_methods)
+    return {
+        "range_test": _plot_range_test(rt, cfg, bounds, out / "range_test.png"),
+        "accuracy": _plot_accuracy(records, numbers, out / "accuracy.png"),
+        "lr_estimates": _plot_estimates(records, methods, out / "lr_estimates.png"),
+    }
+
+
+def _range_test_phase(
+    cfg: DemoConfig,
+    train_data: Any,
+    test_data: Any,
+    device: Any,
+    progress: bool,
+    echo: Callable[[str], Any],
+) -> tuple[Any, dict[str, Any]]:
+    """Step 1: the range test, what it says, and the LR bounds of both runs read from it."""
+    echo(
+        f"[1/4] LR range test: LR {cfg.range_start_lr:g} -> {cfg.range_end_lr:g} "
+        f"over {cfg.range_steps} steps"
+    )
+    rt = _range_test(cfg, train_data, test_data, device, progress)
+    for line in describe_range_test(rt):
+        echo("      " + line)
+    bounds = _bounds(cfg, rt)
+    echo(
+        f"      -> 1cycle {bounds['base_lr']:.4g} <-> {bounds['max_lr']:.4g}; piecewise "
+        f"constant from {bounds['pc_lr']:.4g}"
+    )
+    return rt, bounds
+
+
+def _train_runs(
+    cfg: DemoConfig,
+    configs: dict[str, Any],
+    runs_root: Path,
+    train_data: Any,
+    test_data: Any,
+    *,
+    progress: bool,
+    echo: Callable[[str], Any],
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Train the demo's runs (each from scratch); their results and records, by run name."""
+    from ..training.run import Run
+    from ..training.runner import train
+
+    results, records = {}, {}
+    for i, (name, tcfg) in enumerate(configs.items()):
+        echo(
+            f"[{2 + i}/4] train {RUN_LABELS[name]}: {tcfg.steps} iterations, estimator "
+            f"{', '.join(cfg.estimator_methods)} every {cfg.estimator_every} steps"
+        )
+        run = Run(runs_root, "demo", name)
+        if run.dir.exists():  # the demo's own earlier output: start fresh
+            shutil.rmtree(run.dir)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LREstimator: the secant estimate")
+            res = train(
+                tcfg,
+                root=runs_root,
+                experiment="demo",
+                run=name,
+                progress=progress,
+                train_data=train_data,
+                test_data=test_data,
+            )
+        results[name], records[name] = res, run.records()
+        echo(
+            f"      {res.status}: test accuracy {_pct(res.final_test_accuracy)} after "
+            f"{res.steps} iterations ({res.seconds:.1f} s)"
+        )
+    return results, records
+
+
+def _range_test_numbers(rt: Any) -> dict[str, Any]:
+    """The range test's numbers in the summary: suggestions, flags, curvature cross-check."""
+    return {
+        "seconds": rt.seconds,
+        "stop_reason": rt.stop_reason,
+        "suggestions": {k: v.lr for k, v in rt.suggestions.as_dict().items()},
+        "flags": {k: list(v.flags) for k, v in rt.suggestions.as_dict().items()},
+        "plateau_lrs": rt.suggestions.plateau_lrs,
+        "two_over_lambda_max": rt.curvature.two_over_lambda if rt.curvature else None,
+        "quadratic_lr": rt.curvature.quadratic_lr if rt.curvature else None,
     }
 
 
@@ -135,18 +224,18 @@ def run_demo(
     """
     import torch
 
-    from ..records import Run, write_json_atomic
+    from ..records import write_json_atomic
     from ..training.data import load_dataset
-    from ..training.runner import resolve_device, train
+    from ..training.setup import resolve_device
 
     cfg = config if config is not None else (QUICK if quick else DEFAULT)
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 (or None for torch's default), got {threads}")
     old_threads = torch.get_num_threads()
     if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1 (or None for torch's default), got {threads}")
         torch.set_num_threads(threads)
     try:
         dev = resolve_device(device)
@@ -154,49 +243,13 @@ def run_demo(
         train_data = load_dataset(cfg.dataset, split="train")
         test_data = load_dataset(cfg.dataset, split="test")
 
-        echo(
-            f"[1/4] LR range test: LR {cfg.range_start_lr:g} -> {cfg.range_end_lr:g} "
-            f"over {cfg.range_steps} steps"
-        )
-        rt = _range_test(cfg, train_data, test_data, dev, progress)
-        for line in describe_range_test(rt):
-            echo("      " + line)
-        bounds = _bounds(cfg, rt)
-        echo(
-            f"      -> 1cycle {bounds['base_lr']:.4g} <-> {bounds['max_lr']:.4g}; piecewise "
-            f"constant from {bounds['pc_lr']:.4g}"
-        )
+        rt, bounds = _range_test_phase(cfg, train_data, test_data, dev, progress, echo)
         rt_json = out / "range_test.json"
         write_json_atomic(rt_json, rt.to_dict())
-
         configs = _train_configs(cfg, bounds, device)
-        results, records = {}, {}
-        runs_root = out / "runs"
-        for i, (name, tcfg) in enumerate(configs.items()):
-            echo(
-                f"[{2 + i}/4] train {RUN_LABELS[name]}: {tcfg.steps} iterations, estimator "
-                f"{', '.join(cfg.estimator_methods)} every {cfg.estimator_every} steps"
-            )
-            run = Run(runs_root, "demo", name)
-            if run.dir.exists():  # the demo's own earlier output: start fresh
-                shutil.rmtree(run.dir)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="LREstimator: the secant estimate")
-                res = train(
-                    tcfg,
-                    root=runs_root,
-                    experiment="demo",
-                    run=name,
-                    progress=progress,
-                    train_data=train_data,
-                    test_data=test_data,
-                )
-            results[name], records[name] = res, run.records()
-            echo(
-                f"      {res.status}: test accuracy {_pct(res.final_test_accuracy)} after "
-                f"{res.steps} iterations ({res.seconds:.1f} s)"
-            )
-
+        results, records = _train_runs(
+            cfg, configs, out / "runs", train_data, test_data, progress=progress, echo=echo
+        )
         methods = tuple(cfg.estimator_methods)
         numbers: dict[str, Any] = {
             "quick": quick and config is None,
@@ -206,15 +259,7 @@ def run_demo(
             "python": platform.python_version(),
             "threads": torch.get_num_threads(),
             "data": {"train": len(train_data), "test": len(test_data)},
-            "range_test": {
-                "seconds": rt.seconds,
-                "stop_reason": rt.stop_reason,
-                "suggestions": {k: v.lr for k, v in rt.suggestions.as_dict().items()},
-                "flags": {k: list(v.flags) for k, v in rt.suggestions.as_dict().items()},
-                "plateau_lrs": rt.suggestions.plateau_lrs,
-                "two_over_lambda_max": rt.curvature.two_over_lambda if rt.curvature else None,
-                "quadratic_lr": rt.curvature.quadratic_lr if rt.curvature else None,
-            },
+            "range_test": _range_test_numbers(rt),
             "bounds": bounds,
             "pc_milestones": list(configs["pc"].schedule["milestones"]),
             "runs": {n: _run_numbers(results[n], records[n], methods) for n in results},
@@ -224,11 +269,7 @@ def run_demo(
         )
 
         echo("[4/4] figures and report")
-        figures = {
-            "range_test": _plot_range_test(rt, cfg, bounds, out / "range_test.png"),
-            "accuracy": _plot_accuracy(records, numbers, out / "accuracy.png"),
-            "lr_estimates": _plot_estimates(records, methods, out / "lr_estimates.png"),
-        }
+        figures = _figures(rt, cfg, bounds, records, numbers, out)
         report_path, summary_path = out / "report.md", out / "summary.json"
         numbers["seconds"] = time.perf_counter() - t0
         files = {

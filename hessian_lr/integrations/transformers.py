@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import transformers
 from torch import nn
 
 from ..lr.estimator import LREstimator
+from ..lr.options import CurvatureOptions, as_options
 from ..observe import Observer, StepContext, run_observers
 from ._common import (
     build_observers,
@@ -63,7 +65,8 @@ class HessianLRTrainerCallback(transformers.TrainerCallback):
         secant: run the batch-free secant estimate (with its noise-null ratio and flag).
         held_batch: a dict batch for the HVP methods (moved to the model's device), or None.
         hvp_methods: methods computed on ``held_batch`` (ignored without it).
-        estimator_kwargs: extra keyword arguments for both ``LREstimator`` instances.
+        estimator_kwargs: extra keyword arguments for both ``LREstimator`` instances (with
+            ``curvature=CurvatureOptions(...)``: the held-batch one sets ``closure=True``).
         observers: further observers or factories ``f(model, optimizer)``; they get
             ``StepContext.batch = held_batch``.
         log_prefix: prefix of the logged names.
@@ -103,6 +106,10 @@ class HessianLRTrainerCallback(transformers.TrainerCallback):
         return self
 
     # -- building -------------------------------------------------------------------------
+    def _held_curvature(self) -> CurvatureOptions:
+        """``estimator_kwargs``' curvature options with ``closure=True`` (the loss is hf_loss)."""
+        return replace(as_options(self.estimator_kwargs.get("curvature")), closure=True)
+
     def _build(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
         obs: list[Any] = []
         if self.secant:
@@ -123,9 +130,8 @@ class HessianLRTrainerCallback(transformers.TrainerCallback):
                         methods=self.hvp_methods,
                         every=self.every,
                         loss_fn=hf_loss,
-                        closure=True,
                         optimizer=optimizer,
-                        **self.estimator_kwargs,
+                        **{**self.estimator_kwargs, "curvature": self._held_curvature()},
                     )
                 )
             )

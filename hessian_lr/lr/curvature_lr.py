@@ -1,6 +1,6 @@
 """``CurvatureLR`` (experimental): a torch LR scheduler driven by curvature estimates.
 
-Sets the learning rate from an :class:`~hessian_lr.estimator.LREstimator`'s smoothed estimate,
+Sets the learning rate from an :class:`~hessian_lr.lr.LREstimator`'s smoothed estimate,
 as Smith & Topin (*Super-Convergence*, arXiv 1708.07120, §5) do with their secant estimate:
 LR = clip(safety · EMA(ε*), min_lr, max_lr). Experimental: an LR that follows the local
 curvature is not a tested recipe (the paper reports the estimates, large and noisy, 0.2-6 on
@@ -19,9 +19,48 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from ..curvature._solver_utils import plain_scalar
 from .estimator import LREstimator
 
-__all__ = ["CurvatureLR"]
+__all__ = ["CurvatureLR", "FILLED_KEYS"]
+
+_COMMON = ("loss", "grad_norm")
+#: The positive numbers each method fills in its results: the keys ``CurvatureLR`` can follow.
+#: (``tests/lr/test_flags_noise.py`` checks every entry against real estimates.)
+FILLED_KEYS: dict[str, tuple[str, ...]] = {
+    "secant": ("lr", "raw_lr", "lr_l1", "lr_l2", "step_l1", "step_norm", "noise_ratio"),
+    "secant_same_batch": ("lr", "raw_lr", "curvature", "step_norm", *_COMMON),
+    "quadratic": ("lr", "raw_lr", "gHg", "hg_norm", "hg_l1", "curvature", *_COMMON),
+    "secant_hvp": ("lr", "raw_lr", "gHg", "hg_norm", "hg_l1", "curvature", *_COMMON),
+    "sharpness": (
+        "lr",
+        "raw_lr",
+        "lambda_max",
+        "curvature",
+        "lr_newton",
+        "lr_stable",
+        "lr_stable_momentum",
+        *_COMMON,
+    ),  # fmt: skip
+    "update": (
+        "lr",
+        "raw_lr",
+        "lr_multiplier",
+        "lr_in_use",
+        "update_norm",
+        "dHd",
+        "curvature",
+        *_COMMON,
+    ),  # fmt: skip
+    "preconditioned_sharpness": (
+        "lr",
+        "lambda_max",
+        "lr_stable",
+        "threshold",
+        "lr_in_use",
+        "lr_times_sharpness",
+    ),  # fmt: skip
+}
 
 
 class CurvatureLR(LRScheduler):
@@ -84,6 +123,10 @@ class CurvatureLR(LRScheduler):
         max_decrease: float = 0.5,
         last_epoch: int = -1,
     ) -> None:
+        safety, min_lr, max_lr, warmup_steps, max_increase, max_decrease = (
+            plain_scalar(x)  # NumPy scalars are the numbers they stand for
+            for x in (safety, min_lr, max_lr, warmup_steps, max_increase, max_decrease)
+        )
         if not isinstance(estimator, LREstimator):
             raise TypeError(f"estimator must be an LREstimator, got {type(estimator).__name__}")
         method = estimator.methods[0] if method is None else method
@@ -101,6 +144,12 @@ class CurvatureLR(LRScheduler):
             raise ValueError(f"max_increase must be >= 1 (math.inf: no bound), got {max_increase}")
         if not 0.0 <= max_decrease <= 1.0:
             raise ValueError(f"max_decrease must be in [0, 1] (0: no bound), got {max_decrease}")
+        filled = FILLED_KEYS.get(method)
+        if filled is not None and key not in filled:
+            raise ValueError(
+                f"key {key!r} is never filled by method {method!r}, so the LR would never move; "
+                f"{method!r} fills {list(filled)}"
+            )
         self.max_increase = float(max_increase)
         self.max_decrease = float(max_decrease)
         self._applied: float | None = None  # the last reference LR set (trust-ratio anchor)

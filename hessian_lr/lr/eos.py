@@ -24,7 +24,7 @@ import torch
 from ..curvature.hessian import HessianOperator, NonFiniteError
 from ..observe import Observer, StepContext
 from ._optim import optimizer_parameters
-from .defaults import DEFAULT_BN_MODE
+from .options import CurvatureOptions, as_options, rejects_operator_keywords
 from .stability import _lanczos_top, preconditioned_sharpness_from_operator
 from .update import update_lr_from_operator
 
@@ -37,22 +37,25 @@ class EdgeOfStability(Observer):
     Record keys (prefix ``eos_``): ``sharpness`` (λ_max(P⁻¹H) for Adam/RMSprop, λ_max(H) for SGD),
     ``threshold`` (c/η), ``lr`` (η, the weighted mean LR), ``lr_x_sharpness`` (η·λ, to compare
     with ``constant`` c), ``ratio`` (η·λ/c; 1 = the edge), ``kind``, ``constant``,
-    ``preconditioned``, ``residual``, ``flags``, ``bn_mode``, ``num_hvps``, ``seconds``; with
-    ``raw`` also ``raw_sharpness`` (λ_max(H)); with ``update`` also ``update_lr`` (the GeN η*),
-    ``update_multiplier`` (η*/η) and ``update_curvature`` (dᵀHd/‖d‖²).
+    ``preconditioned``, ``residual``, ``flags``, ``bn_mode``, ``curvature`` (the matrix),
+    ``num_hvps``, ``seconds``; with ``raw`` also ``raw_sharpness`` (λ_max(H)); with ``update``
+    also ``update_lr`` (the GeN η*), ``update_multiplier`` (η*/η) and ``update_curvature``
+    (dᵀHd/‖d‖²).
 
     Args:
         every: observe after every ``every``-th update (0: off).
         loss_fn: ``loss_fn(outputs, targets)`` (default: the run's ``ctx.loss_fn``).
         batch: a fixed measurement batch (e.g. a few hundred training examples, as a stand-in for
             the full-batch loss of Cohen et al.); default the batch the step trained on.
-        bn_mode: BatchNorm mode of the Hessian (default ``DEFAULT_BN_MODE``).
         raw: also λ_max(H) when the measured sharpness is preconditioned (one more Lanczos run);
             default True.
         update: also the GeN estimate along the optimizer's update (one more HVP).
         lanczos_tol, lanczos_max_iter: for Lanczos.
         warm_start: start each Lanczos run from the previous eigenvector.
-        backend, params, closure: passed to ``HessianOperator``.
+        curvature: how the operator is built (:class:`~hessian_lr.lr.CurvatureOptions`: back
+            end, BatchNorm mode (recorded as ``eos_bn_mode``), parameters, closure form, ...),
+            or a matrix name: ``curvature="ggn"`` tracks the GGN's sharpness (recorded as
+            ``eos_curvature``; Cohen et al. 2021 report it beside the Hessian's).
         at_last: also observe after the run's last update.
         on_nonfinite: ``"flag"`` (default) or ``"raise"``.
         generator: random source for cold Lanczos starts (default: a fixed seed, so that the
@@ -61,29 +64,26 @@ class EdgeOfStability(Observer):
 
     name = "edge_of_stability"
 
+    @rejects_operator_keywords
     def __init__(
         self,
         *,
         every: int = 10,
         loss_fn: Callable[..., torch.Tensor] | None = None,
         batch: Any = None,
-        bn_mode: Literal["eval", "train"] = DEFAULT_BN_MODE,
         raw: bool = True,
         update: bool = False,
         lanczos_tol: float = 1e-2,
         lanczos_max_iter: int | None = None,
         warm_start: bool = True,
-        backend: str = "auto",
-        params: Sequence[torch.Tensor] | Sequence[str] | None = None,
-        closure: bool = False,
         at_last: bool = False,
         on_nonfinite: Literal["raise", "flag"] = "flag",
         generator: torch.Generator | None = None,
+        curvature: CurvatureOptions | str | None = None,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"every must be a non-negative integer, got {every!r}")
-        if bn_mode not in ("eval", "train"):
-            raise ValueError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}")
+        self.curvature = as_options(curvature)
         if not lanczos_tol > 0:
             raise ValueError(f"lanczos_tol must be positive, got {lanczos_tol}")
         if on_nonfinite not in ("raise", "flag"):
@@ -91,15 +91,12 @@ class EdgeOfStability(Observer):
         self.every = every
         self.loss_fn = loss_fn
         self.batch = batch
-        self.bn_mode = bn_mode
+        self.bn_mode = self.curvature.bn_mode
         self.raw = raw
         self.update = update
         self.lanczos_tol = lanczos_tol
         self.lanczos_max_iter = lanczos_max_iter
         self.warm_start = warm_start
-        self.backend = backend
-        self.params = params
-        self.closure = closure
         self.at_last = at_last
         self.on_nonfinite = on_nonfinite
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -121,18 +118,12 @@ class EdgeOfStability(Observer):
                 "run it in a loop whose StepContext carries them"
             )
         t0 = time.perf_counter()
-        names = optimizer_parameters(ctx.model, ctx.optimizer, self.params, moving_only=True)
+        names = optimizer_parameters(
+            ctx.model, ctx.optimizer, self.curvature.params, moving_only=True
+        )
         named = dict(ctx.model.named_parameters())
         params = [named[n] for n in names]
-        op = HessianOperator(
-            ctx.model,
-            loss_fn,
-            batch,
-            params=names,
-            backend=self.backend,
-            bn_mode=self.bn_mode,
-            closure=self.closure,
-        )
+        op = self.curvature.operator(ctx.model, loss_fn, batch, params=names)
         n = op.shape[0]
         try:
             res = preconditioned_sharpness_from_operator(
@@ -159,6 +150,7 @@ class EdgeOfStability(Observer):
                 "eos_residual": res.residual,
                 "eos_flags": list(res.flags),
                 "eos_bn_mode": self.bn_mode,
+                "eos_curvature": self.curvature.matrix,
             }
             if self.raw and res.preconditioned and "nonfinite_loss" not in res.flags:
                 raw = self._raw_sharpness(op, n)
@@ -239,10 +231,11 @@ def plot_edge_of_stability(
         return out
 
     pre = bool(rows[-1][1].get("eos_preconditioned"))
-    label = "λ_max(P⁻¹H)" if pre else "λ_max(H)"
+    mat = {"ggn": "G", "fisher": "F", "fisher_mc": "F"}.get(rows[-1][1].get("eos_curvature"), "H")
+    label = f"λ_max(P⁻¹{mat})" if pre else f"λ_max({mat})"
     ax.plot(steps, col("eos_sharpness"), color="C0", label=label)
     if any("eos_raw_sharpness" in r for _, r in rows):
-        ax.plot(steps, col("eos_raw_sharpness"), color="C2", lw=1.0, label="λ_max(H)")
+        ax.plot(steps, col("eos_raw_sharpness"), color="C2", lw=1.0, label=f"λ_max({mat})")
     kind = rows[-1][1].get("eos_kind", "")
     c = rows[-1][1].get("eos_constant", math.nan)
     ax.plot(steps, col("eos_threshold"), "k--", lw=1.0, label=f"threshold {c:.3g}/η ({kind})")

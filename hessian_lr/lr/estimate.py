@@ -27,8 +27,10 @@ secant), ``overflow``, ``nonfinite_loss`` (with ``on_nonfinite="flag"``; the def
 :class:`~hessian_lr.curvature.NonFiniteError`) and ``not_converged`` (Lanczos stopped above
 ``lanczos_tol``: ``lambda_max`` and ``residual`` keep the last Ritz value, ``lr`` is nan).
 
-BatchNorm: every estimate uses ``hessian_lr.lr.defaults.DEFAULT_BN_MODE`` ("train", batch
-statistics: the loss SGD descends) unless ``bn_mode=`` is given, and records ``bn_mode``.
+How the operator is built (back end, BatchNorm mode, parameters, closure form, process group,
+...) is one :class:`~hessian_lr.lr.CurvatureOptions` (``curvature=``). BatchNorm: every estimate
+uses ``DEFAULT_BN_MODE`` ("train", batch statistics: the loss SGD descends) unless
+``CurvatureOptions(bn_mode="eval")`` is given, and records ``bn_mode``.
 Randomness (the Lanczos start) comes from ``generator`` or a fresh one seeded with ``seed``
 (recorded); global RNGs are restored around every call.
 """
@@ -36,55 +38,41 @@ Randomness (the Lanczos start) comes from ``generator`` or a fresh one seeded wi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from ..curvature.hessian import HessianOperator, NonFiniteError
+from ..curvature.hessian import NonFiniteError
 from ..curvature.linop import params_to_vector
 from ..rng import preserved_rng
-from .defaults import DEFAULT_BN_MODE
 from .methods import (
     HVP_METHODS,
     METHOD_TABLE,
-    METHODS,
-    OPTIMIZER_METHODS,
     EstimateContext,
     check_options,
 )
+from .options import CurvatureOptions, as_options, rejects_operator_keywords
 from .result import LREstimate
-from .rules import (  # noqa: F401 (flag names re-exported for old imports)
-    FLAGS,
-    NEGATIVE_CURVATURE,
-    NONFINITE_LOSS,
-    NORMS,
-    NOT_CONVERGED,
-    OVERFLOW,
-    ZERO_CURVATURE,
-    ZERO_GRADIENT,
-    ZERO_STEP,
-)
-from .secant import CurvatureError, SecantResult, secant_lr
+from .rules import NONFINITE_LOSS
 
-__all__ = [
-    "CurvatureError",
-    "FLAGS",
-    "HVP_METHODS",
-    "LREstimate",
-    "METHODS",
-    "METHOD_TABLE",
-    "OPTIMIZER_METHODS",
-    "SecantResult",
-    "check_options",
-    "estimate_lr",
-    "estimate_lrs",
-    "secant_lr",
-]
+__all__ = ["estimate_lr", "estimate_lrs"]
 
 _NAN = float("nan")
+#: The methods defined for every curvature matrix (``CurvatureOptions.matrix``, issue 26); the
+#: others are defined on the Hessian only.
+MATRIX_METHODS = ("quadratic", "sharpness")
+
+
+def _check_matrix(matrix: str, methods: Sequence[str]) -> None:
+    other = [m for m in methods if m not in MATRIX_METHODS]
+    if matrix != "hessian" and other:
+        raise ValueError(
+            f"curvature matrix {matrix!r} is supported by the methods {MATRIX_METHODS}; "
+            f"{other} are defined on the Hessian (use curvature='hessian' for them)"
+        )
 
 
 def _resolve_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -104,6 +92,7 @@ def _flat(theta: torch.Tensor | Sequence[torch.Tensor] | None) -> torch.Tensor |
     return params_to_vector([t.detach() for t in theta])
 
 
+@rejects_operator_keywords
 def estimate_lrs(
     model: nn.Module,
     loss_fn: Callable[..., torch.Tensor],
@@ -118,52 +107,71 @@ def estimate_lrs(
     warm_starts: dict[str, torch.Tensor] | None = None,
     theta_prev: torch.Tensor | Sequence[torch.Tensor] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
-    backend: str = "auto",
-    bn_mode: Literal["eval", "train"] | None = None,
-    params: Sequence[torch.Tensor] | Sequence[str] | None = None,
-    closure: bool = False,
     strict: bool = False,
     on_nonfinite: Literal["raise", "flag"] = "raise",
     generator: torch.Generator | None = None,
     seed: int = 0,
-    operator_options: Mapping[str, Any] | None = None,
-    process_group: Any = None,
+    curvature: CurvatureOptions | str | None = None,
 ) -> dict[str, LREstimate]:
     """Several estimates on one operator: one gradient, at most one Hg, one Lanczos run.
 
-    Arguments as :func:`estimate_lr` (``methods`` a sequence of its method names;
-    ``warm_starts`` maps a Lanczos-based method to its start vector). ``num_hvps``
-    and ``num_gradients`` of each estimate count what that method needs on its own (shared
-    products are counted in each). Global RNGs are restored afterwards.
+    One :class:`~hessian_lr.curvature.HessianOperator` per call (Hessian of the mean loss over
+    ``batch``), built as ``curvature`` says: ``quadratic`` and ``secant_hvp`` cost one gradient
+    and one HVP (shared between them), ``sharpness`` a Lanczos run (5-10 HVPs on LeNet-5 at the
+    default tolerance; a warm start from the previous eigenvector saves one or two),
+    ``secant_same_batch`` two gradients. ``num_hvps`` and ``num_gradients`` of each estimate count
+    what that method needs on its own (shared products are counted in each); ``seconds`` is the
+    method's own time (with one method, the whole call's). The model, its buffers, ``.grad``,
+    train/eval modes and the global RNGs are left as they were.
+
+    Args:
+        model: the network.
+        loss_fn: ``loss_fn(outputs, targets)`` (mean over the batch), or with
+            ``CurvatureOptions(closure=True)`` ``loss_fn(model, batch)``.
+        batch: ``(inputs, targets)``, or an iterable of batches (the Hessian of the mean loss).
+        methods: names from ``"quadratic"``, ``"secant_hvp"``, ``"sharpness"``,
+            ``"secant_same_batch"`` (see the module docstring), and the optimizer-aware
+            ``"update"`` (η* = −gᵀd/dᵀHd along the optimizer's update d) and
+            ``"preconditioned_sharpness"`` (λ_max(P⁻¹H), Adam's preconditioner), which need
+            ``optimizer`` (:mod:`hessian_lr.lr.update`, :mod:`hessian_lr.lr.stability`).
+        norm: ``"l1"`` or ``"l2"`` for ``secant_hvp`` and ``secant_same_batch``.
+        momentum: heavy-ball β for ``lr_stable_momentum`` = (2 + 2β)/λ_max, in [0, 1).
+        lanczos_tol: relative Ritz residual ‖Hv − λv‖/λ for λ_max (the eigenvalue error is
+            typically its square over the spectral gap: 1e-2 gives ~1e-4 on LeNet-5).
+        lanczos_max_iter: Krylov dimension cap (default: the solver's).
+        v0: (N,) start vector for Lanczos, e.g. the previous ``LREstimate.eigenvector``.
+        warm_starts: ``{method: (N,) start vector}`` for the Lanczos-based methods.
+        theta_prev: the parameters before the last step (``secant_same_batch``): a flat (N,)
+            vector or a list of tensors in the selected parameters' order.
+        optimizer: the optimizer in use (``update``, ``preconditioned_sharpness``); its state
+            is read, never changed.
+        strict: raise :class:`CurvatureError` instead of returning ``nan`` with a
+            ``negative_curvature`` / ``zero_gradient`` flag.
+        on_nonfinite: ``"raise"`` a ``NonFiniteError`` on a NaN/inf loss, gradient or HVP, or
+            ``"flag"``: ``lr = nan`` with ``nonfinite_loss``.
+        generator: random source for the Lanczos start vector.
+        seed: seed of the call's own generator when ``generator`` is None (recorded).
+        curvature: how the operator is built (:class:`~hessian_lr.lr.CurvatureOptions`: back
+            end, BatchNorm mode, parameters, closure form, process group, chunking, dtype, and
+            the matrix: ``"hessian"``, ``"ggn"``, ``"fisher"``, ``"fisher_mc"``, for the
+            ``quadratic`` and ``sharpness`` methods; a name alone is
+            ``CurvatureOptions(matrix=name)``, recorded as ``LREstimate.curvature_matrix``);
+            default ``CurvatureOptions()``. Under a process group every rank passes its shard
+            and calls with the same arguments; every rank gets the estimate of the union.
 
     Returns:
         ``{method: LREstimate}`` in the order of ``methods``.
     """
     t0 = time.perf_counter()
     methods = _resolve_methods(methods)
-    bn_mode = DEFAULT_BN_MODE if bn_mode is None else bn_mode
-    check_options(norm, momentum, lanczos_tol, on_nonfinite, bn_mode)
+    opts = as_options(curvature)
+    _check_matrix(opts.matrix, methods)
+    check_options(norm, momentum, lanczos_tol, on_nonfinite)
     own_seed = seed if generator is None else None
     if generator is None:
         generator = torch.Generator().manual_seed(int(seed))
-
-    extra_kw = dict(operator_options or {})
-    if process_group is not None:
-        extra_kw.setdefault("process_group", process_group)
-    clash = sorted(set(extra_kw) & {"params", "backend", "bn_mode", "closure"})
-    if clash:
-        raise ValueError(f"pass {clash} as keywords of their own, not in operator_options")
     with preserved_rng():
-        op = HessianOperator(
-            model,
-            loss_fn,
-            batch,
-            params=params,
-            backend=backend,
-            bn_mode=bn_mode,
-            closure=closure,
-            **extra_kw,
-        )
+        op = opts.operator(model, loss_fn, batch)
         ctx = EstimateContext(
             op=op,
             norm=norm,
@@ -178,99 +186,54 @@ def estimate_lrs(
             optimizer=optimizer,
             theta_prev=_flat(theta_prev),
         )
-        out: dict[str, Any] = {}
-        try:
-            with torch.enable_grad():
-                for m in methods:
-                    t1 = time.perf_counter()
-                    res = METHOD_TABLE[m](ctx)
-                    out[m] = replace(res, seconds=time.perf_counter() - t1)
-        except NonFiniteError:
-            if on_nonfinite == "raise":
-                raise
-            out = {
-                m: LREstimate(lr=_NAN, method=m, flags=(NONFINITE_LOSS,), backend=op.backend)
-                for m in methods
-            }
-        finally:
-            op.release_graph()
-    extra = dict(backend=op.backend, bn_mode=bn_mode, seed=own_seed)
+        out = _run_methods(ctx, methods)
+    extra = dict(
+        backend=op.backend, bn_mode=opts.bn_mode, seed=own_seed, curvature_matrix=opts.matrix
+    )
     secs = time.perf_counter() - t0
     return {
-        m: replace(r, **extra, seconds=r.seconds or secs) if isinstance(r, LREstimate) else r
+        m: replace(r, **extra, seconds=secs if len(out) == 1 else r.seconds or secs)
+        if isinstance(r, LREstimate)
+        else r
         for m, r in out.items()
     }
 
 
+def _run_methods(ctx: EstimateContext, methods: tuple[str, ...]) -> dict[str, Any]:
+    """Each method on the shared context; ``nonfinite_loss`` for all when asked to flag it."""
+    out: dict[str, Any] = {}
+    try:
+        with torch.enable_grad():
+            for m in methods:
+                t1 = time.perf_counter()
+                res = METHOD_TABLE[m](ctx)
+                out[m] = replace(res, seconds=time.perf_counter() - t1)
+    except NonFiniteError:
+        if ctx.on_nonfinite == "raise":
+            raise
+        out = {
+            m: LREstimate(lr=_NAN, method=m, flags=(NONFINITE_LOSS,), backend=ctx.op.backend)
+            for m in methods
+        }
+    finally:
+        ctx.op.release_graph()
+    return out
+
+
+@rejects_operator_keywords
 def estimate_lr(
     model: nn.Module,
     loss_fn: Callable[..., torch.Tensor],
     batch: Any | Iterable[Any],
     *,
     method: str = "quadratic",
-    norm: Literal["l1", "l2"] = "l1",
-    momentum: float = 0.0,
-    lanczos_tol: float = 1e-2,
-    lanczos_max_iter: int | None = None,
-    v0: torch.Tensor | None = None,
-    theta_prev: torch.Tensor | Sequence[torch.Tensor] | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    backend: str = "auto",
-    bn_mode: Literal["eval", "train"] | None = None,
-    params: Sequence[torch.Tensor] | Sequence[str] | None = None,
-    closure: bool = False,
-    strict: bool = False,
-    on_nonfinite: Literal["raise", "flag"] = "raise",
-    generator: torch.Generator | None = None,
-    seed: int = 0,
-    operator_options: Mapping[str, Any] | None = None,
-    process_group: Any = None,
+    **options: Any,
 ) -> LREstimate:
     """The learning rate that the curvature of the loss at the current parameters supports.
 
-    One :class:`~hessian_lr.curvature.HessianOperator` per call (Hessian of the mean loss over
-    ``batch``): ``quadratic`` and ``secant_hvp`` cost one gradient and one HVP, ``sharpness`` a
-    Lanczos run (5-10 HVPs on LeNet-5 at the default tolerance; a warm start from the previous
-    eigenvector ``v0`` saves one or two), ``secant_same_batch`` two gradients. The model, its
-    buffers, ``.grad``, train/eval modes and the global RNGs are left as they were.
-
-    Args:
-        model: the network.
-        loss_fn: ``loss_fn(outputs, targets)`` (mean over the batch), or with ``closure=True``
-            ``loss_fn(model, batch)``.
-        batch: ``(inputs, targets)``, or an iterable of batches (the Hessian of the mean loss).
-        method: ``"quadratic"``, ``"secant_hvp"``, ``"sharpness"``, ``"secant_same_batch"``
-            (see the module docstring), or the optimizer-aware ``"update"`` (η* = −gᵀd/dᵀHd
-            along the optimizer's update d) and ``"preconditioned_sharpness"`` (λ_max(P⁻¹H),
-            Adam's preconditioner), which need ``optimizer`` (:mod:`hessian_lr.lr.update`,
-            :mod:`hessian_lr.lr.stability`).
-        norm: ``"l1"`` or ``"l2"`` for ``secant_hvp`` and ``secant_same_batch``.
-        momentum: heavy-ball β for ``lr_stable_momentum`` = (2 + 2β)/λ_max, in [0, 1).
-        lanczos_tol: relative Ritz residual ‖Hv − λv‖/λ for λ_max (the eigenvalue error is
-            typically its square over the spectral gap: 1e-2 gives ~1e-4 on LeNet-5).
-        lanczos_max_iter: Krylov dimension cap (default: the solver's).
-        v0: (N,) start vector for Lanczos, e.g. the previous ``LREstimate.eigenvector``.
-        theta_prev: the parameters before the last step (``secant_same_batch``): a flat (N,)
-            vector or a list of tensors in the selected parameters' order.
-        optimizer: the optimizer in use (``update``, ``preconditioned_sharpness``); its state
-            is read, never changed.
-        backend: the HVP back end (see ``HessianOperator``).
-        bn_mode: ``"train"`` or ``"eval"``; default ``DEFAULT_BN_MODE`` (``"train"``).
-        params: the parameters (tensors or names) to differentiate; default all trainable.
-        closure: ``loss_fn(model, batch)`` form.
-        strict: raise :class:`CurvatureError` instead of returning ``nan`` with a
-            ``negative_curvature`` / ``zero_gradient`` flag.
-        on_nonfinite: ``"raise"`` a ``NonFiniteError`` on a NaN/inf loss, gradient or HVP, or
-            ``"flag"``: ``lr = nan`` with ``nonfinite_loss``.
-        generator: random source for the Lanczos start vector.
-        seed: seed of the call's own generator when ``generator`` is None (recorded).
-        operator_options: further ``HessianOperator`` keywords, e.g. ``reduction="sum"``,
-            ``single_batch``, ``batch_size_fn``, ``dtype``, ``chunk_size``.
-        process_group: the ``torch.distributed`` group ``batch`` is sharded over (every rank
-            passes its shard and calls with the same arguments): None auto-detects an
-            initialized default group, ``False`` keeps the estimate on this rank's batch. The
-            products are all-reduced, so every rank gets the same estimate, that of the union
-            of the shards; a ``DistributedDataParallel`` model is unwrapped.
+    :func:`estimate_lrs` of the one ``method``; every other keyword is one of
+    :func:`estimate_lrs` (``norm``, ``momentum``, ``lanczos_tol``, ``v0``, ``theta_prev``,
+    ``optimizer``, ``strict``, ``on_nonfinite``, ``generator``, ``seed``, ``curvature``, ...).
 
     Returns:
         An :class:`LREstimate`.
@@ -285,33 +248,11 @@ def estimate_lr(
         >>> round(estimate_lr(model, nn.MSELoss(), (x, y), method="quadratic").lr, 6)
         0.5
     """
+    if "methods" in options:
+        raise TypeError("estimate_lr() takes one method=...; use estimate_lrs for several")
     if not isinstance(method, str) or method not in METHOD_TABLE:
         hint = (
             " (secant needs iterates: use secant_lr or LREstimator)" if method == "secant" else ""
         )
         raise ValueError(f"method must be one of {HVP_METHODS}, got {method!r}{hint}")
-    t0 = time.perf_counter()
-    est = estimate_lrs(
-        model,
-        loss_fn,
-        batch,
-        methods=(method,),
-        norm=norm,
-        momentum=momentum,
-        lanczos_tol=lanczos_tol,
-        lanczos_max_iter=lanczos_max_iter,
-        v0=v0,
-        theta_prev=theta_prev,
-        optimizer=optimizer,
-        backend=backend,
-        bn_mode=bn_mode,
-        params=params,
-        closure=closure,
-        strict=strict,
-        on_nonfinite=on_nonfinite,
-        generator=generator,
-        seed=seed,
-        operator_options=operator_options,
-        process_group=process_group,
-    )[method]
-    return replace(est, seconds=time.perf_counter() - t0)
+    return estimate_lrs(model, loss_fn, batch, methods=(method,), **options)[method]

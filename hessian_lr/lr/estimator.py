@@ -29,6 +29,7 @@ import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,11 +41,13 @@ from ..curvature.hessian import NonFiniteError, select_params
 from ..curvature.linop import params_to_vector
 from ..observe import Observer, StepContext
 from ..records import append_record, to_jsonable
+from ._estimator_args import check_estimator_args, check_smoothing_args
 from ._estimator_state import EstimatorCheckpoint
 from ._optimizer_view import OptimizerView
-from .defaults import DEFAULT_BN_MODE
-from .estimate import HVP_METHODS, METHODS, OPTIMIZER_METHODS, check_options, estimate_lrs
-from .secant import SCALES, SecantResult, nonfinite_secant, secant_lr, with_null_band
+from .estimate import estimate_lrs
+from .methods import HVP_METHODS, check_options
+from .options import CurvatureOptions, as_options, rejects_operator_keywords
+from .secant import SecantResult, nonfinite_secant, secant_lr, with_null_band
 
 __all__ = ["LREstimator"]
 
@@ -77,19 +80,17 @@ class LREstimator(EstimatorCheckpoint, Observer):
         lanczos_tol: relative Ritz residual for ``sharpness``.
         lanczos_max_iter: Krylov dimension cap for ``sharpness``.
         warm_start: start Lanczos from the previous top eigenvector.
-        backend: the HVP back end.
-        bn_mode: ``"train"`` or ``"eval"``; default ``DEFAULT_BN_MODE`` (recorded).
-        params: parameters (tensors or names) to estimate on (also the secant's weights).
-        closure: ``loss_fn(model, batch)`` form.
         on_nonfinite: ``"flag"`` (default: record ``nonfinite_loss`` and go on) or ``"raise"``.
         seed: seed of the estimator's own generator (Lanczos starts, bootstrap); recorded.
         generator: use this generator instead (then ``seed`` is not recorded).
-        operator_options: further ``HessianOperator`` keywords (``reduction``, ``dtype``, ...).
-        process_group: the ``torch.distributed`` group the data is sharded over: None
-            auto-detects an initialized default group, ``False`` estimates on this rank's batch
-            alone. Under a group each rank passes its shard of the batch to ``step``; the
-            products are all-reduced, so every rank gets the same estimates (on the union of
-            the shards) and the same EMA. A ``DistributedDataParallel`` model is unwrapped.
+        curvature: how the operator is built (:class:`~hessian_lr.lr.CurvatureOptions`);
+            ``bn_mode`` is recorded, ``params`` (tensors or names) are also the secant's
+            weights, ``closure`` selects ``loss_fn(model, batch)``. Under a process group
+            (``process_group``: None auto-detects an initialized default group, ``False``
+            estimates on this rank's batch alone) each rank passes its shard of the batch to
+            ``step``; the products are all-reduced, so every rank gets the same estimates (on
+            the union of the shards) and the same EMA. A ``DistributedDataParallel`` model is
+            unwrapped.
 
     Example:
         >>> import torch
@@ -109,6 +110,7 @@ class LREstimator(EstimatorCheckpoint, Observer):
 
     name = "lr_estimator"
 
+    @rejects_operator_keywords
     def __init__(
         self,
         model: nn.Module,
@@ -131,35 +133,17 @@ class LREstimator(EstimatorCheckpoint, Observer):
         lanczos_tol: float = 1e-2,
         lanczos_max_iter: int | None = None,
         warm_start: bool = True,
-        backend: str = "auto",
-        bn_mode: Literal["eval", "train"] | None = None,
-        params: Sequence[torch.Tensor] | Sequence[str] | None = None,
-        closure: bool = False,
         on_nonfinite: Literal["raise", "flag"] = "flag",
         seed: int = 0,
         generator: torch.Generator | None = None,
-        operator_options: Mapping[str, Any] | None = None,
-        process_group: Any = None,
+        curvature: CurvatureOptions | None = None,
     ) -> None:
         methods = (methods,) if isinstance(methods, str) else tuple(methods)
         model = unwrap_ddp(model)  # products and θ on the module inside DDP
-        self._check_args(model, methods, every, loss_fn, optimizer)
-        if not (0.0 < ema_alpha <= 1.0):
-            raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha}")
-        if not (math.isfinite(ema_init) and ema_init > 0):
-            raise ValueError(
-                f"ema_init must be a positive finite LR, got {ema_init} (the EMA is the LR "
-                "that CurvatureLR applies before the first estimate; the paper uses 0.1)"
-            )
-        if secant_lr_rule not in ("mean", "first"):
-            raise ValueError(f"secant_lr_rule must be 'mean' or 'first', got {secant_lr_rule!r}")
-        if secant_scale not in SCALES:
-            raise ValueError(f"secant_scale must be one of {SCALES}, got {secant_scale!r}")
-        if isinstance(noise_window, bool) or not isinstance(noise_window, int) or noise_window < 5:
-            raise ValueError(f"noise_window must be an integer >= 5, got {noise_window!r}")
-        bn_mode = DEFAULT_BN_MODE if bn_mode is None else bn_mode
-        check_options(norm, 0.0 if momentum is None else momentum, lanczos_tol, on_nonfinite,
-                      bn_mode)  # fmt: skip
+        check_estimator_args(model, methods, every, loss_fn, optimizer)
+        check_smoothing_args(ema_alpha, ema_init, secant_lr_rule, secant_scale, noise_window)
+        curvature = as_options(curvature)
+        check_options(norm, 0.0 if momentum is None else momentum, lanczos_tol, on_nonfinite)
 
         self.model, self.methods, self.every = model, methods, every
         self.loss_fn, self.optimizer, self.norm = loss_fn, optimizer, norm
@@ -170,18 +154,15 @@ class LREstimator(EstimatorCheckpoint, Observer):
         self.storage_device = torch.device(storage_device)
         self.record_path = None if record_path is None else Path(record_path)
         self.lanczos_tol, self.lanczos_max_iter = lanczos_tol, lanczos_max_iter
-        self.warm_start, self.backend, self.bn_mode = warm_start, backend, bn_mode
-        self.closure, self.on_nonfinite = closure, on_nonfinite
-        self.operator_options = dict(operator_options or {})
-        if process_group is not None:
-            self.operator_options.setdefault("process_group", process_group)
-        self.process_group = self.operator_options.get("process_group")
+        self.warm_start, self.on_nonfinite = warm_start, on_nonfinite
+        self.bn_mode, self.process_group = curvature.bn_mode, curvature.process_group
         self.seed = None if generator is not None else int(seed)
         self.generator = generator if generator is not None else torch.Generator()
         if generator is None:
             self.generator.manual_seed(int(seed))
         self._hvp_methods = tuple(m for m in methods if m in HVP_METHODS)
-        self._names, self._params = select_params(model, params)
+        self._names, self._params = select_params(model, curvature.params)
+        self.curvature = replace(curvature, params=self._names)
 
         self._opt = OptimizerView(optimizer, self._params)
         self.momentum = self._opt.momentum() if momentum is None else float(momentum)
@@ -234,27 +215,6 @@ class LREstimator(EstimatorCheckpoint, Observer):
         handle = optimizer.register_step_pre_hook(hook)
         weakref.finalize(self, handle.remove)  # no dangling hook once collected
         return handle
-
-    @staticmethod
-    def _check_args(model: Any, methods: tuple, every: Any, loss_fn: Any, optimizer: Any) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        unknown = [m for m in methods if m not in METHODS]
-        if not methods or unknown or len(set(methods)) != len(methods):
-            raise ValueError(
-                f"methods must be distinct names from {METHODS}, got {methods!r}"
-                + (f" (unknown: {unknown})" if unknown else "")
-            )
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
-        needs = tuple(m for m in methods if m in HVP_METHODS)
-        if needs and loss_fn is None:
-            raise ValueError(f"methods {needs} need loss_fn (the loss to differentiate)")
-        if optimizer is not None and not hasattr(optimizer, "param_groups"):
-            raise TypeError("optimizer must have param_groups (a torch.optim.Optimizer)")
-        aware = [m for m in methods if m in OPTIMIZER_METHODS]
-        if aware and optimizer is None:
-            raise ValueError(f"methods {aware} read the optimizer's state: pass optimizer=...")
 
     # ------------------------------------------------------------------------------ the step
     def _snapshot(self) -> torch.Tensor:
@@ -386,10 +346,8 @@ class LREstimator(EstimatorCheckpoint, Observer):
                 self.model, self.loss_fn, batch, methods=self._hvp_methods, norm=self.norm,
                 momentum=self.momentum, lanczos_tol=self.lanczos_tol,
                 lanczos_max_iter=self.lanczos_max_iter, warm_starts=warm,
-                theta_prev=self._theta_before, optimizer=self.optimizer, backend=self.backend,
-                bn_mode=self.bn_mode, params=self._names, closure=self.closure,
-                on_nonfinite=self.on_nonfinite, generator=self.generator,
-                operator_options=self.operator_options,
+                theta_prev=self._theta_before, optimizer=self.optimizer,
+                on_nonfinite=self.on_nonfinite, generator=self.generator, curvature=self.curvature,
             )  # fmt: skip
             results.update(est)
             num_hvps = sum(int(getattr(r, "num_hvps", 0)) for r in est.values())

@@ -30,6 +30,8 @@ from .rules import (
     ZERO_STEP,
 )
 from .secant import CurvatureError
+from .stability import preconditioned_sharpness_from_operator
+from .update import update_lr_from_operator
 
 __all__ = [
     "EstimateContext",
@@ -79,10 +81,15 @@ class EstimateContext:
             self._hg = self.op @ self.gradient()[1]
         return self._hg
 
+    @property
+    def space(self) -> Any:
+        """The operator's ``vector_space`` (sharded vectors: reductions over the shards)."""
+        return getattr(self.op, "vector_space", None)
+
     def common(self) -> dict[str, Any]:
         """Loss and gradient fields shared by every estimate."""
         loss, g = self.gradient()
-        s = rules.gradient_stats(g)
+        s = rules.gradient_stats(g, space=self.space)
         return dict(loss=loss, grad_norm=s.grad_norm, grad_l1=s.g_l1)
 
 
@@ -100,16 +107,16 @@ def _strict_check(ctx: EstimateContext, flags: Sequence[str], gHg: float = _NAN)
 
 def _gradient_rule(ctx: EstimateContext, method: str) -> LREstimate:
     loss, g = ctx.gradient()
-    s = rules.gradient_stats(g)
+    s = rules.gradient_stats(g, space=ctx.space)
     if not s.gg > 0:
         _strict_check(ctx, (ZERO_GRADIENT,))
         return LREstimate(lr=_NAN, method=method, flags=(ZERO_GRADIENT,), **ctx.common())
     hg = ctx.hg()
     if method == "quadratic":
-        res = rules.quadratic_lr(g, hg)
+        res = rules.quadratic_lr(g, hg, space=ctx.space)
     else:
-        res = rules.secant_hvp_lr(g, hg, ctx.norm)
-    st = rules.gradient_stats(g, hg)
+        res = rules.secant_hvp_lr(g, hg, ctx.norm, space=ctx.space)
+    st = rules.gradient_stats(g, hg, space=ctx.space)
     _strict_check(ctx, res.flags, st.gHg)
     return LREstimate(
         lr=res.lr,
@@ -223,8 +230,6 @@ def _optimizer_of(ctx: EstimateContext, method: str) -> torch.optim.Optimizer:
 
 
 def _update(ctx: EstimateContext) -> Any:
-    from .update import update_lr_from_operator  # issue 15 (lr/update.py)
-
     return update_lr_from_operator(
         ctx.op,
         _optimizer_of(ctx, "update"),
@@ -235,8 +240,6 @@ def _update(ctx: EstimateContext) -> Any:
 
 
 def _preconditioned_sharpness(ctx: EstimateContext) -> Any:
-    from .stability import preconditioned_sharpness_from_operator  # issue 15
-
     return preconditioned_sharpness_from_operator(
         ctx.op,
         _optimizer_of(ctx, "preconditioned_sharpness"),
@@ -266,9 +269,7 @@ HVP_METHODS = tuple(METHOD_TABLE)
 METHODS = ("secant", *HVP_METHODS)
 
 
-def check_options(
-    norm: str, momentum: float, lanczos_tol: float, on_nonfinite: str, bn_mode: str
-) -> None:
+def check_options(norm: str, momentum: float, lanczos_tol: float, on_nonfinite: str) -> None:
     """Validate the options shared by ``estimate_lr``, ``estimate_lrs`` and ``LREstimator``."""
     if norm not in NORMS:
         raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
@@ -278,5 +279,3 @@ def check_options(
         raise ValueError(f"lanczos_tol must be positive, got {lanczos_tol}")
     if on_nonfinite not in ("raise", "flag"):
         raise ValueError(f"on_nonfinite must be 'raise' or 'flag', got {on_nonfinite!r}")
-    if bn_mode not in ("train", "eval"):
-        raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")

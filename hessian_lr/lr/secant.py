@@ -26,16 +26,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 
 from ..curvature.hessian import NonFiniteError
 from ..curvature.linop import params_to_vector
+from .result import LRResult
 from .rules import NONFINITE_LOSS, NORMS, ZERO_CURVATURE, ZERO_STEP, secant_rule
 
 __all__ = [
+    "INDISTINGUISHABLE_FROM_NOISE",
     "SCALES",
     "NullBand",
     "SecantResult",
@@ -55,7 +57,7 @@ class CurvatureError(ValueError):
 
 
 @dataclass(frozen=True)
-class SecantResult:
+class SecantResult(LRResult):
     """The Super-Convergence secant estimate (Eq. 8) from three iterates; see :func:`secant_lr`.
 
     Attributes:
@@ -70,7 +72,8 @@ class SecantResult:
         steps: s, optimizer steps between consecutive iterates.
         norm: ``"l1"`` or ``"l2"``. scale: ``"per_step"`` or ``"paper"``.
         flags: ``zero_step``, ``zero_curvature``, ``negative_curvature``, ``overflow``,
-            ``nonfinite_loss``; any flag makes ``lr`` nan.
+            ``nonfinite_loss``, ``indistinguishable_from_noise`` (:func:`with_null_band`); any
+            flag makes ``lr`` nan.
         seconds: wall-clock time.
         momentum: μ given for the noise null (``nan`` when not given).
         noise_null: c(μ, s) (paper convention) or ``nan``.
@@ -83,7 +86,6 @@ class SecantResult:
         num_hvps: 0 (the trajectory only).
     """
 
-    lr: float
     lr_l1: float
     lr_l2: float
     curvature: float
@@ -93,11 +95,8 @@ class SecantResult:
     lr_next: float
     steps: int
     norm: str
-    flags: tuple[str, ...] = ()
-    seconds: float = 0.0
     per_weight: torch.Tensor | None = field(default=None, repr=False, compare=False)
     method: str = "secant"
-    num_hvps: int = 0
     raw_lr: float = _NAN
     scale: str = "per_step"
     momentum: float = _NAN
@@ -105,18 +104,6 @@ class SecantResult:
     noise_ratio: float = _NAN
     noise_band: tuple[float, float] | None = None
     indistinguishable_from_noise: bool | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when ``lr`` is a finite positive number (then ``flags`` is empty)."""
-        return math.isfinite(self.lr) and self.lr > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-Python fields (no per-weight vector), e.g. for JSON records."""
-        d = {k: v for k, v in asdict(self).items() if k != "per_weight"}
-        d["flags"] = list(self.flags)
-        d["noise_band"] = None if self.noise_band is None else list(self.noise_band)
-        return d
 
 
 def _flatten(theta: torch.Tensor | Sequence[torch.Tensor], name: str) -> torch.Tensor:
@@ -392,6 +379,9 @@ def null_band(
     )
 
 
+#: The flag of a secant estimate whose noise band reaches the null (lr nan, EMA skips it).
+INDISTINGUISHABLE_FROM_NOISE = "indistinguishable_from_noise"
+
 #: Fewest finite ratios before :func:`with_null_band` runs the test.
 MIN_NULL_WINDOW = 5
 
@@ -407,14 +397,24 @@ def with_null_band(
 
     The band is :func:`null_band` of the window's ratios; with fewer than ``MIN_NULL_WINDOW``
     ratios, or without a null (no momentum given), ``res`` is returned unchanged (flag None).
+    When the band reaches the null the estimate gets the flag ``indistinguishable_from_noise``
+    and ``lr = nan`` (``raw_lr`` keeps the formula's value): like every flag, it is not an LR,
+    and ``LREstimator``'s EMA (hence ``CurvatureLR``) skips it.
     """
     if math.isfinite(res.noise_ratio) and res.noise_ratio > 0:
         window.append(res.noise_ratio)
     if len(window) < MIN_NULL_WINDOW or not math.isfinite(res.noise_null):
         return res
     band = null_band(list(window), tol=tol, generator=generator)
+    extra = {}
+    if band.indistinguishable and INDISTINGUISHABLE_FROM_NOISE not in res.flags:
+        # an estimate that measures noise is not an LR: flagged, lr nan (raw_lr keeps the value)
+        extra = dict(lr=_NAN, flags=(*res.flags, INDISTINGUISHABLE_FROM_NOISE))
     return replace(
-        res, noise_band=(band.low, band.high), indistinguishable_from_noise=band.indistinguishable
+        res,
+        noise_band=(band.low, band.high),
+        indistinguishable_from_noise=band.indistinguishable,
+        **extra,
     )
 
 

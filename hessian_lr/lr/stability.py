@@ -23,6 +23,12 @@ methods at the edge of stability", arXiv 2207.14484). With a = ηλ:
 * RMSprop (α, momentum μ, frozen P = diag(√v + ε), centered: √(v − m²) + ε): b⁺ = μb + P⁻¹g,
   x⁺ = x − ηb⁺, heavy ball on P⁻¹H with LR η: c = 2 + 2μ.
 
+Which P: that of the step the optimizer takes next from the measured batch, the batch's
+gradient folded into v before the division as torch does (``update`` uses the same P; issue
+22 chose this so that the two methods describe one step; the last step's P, without the current
+gradient, was up to 4.9× apart early in RMSprop). Cohen et al. 2022 likewise measure the P of
+the step being taken.
+
 Assumptions: a quadratic model (H constant over the step), a frozen preconditioner (P changes
 slowly next to the iterates), coupled weight decay's λ_wd·I in H neglected (λ_wd ≪ λ_max). The
 thresholds are tested by running each optimizer on a quadratic at η just below/above c/λ.
@@ -39,7 +45,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -47,10 +53,13 @@ from torch import nn
 
 from ..curvature.hessian import HessianOperator, NonFiniteError
 from ..curvature.lanczos import lanczos
-from ..curvature.linop import params_to_vector
+from ..curvature.linop import params_to_vector, vector_to_params
 from ..curvature.preconditioned import PreconditionedOperator
 from ._optim import _group_of, _reference_lr, _scalar, optimizer_parameters
-from .defaults import DEFAULT_BN_MODE
+from .direction import next_preconditioner
+from .options import CurvatureOptions, as_options, rejects_operator_keywords
+from .result import LRResult
+from .secant import CurvatureError
 
 __all__ = [
     "StabilityThreshold",
@@ -243,13 +252,21 @@ def _rmsprop_p(state: dict, group: dict) -> torch.Tensor:
 
 
 def preconditioner_diagonal(
-    optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.Tensor],
+    *,
+    gradient: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor | None:
     """The flat (N,) float64 diagonal Q of the preconditioner, or None for the identity.
 
     Q_i = P_i · η̄/η_g (module docstring): Adam/AdamW P = √v̂ + ε (v̂ = v/(1 − β₂ᵗ), or the amsgrad
     maximum), RMSprop P = √v + ε (centered √(v − m²) + ε), SGD P = 1. The state after the last
-    step is used (the frozen preconditioner of the next step). A parameter that does not move
+    step is used, or, with ``gradient`` (one tensor per parameter), the preconditioner of the
+    step the optimizer takes next from that gradient: torch folds the current gradient into v
+    before dividing, so this P is the one :func:`~hessian_lr.lr.update.update_direction` uses
+    (:func:`~hessian_lr.lr.direction.next_preconditioner`); early in training the two differ by
+    up to ~5× (RMSprop, issue 22). :func:`preconditioned_sharpness` passes the batch's gradient,
+    so it and ``update`` describe the same step. A parameter that does not move
     (not in the optimizer, or in a group with LR 0) gets Q_i = ∞ (its coordinates drop out of
     the generalized eigenproblem). None when Q is the identity (SGD, one LR, all moving).
 
@@ -278,6 +295,10 @@ def preconditioner_diagonal(
         if rule is None:
             parts.append(torch.full((p.numel(),), ratio, dtype=torch.float64, device=p.device))
             continue
+        group = optimizer.param_groups[group_of[id(p)]]
+        if gradient is not None:
+            parts.append(next_preconditioner(optimizer, p, gradient[i], group).reshape(-1) * ratio)
+            continue
         state = optimizer.state.get(p, {})
         if "step" not in state:
             raise ValueError(
@@ -290,7 +311,7 @@ def preconditioner_diagonal(
 
 # ------------------------------------------------------------------------ preconditioned sharpness
 @dataclass(frozen=True)
-class PreconditionedSharpness:
+class PreconditionedSharpness(LRResult):
     """λ_max of the curvature that governs the optimizer's stability, and its threshold.
 
     Attributes:
@@ -319,7 +340,6 @@ class PreconditionedSharpness:
             of the next call (not in ``as_dict``).
     """
 
-    lr: float
     method: str = "preconditioned_sharpness"
     lambda_max: float = _NAN
     residual: float = _NAN
@@ -334,23 +354,9 @@ class PreconditionedSharpness:
     preconditioned: bool = False
     optimizer: str = ""
     converged: bool = False
-    num_hvps: int = 0
-    seconds: float = 0.0
-    flags: tuple[str, ...] = ()
     backend: str = ""
     bn_mode: str | None = None
     eigenvector: torch.Tensor | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        """True when ``lr`` is a finite positive number."""
-        return math.isfinite(self.lr) and self.lr > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-Python fields (no eigenvector), e.g. for JSON records."""
-        d = {k: v for k, v in asdict(self).items() if k != "eigenvector"}
-        d["flags"] = list(self.flags)
-        return d
 
 
 def _lanczos_top(op: Any, tol: float, max_iter: int | None, v0: Any, generator: Any) -> Any:
@@ -389,7 +395,15 @@ def preconditioned_sharpness_from_operator(
         raise ValueError(f"lanczos_tol must be positive, got {lanczos_tol}")
     params = list(params)
     thr = stability_threshold(optimizer, params)
-    q = preconditioner_diagonal(optimizer, params)
+    try:
+        grads = None
+        if thr.preconditioned:  # the batch's gradient enters the preconditioner (update's P)
+            grads = vector_to_params(op.gradient()[1].detach(), params)
+    except NonFiniteError:
+        if on_nonfinite == "raise":
+            raise
+        grads = None
+    q = preconditioner_diagonal(optimizer, params, gradient=grads)
     sym = op if q is None else PreconditionedOperator(op, q)
     info = dict(
         lr_in_use=thr.lr,
@@ -415,8 +429,6 @@ def preconditioned_sharpness_from_operator(
     if not lam > 0:
         flags.append("negative_curvature")
         if strict:
-            from .estimate import CurvatureError  # lazy: estimate.py dispatches here
-
             raise CurvatureError(
                 f"preconditioned_sharpness: λ_max = {lam:.3e} ≤ 0, no positive curvature, so "
                 "no step size is implied"
@@ -439,22 +451,20 @@ def preconditioned_sharpness_from_operator(
     )
 
 
+@rejects_operator_keywords
 def preconditioned_sharpness(
     model: nn.Module,
     loss_fn: Callable[..., torch.Tensor],
     batch: Any,
     optimizer: torch.optim.Optimizer,
     *,
-    bn_mode: Literal["eval", "train"] = DEFAULT_BN_MODE,
-    backend: str = "auto",
-    params: Sequence[torch.Tensor] | Sequence[str] | None = None,
-    closure: bool = False,
     lanczos_tol: float = 1e-2,
     lanczos_max_iter: int | None = None,
     v0: torch.Tensor | None = None,
     strict: bool = False,
     on_nonfinite: Literal["raise", "flag"] = "raise",
     generator: torch.Generator | None = None,
+    curvature: CurvatureOptions | None = None,
 ) -> PreconditionedSharpness:
     """λ_max(P⁻¹H) for Adam/RMSprop (λ_max(H) for SGD) and the optimizer's stability threshold.
 
@@ -465,28 +475,26 @@ def preconditioned_sharpness(
 
     Args:
         model: the network.
-        loss_fn: ``loss_fn(outputs, targets)``, or ``loss_fn(model, batch)`` with ``closure``.
+        loss_fn: ``loss_fn(outputs, targets)``, or ``loss_fn(model, batch)`` with
+            ``CurvatureOptions(closure=True)``.
         batch: ``(inputs, targets)`` or an iterable of batches.
         optimizer: SGD, Adam, AdamW or RMSprop, after at least one step for Adam/RMSprop.
-        bn_mode: BatchNorm mode (default ``DEFAULT_BN_MODE``); recorded.
-        backend: the HVP back end (``HessianOperator``).
-        params: restrict to these parameters (tensors or names); parameters the optimizer does
-            not hold, or holds at LR 0, are left out in any case (they do not move).
-        closure: ``loss_fn`` takes ``(model, batch)``.
         lanczos_tol: relative Ritz residual at which λ_max is accepted.
         lanczos_max_iter: Krylov dimension cap (default: the solver's).
         generator: random source for a cold Lanczos start.
         v0: start vector, e.g. the previous result's ``eigenvector``.
         strict: raise ``CurvatureError`` when λ_max ≤ 0 instead of flagging it.
         on_nonfinite: ``"raise"`` or ``"flag"`` a NaN/inf loss or product.
+        curvature: how the operator is built (:class:`~hessian_lr.lr.CurvatureOptions`; its
+            ``bn_mode`` is recorded; ``params`` restricts the parameters, tensors or names;
+            those the optimizer does not hold, or holds at LR 0, are left out in any case).
 
     Returns:
         A :class:`PreconditionedSharpness`.
     """
-    names = optimizer_parameters(model, optimizer, params, moving_only=True)
-    op = HessianOperator(
-        model, loss_fn, batch, params=names, backend=backend, bn_mode=bn_mode, closure=closure
-    )
+    curvature = as_options(curvature)
+    names = optimizer_parameters(model, optimizer, curvature.params, moving_only=True)
+    op = curvature.operator(model, loss_fn, batch, params=names)
     named = dict(model.named_parameters())
     return preconditioned_sharpness_from_operator(
         op,

@@ -19,12 +19,8 @@ the current LR. Parameter groups with different LRs: the step is Δ = Σ_g η_g 
 again on the scale of η̄ and ``lr_multiplier`` scales every group's LR alike.
 
 The gradient the optimizer would fold into its state is taken to be g, the batch gradient at the
-current parameters. Exact formulas (the same as ``torch.optim``'s single-tensor code paths) for
-``SGD`` (momentum, dampening, Nesterov, coupled weight decay, maximize), ``Adam`` / ``AdamW`` (bias
-correction, coupled or decoupled weight decay, amsgrad) and ``RMSprop`` (centered, momentum, weight
-decay); any other optimizer (and subclasses, which may change ``step``) goes through a generic
-fallback that steps a throwaway float64 copy of the optimizer and its parameters and reads the
-difference, with every global RNG preserved.
+current parameters; d comes from :func:`hessian_lr.lr.direction.update_direction` (exact formulas
+for SGD, Adam, AdamW and RMSprop, a throwaway float64 step of a copy for any other optimizer).
 
 Weight decay is part of d (it moves θ), but η* and the curvature are those of the *loss*
 ``loss_fn``: the L2 term's own curvature (wd·‖d‖²) is not added.
@@ -32,11 +28,10 @@ Weight decay is part of d (it moves θ), but η* and the curvature are those of 
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -44,14 +39,14 @@ from torch import nn
 
 from ..curvature.hessian import HessianOperator, NonFiniteError
 from ..curvature.linop import params_to_vector, vector_to_params
-from ..rng import preserved_rng
-from ._optim import _group_of, _reference_lr, _scalar, optimizer_parameters
-from .defaults import DEFAULT_BN_MODE
+from ._optim import optimizer_parameters
+from .direction import update_direction
+from .options import CurvatureOptions, as_options, rejects_operator_keywords
+from .result import LRResult
+from .secant import CurvatureError
 
 __all__ = [
-    "UpdateDirection",
     "UpdateEstimate",
-    "update_direction",
     "update_lr",
     "update_lr_from_operator",
     "optimizer_parameters",
@@ -63,251 +58,19 @@ ZERO_UPDATE = "zero_update"
 NOT_DESCENT = "not_descent"
 _NEGATIVE_CURVATURE = "negative_curvature"  # the flag names of hessian_lr.lr.estimate
 _NONFINITE_LOSS = "nonfinite_loss"
-_DIRECTIONS = ("auto", "analytic", "generic")
 _NAN = float("nan")
-
-
-def _curvature_error(message: str) -> Exception:
-    from .estimate import CurvatureError  # lazy: estimate.py dispatches to this module
-
-    return CurvatureError(message)
-
-
-# --------------------------------------------------------------------------------- directions
-def _sgd_step(p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
-    """−(the update torch.optim.SGD applies per unit LR), float64."""
-    theta = p.detach().double()
-    if group.get("maximize", False):
-        g = -g
-    wd = _scalar(group.get("weight_decay", 0.0))
-    if wd != 0:
-        g = g + wd * theta
-    mu = _scalar(group.get("momentum", 0.0))
-    if mu != 0:
-        buf = state.get("momentum_buffer")
-        if buf is None:
-            b = g
-        else:
-            b = mu * buf.detach().double() + (1.0 - _scalar(group.get("dampening", 0.0))) * g
-        g = g + mu * b if group.get("nesterov", False) else b
-    return -g
-
-
-def _adam_step(
-    p: torch.Tensor, g: torch.Tensor, state: dict, group: dict, decoupled_default: bool
-) -> torch.Tensor:
-    """The Adam/AdamW step per unit LR, float64 (torch's formula with bias correction)."""
-    theta = p.detach().double()
-    if group.get("maximize", False):
-        g = -g
-    beta1, beta2 = (_scalar(b) for b in group["betas"])
-    eps = _scalar(group["eps"])
-    wd = _scalar(group.get("weight_decay", 0.0))
-    decoupled = bool(group.get("decoupled_weight_decay", decoupled_default))
-    if wd != 0 and not decoupled:
-        g = g + wd * theta
-    t = (_scalar(state["step"]) if "step" in state else 0.0) + 1.0
-    zero = torch.zeros_like(g)
-    m = state["exp_avg"].detach().double() if "exp_avg" in state else zero
-    v = state["exp_avg_sq"].detach().double() if "exp_avg_sq" in state else zero
-    m = beta1 * m + (1.0 - beta1) * g
-    v = beta2 * v + (1.0 - beta2) * g * g
-    if group.get("amsgrad", False):
-        vmax = state["max_exp_avg_sq"].detach().double() if "max_exp_avg_sq" in state else zero
-        v = torch.maximum(vmax, v)
-    bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
-    d = -(m / bc1) / (v.sqrt() / math.sqrt(bc2) + eps)
-    if wd != 0 and decoupled:
-        d = d - wd * theta
-    return d
-
-
-def _rmsprop_step(p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
-    """The RMSprop step per unit LR, float64."""
-    theta = p.detach().double()
-    if group.get("maximize", False):
-        g = -g
-    alpha, eps = _scalar(group["alpha"]), _scalar(group["eps"])
-    wd = _scalar(group.get("weight_decay", 0.0))
-    if wd != 0:
-        g = g + wd * theta
-    zero = torch.zeros_like(g)
-    sq = state["square_avg"].detach().double() if "square_avg" in state else zero
-    sq = alpha * sq + (1.0 - alpha) * g * g
-    if group.get("centered", False):
-        ga = state["grad_avg"].detach().double() if "grad_avg" in state else zero
-        ga = alpha * ga + (1.0 - alpha) * g
-        avg = (sq - ga * ga).sqrt() + eps
-    else:
-        avg = sq.sqrt() + eps
-    mu = _scalar(group.get("momentum", 0.0))
-    if mu > 0:
-        buf = state["momentum_buffer"].detach().double() if "momentum_buffer" in state else zero
-        return -(mu * buf + g / avg)
-    return -(g / avg)
-
-
-_ANALYTIC: dict[type, Callable[..., torch.Tensor]] = {
-    torch.optim.SGD: _sgd_step,
-    torch.optim.Adam: lambda p, g, s, grp: _adam_step(p, g, s, grp, False),
-    torch.optim.AdamW: lambda p, g, s, grp: _adam_step(p, g, s, grp, True),
-    torch.optim.RMSprop: _rmsprop_step,
-}
-
-
-def _generic_steps(
-    optimizer: torch.optim.Optimizer,
-    params: Sequence[torch.Tensor],
-    grads: Sequence[torch.Tensor],
-    lrs: Sequence[float],
-) -> list[torch.Tensor]:
-    """Step a float64 throwaway copy of ``optimizer`` at group LRs ``lrs`` (non-zero); Δθ/lr."""
-    group_of = _group_of(optimizer)
-    position = {
-        id(p): (i, j)
-        for i, group in enumerate(optimizer.param_groups)
-        for j, p in enumerate(group["params"])
-    }
-    with preserved_rng(), torch.no_grad():
-        try:
-            clone = copy.deepcopy(optimizer)
-        except Exception as err:  # noqa: BLE001 (any failure: say what to do)
-            raise TypeError(
-                f"update direction: cannot copy {type(optimizer).__name__} for the generic "
-                f"fallback ({err}); its update direction is not available"
-            ) from err
-        clone.__dict__.pop("step", None)  # an LR scheduler's wrapper still bound to the original
-        for hooks in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks"):
-            getattr(clone, hooks, {}).clear()
-        for group, lr in zip(clone.param_groups, lrs):
-            group["lr"] = lr
-            for q in group["params"]:
-                q.grad = None
-                q.data = q.data.double()
-        for st in clone.state.values():
-            for key, val in list(st.items()):
-                if isinstance(val, torch.Tensor) and val.is_floating_point() and val.ndim > 0:
-                    st[key] = val.double()
-        copies = []
-        for p, g in zip(params, grads):
-            i, j = position[id(p)]
-            q = clone.param_groups[i]["params"][j]
-            q.grad = g.detach().double().reshape(q.shape).clone()
-            copies.append((q, q.detach().clone()))
-        try:
-            type(clone).step(clone)
-        except TypeError as err:
-            raise TypeError(
-                f"update direction: {type(optimizer).__name__}.step() needs arguments (a "
-                f"closure?), so the step it is about to take is not defined ({err})"
-            ) from err
-        return [(q - before) / lrs[group_of[id(p)]] for (q, before), p in zip(copies, params)]
-
-
-@dataclass(frozen=True)
-class UpdateDirection:
-    """The step an optimizer is about to take, per unit LR: it moves θ by ``lr · direction``.
-
-    Attributes:
-        direction: per-parameter tensors (float64), shaped like the parameters.
-        lr: η̄, the parameter-count-weighted mean LR of the groups (0 when every LR is 0).
-        source: ``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"`` (exact formulas) or
-            ``"generic"`` (a throwaway copy was stepped).
-    """
-
-    direction: list[torch.Tensor]
-    lr: float
-    source: str
-
-
-def update_direction(
-    optimizer: torch.optim.Optimizer,
-    params: Sequence[torch.Tensor],
-    grads: Sequence[torch.Tensor],
-    *,
-    direction: Literal["auto", "analytic", "generic"] = "auto",
-) -> UpdateDirection:
-    """The update ``optimizer`` would apply to ``params`` given gradients ``grads``, per unit LR.
-
-    Reads the optimizer's state and hyper-parameters and changes nothing (the optimizer, its state,
-    the parameters, ``.grad`` and the global RNGs are as before). With per-group LRs η_g the step
-    is Σ η_g d_g = η̄·d with η̄ the weighted mean LR (see the module docstring).
-
-    Args:
-        optimizer: a ``torch.optim.Optimizer``.
-        params: the parameters (a parameter the optimizer does not hold does not move: its
-            direction is 0; at least one must be held).
-        grads: the gradient of each parameter the step would use (same shapes).
-        direction: ``"analytic"`` (exact formulas; SGD, Adam, AdamW, RMSprop only),
-            ``"generic"`` (step a float64 copy), or ``"auto"`` (analytic when the optimizer's type
-            is exactly one of those, else generic).
-
-    Raises:
-        ValueError: mismatched lists, no parameter in the optimizer, unknown ``direction``.
-        TypeError: ``"analytic"`` for an unsupported optimizer, or a generic copy that fails.
-
-    Example:
-        >>> import torch
-        >>> w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
-        >>> opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
-        >>> opt.state[w]["momentum_buffer"] = torch.tensor([1.0, 0.0])
-        >>> update_direction(opt, [w], [torch.tensor([0.5, 0.5])]).direction[0].tolist()
-        [-1.4, -0.5]
-    """
-    if direction not in _DIRECTIONS:
-        raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
-    params, grads = list(params), list(grads)
-    if len(params) != len(grads) or not params:
-        raise ValueError(
-            f"params and grads must be non-empty lists of equal length, got {len(params)} "
-            f"and {len(grads)}"
-        )
-    for i, (p, g) in enumerate(zip(params, grads)):
-        if g.shape != p.shape and g.numel() != p.numel():
-            raise ValueError(f"grads[{i}] has shape {tuple(g.shape)}, parameter {tuple(p.shape)}")
-    lr_ref = _reference_lr(optimizer, params)
-    group_of = _group_of(optimizer)
-    lrs = [_scalar(g["lr"]) for g in optimizer.param_groups]
-    held = [i for i, p in enumerate(params) if id(p) in group_of]  # the others do not move
-    all_params, all_grads = params, grads
-    params, grads = [all_params[i] for i in held], [all_grads[i] for i in held]
-    rule = _ANALYTIC.get(type(optimizer))
-    complex_params = any(torch.is_complex(p) for p in params)
-    if direction == "analytic" and (rule is None or complex_params):
-        raise TypeError(
-            f"no exact update formula for {type(optimizer).__name__}"
-            + (" with complex parameters" if complex_params else "")
-            + " (SGD, Adam, AdamW, RMSprop only); use direction='generic' or 'auto'"
-        )
-    use_generic = direction == "generic" or rule is None or complex_params
-    if lr_ref == 0:  # nothing moves: the direction at unit LRs
-        scale = [1.0 for _ in lrs]
-    else:  # a group with LR 0 does not move
-        scale = [lr / lr_ref for lr in lrs]
-    if use_generic:
-        steps = _generic_steps(optimizer, params, grads, [lr if lr != 0 else 1.0 for lr in lrs])
-        source = "generic"
-    else:
-        steps = []
-        for p, g in zip(params, grads):
-            group = optimizer.param_groups[group_of[id(p)]]
-            state = optimizer.state.get(p, {})
-            steps.append(rule(p, g.detach().double().reshape(p.shape), state, group))
-        source = type(optimizer).__name__.lower()
-    out = [torch.zeros(p.shape, dtype=torch.float64, device=p.device) for p in all_params]
-    for i, s, p in zip(held, steps, params):
-        out[i] = s.reshape(p.shape) * scale[group_of[id(p)]]
-    return UpdateDirection(direction=out, lr=lr_ref, source=source)
 
 
 # ----------------------------------------------------------------------------------- estimate
 @dataclass(frozen=True)
-class UpdateEstimate:
+class UpdateEstimate(LRResult):
     """The GeN learning rate along the optimizer's update; see :func:`update_lr`.
 
     Attributes:
         lr: η* = −gᵀd/dᵀHd, an absolute LR (``nan`` when a flag says none is implied).
         method: ``"update"``.
+        raw_lr: −gᵀd/dᵀHd regardless of flags (``nan`` when dᵀHd is 0 or not finite), like
+            ``LREstimate.raw_lr``: what ``ema_include_flagged`` feeds the EMA.
         lr_multiplier: η*/η̄, the factor on the LR in use (``nan`` when η̄ = 0).
         lr_in_use: η̄, the parameter-count-weighted mean LR of the optimizer's groups.
         loss: mean loss on the batch.
@@ -329,8 +92,8 @@ class UpdateEstimate:
         bn_mode: the BatchNorm mode of the Hessian.
     """
 
-    lr: float
     method: str = "update"
+    raw_lr: float = _NAN
     lr_multiplier: float = _NAN
     lr_in_use: float = _NAN
     loss: float = _NAN
@@ -342,23 +105,9 @@ class UpdateEstimate:
     cosine: float = _NAN
     source: str = ""
     optimizer: str = ""
-    num_hvps: int = 0
     num_gradients: int = 0
-    seconds: float = 0.0
-    flags: tuple[str, ...] = ()
     backend: str = ""
     bn_mode: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when ``lr`` is a finite positive number."""
-        return math.isfinite(self.lr) and self.lr > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-Python fields, e.g. for JSON records."""
-        d = asdict(self)
-        d["flags"] = list(self.flags)
-        return d
 
 
 def update_lr_from_operator(
@@ -415,13 +164,15 @@ def update_lr_from_operator(
         if not dHd > 0:
             flags.append(_NEGATIVE_CURVATURE)
     if strict and flags:
-        raise _curvature_error(
+        raise CurvatureError(
             f"update_lr: no step size is implied along the optimizer's update ({', '.join(flags)}"
             f"; gᵀd = {gTd:.3e}, dᵀHd = {dHd:.3e})"
         )
-    lr = _NAN if flags else -gTd / dHd
+    raw = -gTd / dHd if dHd != 0 and math.isfinite(dHd) else _NAN
+    lr = _NAN if flags else raw
     return UpdateEstimate(
         lr=lr,
+        raw_lr=raw,
         lr_multiplier=lr / ud.lr if ud.lr > 0 else _NAN,
         lr_in_use=ud.lr,
         loss=float(loss),
@@ -441,19 +192,17 @@ def update_lr_from_operator(
     )
 
 
+@rejects_operator_keywords
 def update_lr(
     model: nn.Module,
     loss_fn: Callable[..., torch.Tensor],
     batch: Any,
     optimizer: torch.optim.Optimizer,
     *,
-    bn_mode: Literal["eval", "train"] = DEFAULT_BN_MODE,
-    backend: str = "auto",
-    params: Sequence[torch.Tensor] | Sequence[str] | None = None,
-    closure: bool = False,
     direction: Literal["auto", "analytic", "generic"] = "auto",
     strict: bool = False,
     on_nonfinite: Literal["raise", "flag"] = "raise",
+    curvature: CurvatureOptions | None = None,
 ) -> UpdateEstimate:
     """The LR that minimises the local quadratic along the update the optimizer is about to take.
 
@@ -467,14 +216,12 @@ def update_lr(
             ``loss_fn(model, batch)``.
         batch: ``(inputs, targets)`` or an iterable of batches.
         optimizer: the optimizer training ``model`` (its state gives d).
-        bn_mode: BatchNorm mode of the Hessian (default ``DEFAULT_BN_MODE``); recorded.
-        backend: the HVP back end (``HessianOperator``).
-        params: restrict to these parameters (tensors or names); only parameters the optimizer
-            holds are used in any case (the others do not move).
-        closure: ``loss_fn`` takes ``(model, batch)``.
         direction: ``"auto"``, ``"analytic"`` or ``"generic"`` (see :func:`update_direction`).
-        strict: raise :class:`~hessian_lr.lr.estimate.CurvatureError` instead of flagging.
+        strict: raise :class:`~hessian_lr.lr.CurvatureError` instead of flagging.
         on_nonfinite: ``"raise"`` a ``NonFiniteError`` or ``"flag"`` it.
+        curvature: how the operator is built (:class:`~hessian_lr.lr.CurvatureOptions`; its
+            ``bn_mode`` is recorded; ``params`` restricts the parameters, tensors or names, of
+            which only those the optimizer holds are used: the others do not move).
 
     Returns:
         An :class:`UpdateEstimate`.
@@ -490,10 +237,9 @@ def update_lr(
         >>> round(update_lr(model, nn.MSELoss(), (x, y), opt).lr, 6)  # = gᵀg/gᵀHg = 1/2
         0.5
     """
-    names = optimizer_parameters(model, optimizer, params)
-    op = HessianOperator(
-        model, loss_fn, batch, params=names, backend=backend, bn_mode=bn_mode, closure=closure
-    )
+    curvature = as_options(curvature)
+    names = optimizer_parameters(model, optimizer, curvature.params)
+    op = curvature.operator(model, loss_fn, batch, params=names)
     named = dict(model.named_parameters())
     return update_lr_from_operator(
         op,

@@ -1,4 +1,4 @@
-"""``torch.optim`` LR scheduler over the closed-form schedules (``schedules.closed_form``).
+"""``torch.optim`` LR scheduler over the closed-form schedules (``schedules``).
 
 One class, ``ScheduleLR``, applies a ``Schedule`` (or one per parameter group) to an optimizer,
 stepped once per batch (optimizer update), as ``CyclicLR`` and ``OneCycleLR`` are in PyTorch
@@ -85,7 +85,7 @@ class ScheduleLR(LRScheduler):
 
     Example:
         >>> import torch
-        >>> from hessian_lr.schedules.closed_form import Cyclic
+        >>> from hessian_lr.schedules import Cyclic
         >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
         >>> sched = ScheduleLR(opt, Cyclic(base_lr=0.1, max_lr=0.5, step_size_up=2))
         >>> lrs = []

@@ -38,13 +38,14 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Union
 
+from ..schedules import schedule_from_dict, schedule_names
+
 __all__ = [
     "add_dataclass_args",
     "dataclass_from_args",
     "field_parser",
     "parse_short_form",
     "schedule_spec",
-    "schedule_names",
     "SCHEDULE_HELP",
 ]
 
@@ -257,9 +258,8 @@ def dataclass_from_args(cls: type, ns: argparse.Namespace, *, base: Any = None, 
 SCHEDULE_HELP = """\
 --schedule takes JSON, e.g. '{"type": "OneCycle", "base_lr": 0.05, "max_lr": 0.2,
 "step_size": 135, "total_steps": 300}', a bare number (a constant LR), or NAME:key=value,...
-with NAME a schedule class (case-insensitive, '-'/'_' ignored: constant, onecycle,
-onecyclecosine, cyclic, sgdr, multistep, stepdecay, expdecay, invdecay, ...) and values as JSON
-(lists in brackets: milestones=[600,900]).
+with NAME a schedule class (case-insensitive, '-'/'_' ignored: {names})
+and values as JSON (lists in brackets: milestones=[600,900]).
 Filled in from --steps when left out: OneCycle total_steps = steps, step_size = 0.45*steps,
 base_lr = max_lr/4; OneCycleCosine, WarmupCosine, WarmupStableDecay total_steps = steps;
 MultiStep milestones at 62.5 % and 87.5 % of the steps (the Super-Convergence baseline).
@@ -268,29 +268,9 @@ Examples:
   --schedule onecycle:max_lr=0.2
   --schedule cyclic:base_lr=0.01,max_lr=0.1,step_size_up=200,mode=triangular2
   --schedule multistep:base_lr=0.05
-  --schedule warmupcosine:peak_lr=0.2,warmup_steps=50"""
-
-
-def _schedule_classes() -> dict[str, type]:
-    try:
-        from ..schedules import SCHEDULES  # the public registry (name -> class)
-
-        return dict(SCHEDULES)
-    except ImportError:  # until the registry lands: every Schedule subclass
-        from ..schedules.closed_form import Schedule
-
-        out: dict[str, type] = {}
-        todo = list(Schedule.__subclasses__())
-        while todo:
-            c = todo.pop()
-            out.setdefault(c.__name__, c)
-            todo += c.__subclasses__()
-        return out
-
-
-def schedule_names() -> list[str]:
-    """The schedule class names a spec may use, sorted."""
-    return sorted(_schedule_classes())
+  --schedule warmupcosine:peak_lr=0.2,warmup_steps=50""".replace(
+    "{names}", ", ".join(schedule_names())
+)
 
 
 def _key(name: str) -> str:
@@ -316,8 +296,6 @@ def schedule_spec(spec: str | Mapping[str, Any], *, steps: int | None = None) ->
         >>> schedule_spec("onecycle:max_lr=0.2", steps=100)["step_size"]
         45
     """
-    from ..schedules.closed_form import schedule_from_dict
-
     if isinstance(spec, Mapping):
         d = dict(spec)
         if "type" not in d:
@@ -346,7 +324,7 @@ def schedule_spec(spec: str | Mapping[str, Any], *, steps: int | None = None) ->
             raise ValueError(f"a constant LR must be a positive finite number, got {text}")
         return _checked({"type": "Constant", "base_lr": number}, schedule_from_dict, keep=False)
     name, options = parse_short_form(text)
-    classes = {_key(n): n for n in _schedule_classes()}
+    classes = {_key(n): n for n in schedule_names()}
     cls = classes.get(_key(name))
     if cls is None:
         raise ValueError(

@@ -17,10 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..curvature.hessian import HessianOperator
 from ..curvature.lanczos import lanczos
 from ..curvature.trace import trace_estimate
-from ..lr.defaults import DEFAULT_BN_MODE
+from ..lr.options import CurvatureOptions, as_options, rejects_operator_keywords
 from ..observe import CallbackObserver, Observer, StepContext
 from .data import Dataset, trace_seed
 
@@ -81,23 +80,26 @@ class CurvatureProbe(Observer):
     """λ_max (warm-started Lanczos) and a Hutchinson trace on a fixed training batch.
 
     Runs after updates ``0, every, 2 every, ...`` and after the last one. The Hessian is that of
-    the mean cross-entropy over ``batch`` with BatchNorm in ``bn_mode`` (default
-    :data:`hessian_lr.lr.defaults.DEFAULT_BN_MODE`, the mode of every LR measurement), recorded
-    as ``bn_mode``. Record keys: ``lambda_max``, ``lambda_max_hvps``, ``bn_mode``, ``trace`` and
-    ``trace_std_error`` (when ``trace_probes``) and ``probe_seconds``. The trace's Rademacher
+    the mean cross-entropy over ``batch``, built as ``curvature`` says (BatchNorm in
+    ``curvature.bn_mode``, default :data:`hessian_lr.lr.defaults.DEFAULT_BN_MODE`, the mode of
+    every LR measurement), recorded as ``bn_mode``. Record keys: ``lambda_max``,
+    ``lambda_max_hvps``, ``bn_mode``, ``trace`` and ``trace_std_error`` (when ``trace_probes``)
+    and ``probe_seconds``. The trace's Rademacher
     vectors come from a generator seeded :func:`~hessian_lr.training.data.trace_seed`.
 
     Args:
-        batch: ``(x, y)`` on the model's device (:func:`hessian_lr.training.runner.probe_batch`).
+        batch: ``(x, y)`` on the model's device (:func:`hessian_lr.training.setup.probe_batch`).
         every: the probe's interval in updates.
         trace_probes: Hutchinson vectors per trace (0: no trace).
         seed: the run's seed.
-        bn_mode: ``"train"`` (batch statistics) or ``"eval"`` (running statistics).
+        curvature: how the operator is built (:class:`~hessian_lr.lr.CurvatureOptions`; its
+            ``closure`` must stay False: the probe's loss is ``CrossEntropyLoss()(outputs, y)``).
     """
 
     name = "probe"
     at_last = True
 
+    @rejects_operator_keywords
     def __init__(
         self,
         batch: tuple[torch.Tensor, torch.Tensor],
@@ -105,13 +107,18 @@ class CurvatureProbe(Observer):
         every: int,
         trace_probes: int = 0,
         seed: int = 0,
-        bn_mode: str = DEFAULT_BN_MODE,
+        curvature: CurvatureOptions | None = None,
     ) -> None:
         self.batch = batch
         self.every = every
         self.trace_probes = trace_probes
         self.seed = seed
-        self.bn_mode = bn_mode
+        self.curvature = as_options(curvature)
+        if self.curvature.closure:
+            raise ValueError(
+                "CurvatureProbe computes CrossEntropyLoss()(outputs, y): closure=False"
+            )
+        self.bn_mode = self.curvature.bn_mode
         self.v0: torch.Tensor | None = None
 
     def should_run(self, step: int, *, last: bool = False) -> bool:
@@ -119,7 +126,7 @@ class CurvatureProbe(Observer):
         return self.every > 0 and (step % self.every == 0 or last)
 
     def observe(self, ctx: StepContext) -> Mapping[str, Any]:  # noqa: D102
-        op = HessianOperator(ctx.model, nn.CrossEntropyLoss(), self.batch, bn_mode=self.bn_mode)
+        op = self.curvature.operator(ctx.model, nn.CrossEntropyLoss(), self.batch)
         t0 = time.perf_counter()
         res = lanczos(op, k=1, which="LA", tol=1e-3, v0=self.v0, stop="eigenvalue", progress=False)
         self.v0 = res.eigenvectors[:, 0].detach().clone() if res.eigenvectors is not None else None

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..range_test import RangeTestResult, lr_range_test
 from ..rng import preserved_rng
-from ..schedules.range_test import RangeTestResult, lr_range_test
 from .data import Dataset, batch_stream, load_dataset
 from .models import build_model
 
@@ -29,7 +29,7 @@ class RangeTestSetup:
     """One LR range test (CLR §3.3, SC §3) by names: data, model, optimizer and the ladder.
 
     The ladder's settings mean what they mean in
-    :class:`hessian_lr.schedules.range_test.RangeTestConfig`; this adds what to build.
+    :class:`hessian_lr.range_test.RangeTestConfig`; this adds what to build.
 
     Raises:
         ValueError: a field out of range (the message names it).
@@ -131,7 +131,7 @@ def range_test_from_config(
         )
     if isinstance(val_data, str) and val_data == "auto":
         val_data = held_out(cfg)
-    from .runner import make_optimizer
+    from .setup import make_optimizer
 
     with preserved_rng():
         torch.manual_seed(cfg.seed)  # as train(): the initialisation draws from torch's RNG

@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -40,20 +38,17 @@ from tqdm.auto import tqdm
 from ..observe import Observer, run_observers
 from ..records import RecordSink, RecordWriter, make_sink, temp_path, write_json_atomic
 from ..rng import get_rng_state, preserved_rng, set_rng_state
-from ..schedules.closed_form import schedule_from_dict
+from ..schedules import schedule_from_dict
 from ..schedules.scheduler import ScheduleLR
-from .data import Dataset, batch_stream, load_dataset, probe_indices
+from .data import Dataset, batch_stream, load_dataset
 from .distributed import DistContext
 from .models import build_model
 from .observers import (
-    CurvatureProbe,
-    EstimatorObserver,
-    EvalObserver,
     RecordCallback,
     RunContext,
-    evaluate,
 )
 from .run import Run, RunLock, now, run_metadata
+from .setup import default_observers, make_optimizer, resolve_device, seed_everything
 from .train_config import TrainConfig, TrainResult, config_diff
 
 __all__ = [
@@ -61,90 +56,11 @@ __all__ = [
     "TrainResult",
     "ConfigMismatchError",
     "train",
-    "resolve_device",
-    "evaluate",
-    "make_optimizer",
-    "probe_batch",
-    "default_observers",
 ]
 
 
 class ConfigMismatchError(ValueError):
     """A run folder holds a run of another configuration (the message lists the fields)."""
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 (global state, as users' code)
-    torch.manual_seed(seed)
-
-
-def make_optimizer(
-    name: str, params: Any, *, lr: float, momentum: float, weight_decay: float
-) -> torch.optim.Optimizer:
-    """``"sgd"``, ``"nesterov"`` or ``"adam"`` (``momentum`` is Adam's beta1)."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
-    if name not in ("sgd", "nesterov"):
-        raise ValueError(f"optimizer must be sgd, nesterov or adam, got {name!r}")
-    return torch.optim.SGD(
-        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=name == "nesterov"
-    )
-
-
-def probe_batch(
-    cfg: TrainConfig, train_data: Dataset, *, device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed training examples whose Hessian the curvature probe takes (``probe_every``).
-
-    ``cfg.probe_size`` examples of ``train_data`` drawn without replacement by a generator seeded
-    from ``cfg.seed`` (:func:`~hessian_lr.training.data.probe_indices`; the global RNG is
-    untouched), so a callback can evaluate other curvature quantities on exactly this batch.
-
-    Returns:
-        ``(x, y)``: x (probe_size, C, H, W) float32, y (probe_size,) int64, on ``device``.
-    """
-    idx = probe_indices(len(train_data.y), cfg.probe_size, seed=cfg.seed)
-    return train_data.x[idx].to(device), train_data.y[idx].to(device)
-
-
-def default_observers(
-    cfg: TrainConfig,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    train_data: Dataset,
-    test_data: Dataset,
-    device: torch.device,
-) -> list[Observer]:
-    """The observers ``cfg`` asks for, in record order: estimator, probe, evaluation."""
-    out: list[Observer] = []
-    if cfg.estimator_methods:
-        from ..lr.estimator import LREstimator  # imported late: optional machinery
-
-        est = LREstimator(
-            model,
-            methods=tuple(cfg.estimator_methods),
-            every=cfg.estimator_every,
-            loss_fn=nn.CrossEntropyLoss(),
-            optimizer=optimizer,
-        )
-        out.append(EstimatorObserver(est))
-    if cfg.probe_every:
-        batch = probe_batch(cfg, train_data, device=device)
-        out.append(
-            CurvatureProbe(
-                batch, every=cfg.probe_every, trace_probes=cfg.trace_probes, seed=cfg.seed
-            )
-        )
-    out.append(EvalObserver(test_data, every=cfg.eval_every, batch_size=cfg.eval_batch_size))
-    return out
 
 
 def _current(optimizer: torch.optim.Optimizer) -> tuple[float, float | None]:
@@ -383,7 +299,7 @@ def _build(
     device = ddp.device(resolve_device(cfg.device))
     if cfg.batch_size < ddp.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} < {ddp.world_size} processes: no shards")
-    _seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     if train_data is None:
         train_data = load_dataset(
             cfg.dataset, split="train", root=cfg.data_root, subset=cfg.subset, seed=cfg.seed

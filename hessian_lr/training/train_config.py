@@ -102,7 +102,7 @@ class TrainConfig:
                 raise ValueError(
                     f"TrainConfig.subset must be a fraction in (0, 1] or a count >= 1, got {s!r}"
                 )
-        from ..lr.estimate import METHODS
+        from ..lr.methods import METHODS
 
         methods = tuple(self.estimator_methods)
         unknown = [m for m in methods if m not in METHODS]
@@ -119,7 +119,7 @@ class TrainConfig:
 
 def _check_schedule_covers(spec: dict[str, Any], steps: int) -> None:
     """The schedule is defined for every step, with finite LRs >= 0, not all zero."""
-    from ..schedules.closed_form import schedule_from_dict
+    from ..schedules import schedule_from_dict
 
     sched = schedule_from_dict(spec)
     total = getattr(sched, "total_steps", None)

@@ -8,7 +8,7 @@ import torch
 from spectra import NaNOperator, gen, spectrum_op
 
 from hessian_lr.curvature._solver_utils import rademacher
-from hessian_lr.curvature.lanczos import SpectralDensity, spectral_density
+from hessian_lr.curvature.density import SpectralDensity, spectral_density
 
 # A Hessian-like spectrum: outliers (one negative) and a bulk around zero.
 HESSIAN_LIKE = np.concatenate(
@@ -109,7 +109,7 @@ def test_invariant_subspace_pads_with_zero_weights():
 def test_probes_that_finish_early_do_not_disturb_the_others():
     # the shared Lanczos loop, run on probes side by side: one probe is an eigenvector (its
     # Krylov space is exhausted after one step), the other runs on; both must equal solo runs
-    from hessian_lr.curvature.lanczos import _lanczos_run
+    from hessian_lr.curvature._krylov import lanczos_run as _lanczos_run
 
     op, A = spectrum_op(np.linspace(-1.0, 2.0, 40), seed=6)
     u = torch.from_numpy(np.linalg.eigh(A)[1][:, 7].copy())

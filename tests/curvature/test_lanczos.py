@@ -134,7 +134,9 @@ def test_warm_start_needs_fewer_matvecs():
     warm = lanczos(moved, tol=1e-8, v0=torch.from_numpy(u), generator=gen(6))
     assert cold.converged and warm.converged
     assert warm.eigenvalues[0].item() == pytest.approx(w[-1], rel=1e-12)
-    assert warm.num_matvecs <= 0.7 * cold.num_matvecs, (warm.num_matvecs, cold.num_matvecs)
+    # issue 22: a warm start is mixed with a random vector and certified like a cold one (no
+    # eigenvalue may hide beyond the warm direction), so it no longer saves products (was ≤ 0.7×)
+    assert warm.num_matvecs <= cold.num_matvecs + 2, (warm.num_matvecs, cold.num_matvecs)
     # a matrix of previous eigenvectors (N, j) is accepted as a warm start for top-j
     U2 = torch.from_numpy(np.linalg.eigh(A)[1][:, -2:].copy())
     two = lanczos(moved, k=2, tol=1e-8, v0=U2, generator=gen(6))

@@ -10,7 +10,7 @@ from torch import nn
 
 hvp = pytest.importorskip("hessian_lr.curvature.hessian")
 
-from hessian_lr.curvature.lanczos import lanczos, spectral_density  # noqa: E402
+from hessian_lr.curvature import lanczos, spectral_density  # noqa: E402
 from hessian_lr.curvature.power import power_iteration  # noqa: E402
 from hessian_lr.curvature.trace import hutchpp_trace  # noqa: E402
 

@@ -38,13 +38,17 @@ def test_bound_holds_and_eigenvalue_rule_stops_no_later(name, k, which):
     runs = {}
     for stop in ("residual", "eigenvalue"):
         for seed in range(2):
-            res = lanczos(op, k=k, which=which, tol=tol, stop=stop, generator=gen(seed))
+            res = lanczos(
+                op, k=k, which=which, tol=tol, stop=stop, max_iter=300, generator=gen(seed)
+            )
             assert res.converged and res.stop == stop
             theta, bound = res.eigenvalues.numpy(), res.error_bounds.numpy()
             # the a-posteriori bound holds: an eigenvalue lies within it of each Ritz value
             nearest = np.min(np.abs(theta[:, None] - w[None, :]), axis=1)
             assert np.all(nearest <= bound * (1 + 1e-6) + 1e-13), (stop, seed, nearest, bound)
-            assert np.all(bound <= res.residuals.numpy() * (1 + 1e-12))
+            # beyond the extreme value (whose bound also covers eigenvalues the start vector
+            # has not shown yet, issue 22) the bound is Kato–Temple's, at most the residual
+            assert np.all(bound[1:] <= res.residuals.numpy()[1:] * (1 + 1e-12))
             if outliers:  # ... and it is the wanted one, to the requested accuracy
                 err = np.abs(theta - want)
                 assert np.all(err <= bound * (1 + 1e-6) + 1e-13), (stop, seed, err, bound)
@@ -55,13 +59,19 @@ def test_bound_holds_and_eigenvalue_rule_stops_no_later(name, k, which):
 
 
 def test_eigenvalue_rule_saves_products_on_a_clear_gap():
+    # k = 3: the second and third values stop on r²/gap. (For k = 1 both rules now wait for the
+    # test that no eigenvalue hides beyond λ_max, issue 22, and spend the same products.)
     op, A = spectrum_op(SPECTRA["gap"], seed=4)
     for tol in (1e-4, 1e-8):
         ev = [
-            lanczos(op, tol=tol, stop="eigenvalue", generator=gen(s)).num_matvecs for s in range(5)
+            lanczos(op, k=3, tol=tol, stop="eigenvalue", generator=gen(s)).num_matvecs
+            for s in range(5)
         ]
-        rs = [lanczos(op, tol=tol, stop="residual", generator=gen(s)).num_matvecs for s in range(5)]
-        assert np.median(ev) <= 0.8 * np.median(rs), (tol, ev, rs)
+        rs = [
+            lanczos(op, k=3, tol=tol, stop="residual", generator=gen(s)).num_matvecs
+            for s in range(5)
+        ]
+        assert np.median(ev) <= 0.9 * np.median(rs), (tol, ev, rs)
 
 
 def test_unresolved_gap_falls_back_to_the_residual():

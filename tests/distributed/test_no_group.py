@@ -22,7 +22,7 @@ def test_process_group_conventions():
 
 
 def _range_test(**kw):
-    from hessian_lr.schedules.range_test import lr_range_test
+    from hessian_lr.range_test import lr_range_test
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double()
@@ -54,6 +54,7 @@ def test_range_test_still_rejects_empty_held_out_data_without_a_group():
 
 
 def test_estimator_without_group_writes_every_record(tmp_path):
+    from hessian_lr.lr import CurvatureOptions
     from hessian_lr.lr.estimator import LREstimator
 
     torch.manual_seed(0)
@@ -61,7 +62,8 @@ def test_estimator_without_group_writes_every_record(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     path = tmp_path / "r.jsonl"
     est = LREstimator(model, methods=("quadratic",), every=1, loss_fn=nn.CrossEntropyLoss(),
-                      optimizer=opt, record_path=path, process_group=False)  # fmt: skip
+                      optimizer=opt, record_path=path,
+                      curvature=CurvatureOptions(process_group=False))  # fmt: skip
     x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
     for _ in range(2):
         opt.zero_grad()
@@ -69,7 +71,7 @@ def test_estimator_without_group_writes_every_record(tmp_path):
         opt.step()
         est.step((x, y))
     assert len(path.read_text().splitlines()) == 2
-    assert est.operator_options == {"process_group": False}
+    assert est.curvature.process_group is False and est.process_group is False
 
 
 def test_reducer_packs_on_the_backends_device():

@@ -69,7 +69,7 @@ def _summary(res):
 
 
 def run_single(case: str):
-    from hessian_lr.schedules.range_test import lr_range_test
+    from hessian_lr.range_test import lr_range_test
 
     train, val = global_data()
     model = make_model()
@@ -88,7 +88,7 @@ def _ranks(rank, world):
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from hessian_lr.curvature.distributed import DistributedCurvatureError
-    from hessian_lr.schedules.range_test import lr_range_test
+    from hessian_lr.range_test import lr_range_test
 
     train, val = global_data()
     out = {}

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from hessian_lr.records import find_runs, read_json, read_records
-from hessian_lr.schedules.range_test import RangeTestResult, lr_ramp
+from hessian_lr.range_test import RangeTestResult, lr_ramp
+from hessian_lr.records import read_json, read_records
+from hessian_lr.training.run import find_runs
 
 # Experiment smoke runs (subprocesses, ~1 min): slow tier (the fast tier excludes them).
 pytestmark = pytest.mark.slow

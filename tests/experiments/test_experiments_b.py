@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hessian_lr.records import Run, read_json, read_records
+from hessian_lr.records import read_json, read_records
+from hessian_lr.training.run import Run
 
 # Experiment smoke runs (subprocesses, ~1 min): slow tier (the fast tier excludes them).
 pytestmark = pytest.mark.slow

@@ -11,6 +11,7 @@ transformers = pytest.importorskip("transformers", reason="transformers not inst
 pytest.importorskip("accelerate", reason="accelerate (needed by Trainer) not installed")
 
 from hessian_lr.integrations.transformers import HessianLRTrainerCallback, hf_loss  # noqa: E402
+from hessian_lr.lr import CurvatureOptions  # noqa: E402
 
 VOCAB, SEQ = 40, 12
 
@@ -75,7 +76,9 @@ def test_secant_and_held_batch_estimates_are_logged(tmp_path):
 
     last = [r for r in cb.history if "held_estimates" in r][-1]
     assert last["step"] == 5
-    one = estimate_lr(model, hf_loss, _held(), method="quadratic", closure=True)
+    one = estimate_lr(
+        model, hf_loss, _held(), method="quadratic", curvature=CurvatureOptions(closure=True)
+    )
     rec = last["held_estimates"]["quadratic"]
     assert rec["raw_lr"] == pytest.approx(one.raw_lr, rel=1e-5)  # flagged or not: same value
     assert tuple(rec["flags"]) == tuple(one.flags)

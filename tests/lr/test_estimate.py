@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import functional_call, grad, jacfwd
 
 from hessian_lr.curvature.hessian import NonFiniteError
-from hessian_lr.lr.estimate import CurvatureError, LREstimate, estimate_lr, secant_lr
+from hessian_lr.lr import CurvatureError, CurvatureOptions, LREstimate, estimate_lr, secant_lr
 
 #: The estimator's batch: four dummy samples (the Quadratic ignores its input).
 BATCH = (torch.zeros(4, 1, dtype=DT), torch.zeros(4, dtype=DT))
@@ -39,7 +39,13 @@ def test_quadratic_equals_gg_over_gAg():
 def test_closure_form_matches():
     model = quad(seed=3)
     g, A = model.grad_np(), model.A.numpy()
-    est = estimate_lr(model, lambda m, batch: m.f(), BATCH, method="quadratic", closure=True)
+    est = estimate_lr(
+        model,
+        lambda m, batch: m.f(),
+        BATCH,
+        method="quadratic",
+        curvature=CurvatureOptions(closure=True),
+    )
     assert est.lr == pytest.approx(g @ g / (g @ A @ g), rel=1e-12)
 
 
@@ -48,8 +54,17 @@ def test_secant_hvp_l1_and_l2(backend):
     model = quad(seed=5)
     g, A = model.grad_np(), model.A.numpy()
     Ag = A @ g
-    l1 = estimate_lr(model, mean_out, BATCH, method="secant_hvp", backend=backend)
-    l2 = estimate_lr(model, mean_out, BATCH, method="secant_hvp", norm="l2", backend=backend)
+    l1 = estimate_lr(
+        model, mean_out, BATCH, method="secant_hvp", curvature=CurvatureOptions(backend=backend)
+    )
+    l2 = estimate_lr(
+        model,
+        mean_out,
+        BATCH,
+        method="secant_hvp",
+        norm="l2",
+        curvature=CurvatureOptions(backend=backend),
+    )
     assert l1.lr == pytest.approx(np.abs(g).sum() / np.abs(Ag).sum(), rel=1e-12)
     assert l2.lr == pytest.approx(np.linalg.norm(g) / np.linalg.norm(Ag), rel=1e-12)
     assert l1.norm == "l1" and l2.norm == "l2" and l1.backend == backend
@@ -144,7 +159,13 @@ def test_model_buffers_grads_and_modes_untouched():
     modes = [m.training for m in model.modules()]
     for method in ("quadratic", "secant_hvp", "sharpness"):
         for bn_mode in ("eval", "train"):
-            est = estimate_lr(model, nn.CrossEntropyLoss(), (x, y), method=method, bn_mode=bn_mode)
+            est = estimate_lr(
+                model,
+                nn.CrossEntropyLoss(),
+                (x, y),
+                method=method,
+                curvature=CurvatureOptions(bn_mode=bn_mode),
+            )
             assert est.method == method and est.num_hvps >= 1
             after = model.state_dict()
             for k, v in before.items():

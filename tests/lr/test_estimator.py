@@ -13,8 +13,8 @@ from quadratics import DT, QBATCH, Quadratic, mean_out
 from quadratics import spd as _spd
 from torch import nn
 
+from hessian_lr.lr import estimate_lr, secant_lr
 from hessian_lr.lr.curvature_lr import CurvatureLR
-from hessian_lr.lr.estimate import estimate_lr, secant_lr
 from hessian_lr.lr.estimator import LREstimator
 
 

@@ -10,7 +10,7 @@ import torch
 from zoo import CHANGING_CASES, EXACT_CASES, LOW_PRECISION_CASES, ZOO, dense_gradient, dense_hessian
 
 from hessian_lr.curvature.linop import params_to_vector
-from hessian_lr.lr import CurvatureLR, LREstimator, estimate_lr, estimate_lrs
+from hessian_lr.lr import CurvatureLR, CurvatureOptions, LREstimator, estimate_lr, estimate_lrs
 
 #: Covered in the full suite only (the fast tier keeps one case of each kind).
 SLOW = {
@@ -33,7 +33,7 @@ def _kw(case, bn_mode):
     opts = {"single_batch": case.single_batch}
     if case.reduction != "mean" or case.closure:
         opts["reduction"] = case.reduction
-    return dict(bn_mode=bn_mode, closure=case.closure, operator_options=opts)
+    return dict(curvature=CurvatureOptions(bn_mode=bn_mode, closure=case.closure, **opts))
 
 
 def _references(case, bn_mode):

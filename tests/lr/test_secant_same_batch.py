@@ -10,7 +10,7 @@ from torch.func import functional_call, grad, jacfwd
 
 from hessian_lr.curvature import HessianOperator
 from hessian_lr.curvature.linop import params_to_vector
-from hessian_lr.lr import DEFAULT_BN_MODE, LREstimator, estimate_lr
+from hessian_lr.lr import DEFAULT_BN_MODE, CurvatureOptions, LREstimator, estimate_lr
 
 
 def test_equals_sum_g_over_sum_hg_exactly_on_a_quadratic():
@@ -53,7 +53,12 @@ def test_converges_to_the_exact_hvp_value_as_the_step_shrinks():
         copy = tanh_mlp(1)
         torch.nn.utils.vector_to_parameters(theta0 - eps * g, copy.parameters())
         est = estimate_lr(
-            copy, loss_fn, batch, method="secant_same_batch", theta_prev=theta0, bn_mode="eval"
+            copy,
+            loss_fn,
+            batch,
+            method="secant_same_batch",
+            theta_prev=theta0,
+            curvature=CurvatureOptions(bn_mode="eval"),
         )
         errors.append(abs(est.lr / exact - 1))
     # First-order convergence: each 10× smaller step cuts the error ~10×.
@@ -109,10 +114,10 @@ def test_bn_mode_default_recorded_and_equal_to_the_mode_used():
     default = estimate_lr(model, loss_fn, batch)
     assert default.bn_mode == "train" and default.lr == pytest.approx(refs["train"], rel=1e-9)
     for mode in ("train", "eval"):
-        est = estimate_lr(model, loss_fn, batch, bn_mode=mode)
+        est = estimate_lr(model, loss_fn, batch, curvature=CurvatureOptions(bn_mode=mode))
         assert est.bn_mode == mode and est.lr == pytest.approx(refs[mode], rel=1e-9)
         opt = torch.optim.SGD(model.parameters(), lr=0.0)  # the model stays where it is
-        kw = {} if mode == DEFAULT_BN_MODE else {"bn_mode": mode}
+        kw = {} if mode == DEFAULT_BN_MODE else {"curvature": CurvatureOptions(bn_mode=mode)}
         lre = LREstimator(
             model, methods=("quadratic", "secant_same_batch"), every=1, loss_fn=loss_fn,
             optimizer=opt, **kw,
@@ -126,7 +131,7 @@ def test_bn_mode_default_recorded_and_equal_to_the_mode_used():
         # Zero step (lr 0): the same-batch secant sees no move and says so.
         assert rec["estimates"]["secant_same_batch"]["flags"] == ["zero_step"]
     with pytest.raises(ValueError, match="bn_mode"):
-        estimate_lr(model, loss_fn, batch, bn_mode="batch")
+        estimate_lr(model, loss_fn, batch, curvature=CurvatureOptions(bn_mode="batch"))
 
 
 def test_estimator_same_batch_secant_matches_the_function():

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from hessian_lr.curvature.hessian import HessianOperator
+from hessian_lr.lr import CurvatureOptions
 from hessian_lr.lr.stability import (
     adam_threshold,
     gd_threshold,
@@ -45,6 +46,7 @@ def quad_loss(model: nn.Module, batch: object) -> torch.Tensor:
 
 
 BATCH = (torch.zeros(1, dtype=DT),)
+CLOSURE = CurvatureOptions(closure=True)  # the quadratics take loss_fn(model, batch)
 
 
 def _matrix(n: int = 7, seed: int = 0) -> np.ndarray:
@@ -182,18 +184,26 @@ def test_preconditioned_sharpness_equals_generalized_eigenvalue(cls, kw):
     model = Quadratic(A, rng.standard_normal(7))
     opt = cls(model.parameters(), **kw)
     v = rng.uniform(1e-6, 1e-2, 7)
+    # issue 22: P is that of the next step, the batch's gradient g = Aθ folded into v first
+    theta = np.concatenate([model.w.detach().numpy().reshape(-1), model.c.detach().numpy()])
+    g = A @ theta
     if cls is torch.optim.RMSprop:
         m = 0.5 * np.sqrt(v) * rng.uniform(-1, 1, 7)
         _set(opt, model, square_avg=v, grad_avg=m, momentum_buffer=np.zeros(7))
-        P = np.sqrt(v - m * m) + kw.get("eps", 1e-8)
+        a = 0.99
+        sq, ga = a * v + (1 - a) * g * g, a * m + (1 - a) * g
+        P = np.sqrt(sq - ga * ga) + kw.get("eps", 1e-8)
     else:
         _set(opt, model, exp_avg=np.zeros(7), exp_avg_sq=v, max_exp_avg_sq=1.5 * v)
         b2, eps = kw.get("betas", (0.9, 0.999))[1], kw.get("eps", 1e-8)
-        vv = 1.5 * v if kw.get("amsgrad") else v
-        P = np.sqrt(vv / (1 - b2**4)) + eps
+        vn = b2 * v + (1 - b2) * g * g
+        vv = np.maximum(1.5 * v, vn) if kw.get("amsgrad") else vn
+        P = np.sqrt(vv / (1 - b2**5)) + eps
     for p in model.parameters():
         opt.state[p]["step"] = torch.tensor(4.0)
-    res = preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True, lanczos_tol=1e-12)
+    res = preconditioned_sharpness(
+        model, quad_loss, BATCH, opt, curvature=CLOSURE, lanczos_tol=1e-12
+    )
     lam = scipy.linalg.eigh(A, np.diag(P), eigvals_only=True)[-1]
     assert res.lambda_max == pytest.approx(lam, rel=1e-8)
     assert res.preconditioned and res.kind == ("rmsprop" if cls is torch.optim.RMSprop else "adam")
@@ -209,14 +219,18 @@ def test_sgd_sharpness_is_raw_lambda_max_and_groups_scale():
     A = _matrix(seed=2)
     model = Quadratic(A, np.ones(7))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    res = preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True, lanczos_tol=1e-12)
+    res = preconditioned_sharpness(
+        model, quad_loss, BATCH, opt, curvature=CLOSURE, lanczos_tol=1e-12
+    )
     assert res.lambda_max == pytest.approx(np.linalg.eigvalsh(A)[-1], rel=1e-10)
     assert not res.preconditioned and res.kind == "heavy_ball"
     # two groups, LRs 0.3 and 0.1: the recurrence runs on L^{1/2} A L^{1/2}, L = diag(η_g)
     opt = torch.optim.SGD(
         [{"params": [model.w], "lr": 0.3}, {"params": [model.c], "lr": 0.1}], momentum=0.9
     )
-    res = preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True, lanczos_tol=1e-12)
+    res = preconditioned_sharpness(
+        model, quad_loss, BATCH, opt, curvature=CLOSURE, lanczos_tol=1e-12
+    )
     L = np.sqrt(np.array([0.3] * 4 + [0.1] * 3))
     assert res.lr_times_sharpness == pytest.approx(
         np.linalg.eigvalsh(L[:, None] * A * L[None, :])[-1], rel=1e-10
@@ -228,12 +242,21 @@ def test_preconditioner_needs_state_and_frozen_params_drop_out():
     model = Quadratic(A, np.ones(7))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     with pytest.raises(ValueError, match="no Adam state yet"):
-        preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True)
+        preconditioner_diagonal(opt, [model.w, model.c])  # the last step's P: none yet
+    # the next step's P needs no state (issue 22): v̂ = g², P = |g| + ε
+    g = A @ np.ones(7)
+    res = preconditioned_sharpness(
+        model, quad_loss, BATCH, opt, curvature=CLOSURE, lanczos_tol=1e-12
+    )
+    lam0 = scipy.linalg.eigh(A, np.diag(np.abs(g) + 1e-8), eigvals_only=True)[-1]
+    assert res.lambda_max == pytest.approx(lam0, rel=1e-8)
     opt = torch.optim.SGD([{"params": [model.w], "lr": 0.0}, {"params": [model.c], "lr": 0.1}])
     q = preconditioner_diagonal(opt, [model.w, model.c])
     assert torch.isinf(q[:4]).all() and torch.equal(q[4:], torch.ones(3, dtype=DT))
     sub = np.linalg.eigvalsh(A[4:, 4:])[-1]
-    res = preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True, lanczos_tol=1e-12)
+    res = preconditioned_sharpness(
+        model, quad_loss, BATCH, opt, curvature=CLOSURE, lanczos_tol=1e-12
+    )
     assert res.lambda_max == pytest.approx(sub, rel=1e-10)
     # the same on an operator over both parameters (w frozen by LR 0, then by absence)
     op = HessianOperator(model, quad_loss, BATCH, closure=True)
@@ -247,9 +270,9 @@ def test_preconditioner_needs_state_and_frozen_params_drop_out():
 def test_negative_curvature_flag():
     model = Quadratic(-np.eye(7), np.ones(7))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    res = preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True)
+    res = preconditioned_sharpness(model, quad_loss, BATCH, opt, curvature=CLOSURE)
     assert "negative_curvature" in res.flags and math.isnan(res.lr) and not res.ok
-    from hessian_lr.lr.estimate import CurvatureError
+    from hessian_lr.lr import CurvatureError
 
     with pytest.raises(CurvatureError):
-        preconditioned_sharpness(model, quad_loss, BATCH, opt, closure=True, strict=True)
+        preconditioned_sharpness(model, quad_loss, BATCH, opt, curvature=CLOSURE, strict=True)

@@ -11,12 +11,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jacfwd
 
-from hessian_lr.lr.update import (
-    NOT_DESCENT,
-    ZERO_UPDATE,
-    update_direction,
-    update_lr,
-)
+from hessian_lr.lr import CurvatureOptions
+from hessian_lr.lr.direction import update_direction
+from hessian_lr.lr.update import NOT_DESCENT, ZERO_UPDATE, update_lr
 from hessian_lr.rng import get_rng_state
 
 DT = torch.float64
@@ -45,6 +42,7 @@ def quad_loss(model: nn.Module, batch: object) -> torch.Tensor:
 
 
 BATCH = (torch.zeros(1, dtype=DT),)
+CLOSURE = CurvatureOptions(closure=True)  # the quadratics take loss_fn(model, batch)
 
 
 def make_quadratic(seed: int = 0, indefinite: bool = False) -> Quadratic:
@@ -91,7 +89,7 @@ def test_sgd_plain_is_quadratic_rule():
     model = make_quadratic()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     g, A = gradient(model), model.A.numpy()
-    est = update_lr(model, quad_loss, BATCH, opt, closure=True)
+    est = update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE)
     assert est.lr == pytest.approx(g @ g / (g @ A @ g), rel=1e-12)
     assert est.lr_multiplier == pytest.approx(est.lr / 0.05, rel=1e-12)
     assert est.cosine == pytest.approx(1.0, rel=1e-12)
@@ -104,7 +102,7 @@ def test_momentum_sgd_hand_state():
     buf = rand(1)
     set_state(opt, model, momentum_buffer=buf)
     d = -(0.9 * buf + 0.8 * gradient(model))
-    est = update_lr(model, quad_loss, BATCH, opt, closure=True)
+    est = update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE)
     assert est.lr == pytest.approx(gen_rule(model, d), rel=1e-12)
     assert est.curvature == pytest.approx(d @ model.A.numpy() @ d / (d @ d), rel=1e-12)
 
@@ -119,7 +117,7 @@ def test_nesterov_with_weight_decay_hand_state():
     g = gradient(model) + 0.1 * model.theta().detach().numpy()  # coupled weight decay
     b = 0.8 * buf + g
     d = -(g + 0.8 * b)
-    assert update_lr(model, quad_loss, BATCH, opt, closure=True).lr == pytest.approx(
+    assert update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE).lr == pytest.approx(
         gen_rule(model, d), rel=1e-12
     )
 
@@ -143,7 +141,7 @@ def test_adam_and_adamw_hand_state(cls):
     d = -(m1 / (1 - b1**t)) / (np.sqrt(v1 / (1 - b2**t)) + eps)
     if cls is torch.optim.AdamW:  # decoupled: θ ← θ(1 − ηλ) − η m̂/(√v̂ + ε)
         d = d - wd * theta
-    est = update_lr(model, quad_loss, BATCH, opt, closure=True)
+    est = update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE)
     assert est.ok and est.lr == pytest.approx(gen_rule(model, d), rel=1e-10)
     assert est.source == cls.__name__.lower()
 
@@ -207,7 +205,7 @@ def test_param_groups_with_different_lrs():
     eta_bar = (4 * 0.3 + 3 * 0.1) / 7
     delta = torch.cat([s.reshape(-1) for s in _torch_step(model, opt, split(gradient(model)))])
     d = (delta / eta_bar).numpy()
-    est = update_lr(model, quad_loss, BATCH, opt, closure=True)
+    est = update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE)
     assert est.lr_in_use == pytest.approx(eta_bar, rel=1e-14)
     assert est.lr == pytest.approx(gen_rule(model, d), rel=1e-10)
     assert est.lr_multiplier * eta_bar == pytest.approx(est.lr, rel=1e-14)
@@ -238,11 +236,11 @@ def test_generic_fallback_nadam_matches_its_step():
     opt = torch.optim.NAdam(model.parameters(), lr=0.02)
     _warm_up(opt, model, 2, seed=2)
     delta = torch.cat([s.reshape(-1) for s in _torch_step(model, opt, split(gradient(model)))])
-    est = update_lr(model, quad_loss, BATCH, opt, closure=True)
+    est = update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE)
     assert est.source == "generic"
     assert est.lr == pytest.approx(gen_rule(model, (delta / 0.02).numpy()), rel=1e-9)
     with pytest.raises(TypeError, match="no exact update formula"):
-        update_lr(model, quad_loss, BATCH, opt, closure=True, direction="analytic")
+        update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE, direction="analytic")
 
 
 # ------------------------------------------------------------------ nothing is changed by a call
@@ -299,7 +297,7 @@ def test_model_optimizer_rng_bit_identical(cls, kw):
     for p in model.parameters():
         p.grad = torch.full_like(p, 0.25)
     before = _snapshot(model, opt)
-    est = update_lr(model, quad_loss, BATCH, opt, closure=True)
+    est = update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE)
     assert est.ok or est.flags
     _assert_same(before, _snapshot(model, opt))
     assert sched.last_epoch == 0 and not getattr(opt, "_opt_called", False)
@@ -313,19 +311,19 @@ def test_zero_update_flag():
         for p in model.parameters():
             p.zero_()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    est = update_lr(model, quad_loss, BATCH, opt, closure=True)
+    est = update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE)
     assert est.flags == (ZERO_UPDATE,) and math.isnan(est.lr) and est.num_hvps == 0
-    from hessian_lr.lr.estimate import CurvatureError
+    from hessian_lr.lr import CurvatureError
 
     with pytest.raises(CurvatureError, match="zero_update"):
-        update_lr(model, quad_loss, BATCH, opt, closure=True, strict=True)
+        update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE, strict=True)
 
 
 def test_not_descent_flag_from_momentum():
     model = make_quadratic()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     set_state(opt, model, momentum_buffer=-20.0 * gradient(model))  # buffer points uphill
-    est = update_lr(model, quad_loss, BATCH, opt, closure=True)
+    est = update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE)
     assert NOT_DESCENT in est.flags and est.gTd > 0 and math.isnan(est.lr) and not est.ok
 
 
@@ -337,7 +335,7 @@ def test_negative_curvature_flag():
     u = u * np.sign(g @ u)
     set_state(opt, model, momentum_buffer=(3.0 * u - g) / 0.9)  # so that d = −3u: descent
     d = -3.0 * u
-    est = update_lr(model, quad_loss, BATCH, opt, closure=True)
+    est = update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE)
     assert est.gTd == pytest.approx(g @ d, rel=1e-10) and est.gTd < 0
     assert est.dHd == pytest.approx(-36.0, rel=1e-10)
     assert est.flags == ("negative_curvature",) and math.isnan(est.lr)
@@ -382,11 +380,11 @@ def test_parameters_outside_the_optimizer_are_left_out():
     opt = torch.optim.SGD([model.c], lr=0.1)  # w is not trained
     g = gradient(model)
     d = np.concatenate([np.zeros(4), -g[4:]])
-    assert update_lr(model, quad_loss, BATCH, opt, closure=True).lr == pytest.approx(
+    assert update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE).lr == pytest.approx(
         gen_rule(model, d), rel=1e-12
     )
     other = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1)
     with pytest.raises(ValueError, match="none of the model's trainable parameters"):
-        update_lr(model, quad_loss, BATCH, other, closure=True)
+        update_lr(model, quad_loss, BATCH, other, curvature=CLOSURE)
     with pytest.raises(ValueError, match="direction must be one of"):
-        update_lr(model, quad_loss, BATCH, opt, closure=True, direction="nope")
+        update_lr(model, quad_loss, BATCH, opt, curvature=CLOSURE, direction="nope")

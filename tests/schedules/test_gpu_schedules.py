@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from hessian_lr.schedules import Cyclic, ScheduleLR, lr_range_test
+from hessian_lr.range_test import lr_range_test
+from hessian_lr.schedules import Cyclic, ScheduleLR
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

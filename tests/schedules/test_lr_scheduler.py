@@ -15,7 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler as tls
 
-from hessian_lr.schedules.closed_form import (
+from hessian_lr.schedules import (
     SGDR,
     Constant,
     Cyclic,

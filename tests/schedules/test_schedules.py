@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hessian_lr.schedules.closed_form import (
+from hessian_lr.schedules import (
     SGDR,
     Constant,
     Cyclic,

@@ -9,12 +9,11 @@ from typing import Any, Literal
 
 import pytest
 
-from hessian_lr.schedules.closed_form import MultiStep, OneCycle, schedule_from_dict
+from hessian_lr.schedules import MultiStep, OneCycle, schedule_from_dict, schedule_names
 from hessian_lr.training.config import (
     add_dataclass_args,
     dataclass_from_args,
     parse_short_form,
-    schedule_names,
     schedule_spec,
 )
 from hessian_lr.training.train_config import TrainConfig

@@ -8,11 +8,13 @@ import dataclasses
 import pytest
 import torch
 
+from hessian_lr.lr import CurvatureOptions
 from hessian_lr.lr.defaults import DEFAULT_BN_MODE
 from hessian_lr.observe import Observer
 from hessian_lr.training.observers import CurvatureProbe, RunContext
 from hessian_lr.training.run import Run
-from hessian_lr.training.runner import TrainConfig, probe_batch, train
+from hessian_lr.training.runner import TrainConfig, train
+from hessian_lr.training.setup import probe_batch
 
 CFG = TrainConfig(
     dataset="digits",
@@ -133,7 +135,7 @@ def test_probe_runs_on_its_schedule_and_records_its_bn_mode(tmp_path):
 
 def test_probe_should_run_and_state_round_trip():
     x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
-    p = CurvatureProbe((x, y), every=5, bn_mode="eval")
+    p = CurvatureProbe((x, y), every=5, curvature=CurvatureOptions(bn_mode="eval"))
     assert [t for t in range(12) if p.should_run(t)] == [0, 5, 10]
     assert p.should_run(11, last=True)
     assert not CurvatureProbe((x, y), every=0).should_run(0)

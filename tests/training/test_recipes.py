@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from hessian_lr.schedules.range_test import lr_range_test
+from hessian_lr.range_test import lr_range_test
 from hessian_lr.training.data import load_dataset, make_loader
 from hessian_lr.training.models import build_model
 from hessian_lr.training.recipes import RangeTestSetup, range_test_from_config

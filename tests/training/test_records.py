@@ -8,15 +8,8 @@ import textwrap
 
 import pytest
 
-from hessian_lr.records import (
-    RecordWriter,
-    Run,
-    find_runs,
-    read_json,
-    read_records,
-    run_metadata,
-    write_json_atomic,
-)
+from hessian_lr.records import RecordWriter, read_json, read_records, write_json_atomic
+from hessian_lr.training.run import Run, find_runs, run_metadata
 
 
 def test_records_round_trip_and_nonfinite(tmp_path):

@@ -9,7 +9,8 @@ import textwrap
 import pytest
 import torch
 
-from hessian_lr.records import Run, read_records
+from hessian_lr.records import read_records
+from hessian_lr.training.run import Run
 from hessian_lr.training.runner import TrainConfig, train
 
 CFG = dict(

@@ -186,7 +186,7 @@ class BatchStream:
 
     Iterating yields the batches from the current position to the end of its epoch, then the
     next iteration continues with the next epoch: a re-iterable stream for
-    :func:`hessian_lr.schedules.range_test.lr_range_test` that sees the runner's batches.
+    :func:`hessian_lr.range_test.lr_range_test` that sees the runner's batches.
 
     Args:
         data: anything with ``x`` (N, ...) and ``y`` (N,) tensors (a ``Dataset``).
