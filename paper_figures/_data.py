@@ -96,7 +96,13 @@ class Claim:
         return self.kind or claim_kind(self.claim, self.paper)
 
 
-_PROJECT_MARKS = ("(new)", "not in the paper", "not measured in the paper", "(not a number")
+_PROJECT_MARKS = (
+    "(new)",
+    "not in the paper",
+    "not measured in the paper",
+    "(not a number",
+    "issue ",  # a row whose source is one of the project's issues
+)
 
 
 def claim_kind(claim: str, paper: str) -> str:

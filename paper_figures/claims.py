@@ -280,9 +280,12 @@ def _changes_lines(rows: list[tuple[Claim, Claim | None]]) -> list[str]:
         return []
     before = json.loads(BEFORE_PATH.read_text(encoding="utf-8"))
     old = {(r["figure"], _norm(r["claim"])): r for r in before["rows"]}
+    figures = {r["figure"] for r in before["rows"]}
     out = []
     for c, g in rows:
         r = old.get((c.figure, _norm(c.claim)))
+        if r is None and c.figure not in figures:  # a study added after issue 25
+            continue
         for side, now in (("cpu", c), ("gpu", g)):
             was = r[side] if r else "—"
             verdict = "not run" if now is None else now.verdict
