@@ -204,6 +204,7 @@ def _in_training(rank: int, world: int) -> dict:
     theta = torch.cat([p.full_tensor().reshape(-1) for p in net.parameters()])
     return {
         "trained_theta": theta,
+        "trained_buffers": [b.clone() for b in net.buffers()],  # BN's running statistics moved
         "estimator_quadratic": res["quadratic"].lr,
         "estimator_sharpness": res["sharpness"].lambda_max,
         "eos_sharpness": rec["eos_sharpness"],
