@@ -37,6 +37,7 @@ from ._batches import (
     preserved_loader_rng,
 )
 from ._distributed import reduce_pass
+from ._host import read
 from .linop import LinearOperator
 
 __all__ = ["DataLoopOperator", "NonFiniteError", "DataChangedError"]
@@ -228,8 +229,15 @@ class DataLoopOperator(LinearOperator):
         return out
 
     def _check_finite(self, what: str, t: torch.Tensor) -> None:
-        # One reduction; a finite sum proves every entry finite.
-        if not self.check_finite or bool(torch.isfinite(t.sum())):
+        # One reduction; a finite sum proves every entry finite. Inside a solve the flag stays
+        # on the device and is read once at the end (``GradientCache.solving``, issue 29).
+        if not self.check_finite:
+            return
+        log = getattr(self, "_finite_log", None)
+        if log is not None:
+            log.add(what, t)
+            return
+        if bool(read(torch.isfinite(t.sum()))[0]):
             return
         if not bool(torch.isfinite(t).all()):
             raise NonFiniteError(

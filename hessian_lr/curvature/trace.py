@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import torch
 
+from ._host import read
 from ._solver_utils import (
     apply_in_blocks,
     check_finite,
@@ -100,17 +101,24 @@ def _check_batch_size(batch_size: int) -> None:
 
 def _quadratic_forms(op: object, Z: torch.Tensor, batch_size: int, caller: str) -> torch.Tensor:
     """zᵀHz for each column z of Z (N, n), in float64: (n,)."""
+    # No read here: a NaN or inf in HZ makes its sample non-finite, which ``_mean_and_error``
+    # reports when it reads the samples (one sync per estimate, issue 29).
     HZ = apply_in_blocks(op, Z.to(work_dtype(op.dtype)), batch_size)
-    check_finite(HZ, caller)
     return (Z.double() * HZ.double()).sum(dim=0)
 
 
-def _mean_and_error(samples: torch.Tensor) -> tuple[float, float]:
+def _mean_and_error(
+    samples: torch.Tensor, op: object = None, caller: str = "trace"
+) -> tuple[float, float]:
+    """(mean, standard error) of the samples, read in one sync; raises on NaN or inf."""
     n = samples.shape[0]
-    mean = float(samples.mean())
+    spread = samples.std(correction=1) if n >= 2 else samples.new_zeros(())
+    mean, std, finite = read(samples.mean(), spread, torch.isfinite(samples).all())
+    if not finite:
+        check_finite(samples, caller, op)  # raises, naming NaN or inf
     if n < 2:
-        return mean, math.nan
-    return mean, float(samples.std(correction=1)) / math.sqrt(n)
+        return float(mean), math.nan
+    return float(mean), float(std) / math.sqrt(n)
 
 
 @_fixed
@@ -150,7 +158,7 @@ def hutchinson_trace(
         b = min(batch_size, num_probes - start)
         Z = rademacher((b, N), op, generator).T
         samples.append(_quadratic_forms(op, Z, batch_size, "hutchinson_trace"))
-    estimate, std_error = _mean_and_error(torch.cat(samples))
+    estimate, std_error = _mean_and_error(torch.cat(samples), op, "hutchinson_trace")
     return TraceResult(
         estimate=estimate,
         std_error=std_error,
@@ -197,11 +205,11 @@ def hutchpp_trace(
     S = rademacher((s, N), op, generator).T
     HS = apply_in_blocks(op, S, batch_size)
     used += s
-    check_finite(HS, "hutchpp_trace")
+    check_finite(HS, "hutchpp_trace", op)
     Q, _ = torch.linalg.qr(HS)  # (N, min(N, s)), orthonormal columns
     HQ = apply_in_blocks(op, Q, batch_size)
     used += Q.shape[1]
-    check_finite(HQ, "hutchpp_trace")
+    check_finite(HQ, "hutchpp_trace", op)
     exact_part = float((Q.double() * HQ.double()).sum())
     if Q.shape[1] >= N:  # the sketch spans R^N: the trace is exact
         return TraceResult(
@@ -216,7 +224,7 @@ def hutchpp_trace(
         G = G - Q @ (Q.T @ G)
     samples = _quadratic_forms(op, G, batch_size, "hutchpp_trace")
     used += g
-    mean, std_error = _mean_and_error(samples)
+    mean, std_error = _mean_and_error(samples, op, "hutchpp_trace")
     return TraceResult(
         estimate=exact_part + mean,
         std_error=std_error,
@@ -236,7 +244,7 @@ def _sphere(N: int, m: int, op: object, generator: torch.Generator | None) -> to
 def _products(op: object, V: torch.Tensor, batch_size: int, caller: str) -> torch.Tensor:
     """Products ``op @ V`` for float64 V (N, k), in the op's working precision, as float64."""
     HV = apply_in_blocks(op, V.to(work_dtype(op.dtype)), batch_size).double()
-    check_finite(HV, caller)
+    check_finite(HV, caller, op)
     return HV
 
 
