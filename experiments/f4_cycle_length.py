@@ -8,8 +8,8 @@ piecewise-constant baseline, 92.4 % vs 91.2 %).
 
 Protocol: the F3 1cycle (linear up over 45 % of the run, down over 45 %, a linear annihilation
 tail over the last 10 % to 1/1000 of ``base_lr``; momentum 0.95 -> 0.85 -> 0.95), the same
-``base_lr``/``max_lr`` (from the F2 range test: ``max_lr`` near the accuracy peak, ``base_lr`` =
-``max_lr``/4) for every length, only the length changes.
+``base_lr``/``max_lr`` for every length, only the length changes. The bounds are the family's
+fixed values, not F2's suggestion: see ``_presets.Base`` for the numbers.
 
 Runs: ``onecycle_<steps>_seed<s>`` for each length in ``lengths`` (total iterations).
 

@@ -7,8 +7,9 @@ on CIFAR-10) kills the effect, because large LRs already regularize; (b) the mom
 (0.8 ... 0.95, or cycled in counter-phase to the LR) changes the result little; (c) larger
 batches do slightly better.
 
-Protocol: the F3 1cycle (45 % up, 45 % down, 10 % annihilation; ``base_lr``/``max_lr`` from the
-F2 range test) around a base setting (``weight_decay``, cyclical momentum 0.95 -> 0.85 -> 0.95,
+Protocol: the F3 1cycle (45 % up, 45 % down, 10 % annihilation; ``base_lr``/``max_lr`` the
+family's fixed values, not F2's suggestion: see ``_presets.Base``) around a base setting
+(``weight_decay``, cyclical momentum 0.95 -> 0.85 -> 0.95,
 ``batch_size``), changing one factor at a time. Constant momentum m is a 1cycle whose momentum
 bounds are both m. Batch-size runs keep the iteration count, as the paper does
 (``batch_protocol = "steps"``; ``"epochs"`` sees the same number of examples instead:

@@ -248,6 +248,27 @@ def _signal(job: Job, sig: int, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    queues, slots = _plan(args)
+    if args.dry_run:
+        return 0
+    env = _environment(args, out)
+    all_jobs = [j for q in queues.values() for j in q]
+    t0 = time.time()
+    try:
+        _drive(queues, slots, args, env, out, t0)
+    finally:
+        _report(all_jobs, out, t0, args)
+    summarize(queues, args, env, out)
+    _report(all_jobs, out, t0, args)
+    failed = [j.key for j in all_jobs if j.returncode not in (0, None) and not j.signalled]
+    if failed:
+        print(f"units that failed (not stopped by the deadline): {failed}", flush=True)
+    print(f"wall {time.time() - t0:.0f}s; report: {out / 'run_all.json'}", flush=True)
+    return 1 if failed else 0
+
+
+def _plan(args: argparse.Namespace) -> tuple[dict[str, list[Job]], dict[str, int]]:
+    """Each family's queue of units and number of slots, printed (every unit with --dry-run)."""
     only = [s.strip() for s in args.only.split(",")] if args.only else []
     families = [(args.preset, args.device, args.jobs, args.scale, args.gpu_macs_per_s)]
     if args.cpu_preset and args.cpu_jobs > 0:
@@ -283,17 +304,30 @@ def run(args: argparse.Namespace) -> int:
                     f"~{shared:6.0f} s sharing",
                     flush=True,
                 )
-    if args.dry_run:
-        return 0
+    return queues, slots
+
+
+def _environment(args: argparse.Namespace, out: Path) -> dict[str, str]:
+    """The workers' environment: this checkout on ``PYTHONPATH``, ``HESSIAN_LR_DATA``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     data = data_env(args.data_root, out)
     if data is not None:
         env["HESSIAN_LR_DATA"] = data
-    all_jobs = [j for q in queues.values() for j in q]
+    return env
+
+
+def _drive(
+    queues: dict[str, list[Job]],
+    slots: dict[str, int],
+    args: argparse.Namespace,
+    env: dict[str, str],
+    out: Path,
+    t0: float,
+) -> None:
+    """Launch units into free slots until the queues are empty or the deadline stops them."""
     pending = {p: list(q) for p, q in queues.items()}
     running: list[Job] = []
-    t0 = time.time()
     stop_at = t0 + args.deadline
     stopping = False
     try:
@@ -344,15 +378,6 @@ def run(args: argparse.Namespace) -> int:
         for j in running:
             _signal(j, signal.SIGTERM, "TERM")
         raise
-    finally:
-        _report(all_jobs, out, t0, args)
-    summarize(queues, args, env, out)
-    _report(all_jobs, out, t0, args)
-    failed = [j.key for j in all_jobs if j.returncode not in (0, None) and not j.signalled]
-    if failed:
-        print(f"units that failed (not stopped by the deadline): {failed}", flush=True)
-    print(f"wall {time.time() - t0:.0f}s; report: {out / 'run_all.json'}", flush=True)
-    return 1 if failed else 0
 
 
 def summarize(queues: dict[str, list[Job]], args: argparse.Namespace, env, out: Path) -> None:

@@ -68,6 +68,9 @@ class Claim:
         ours: our numbers (text; mean ± s.d. over seeds where several).
         holds: True / False; None when our results cannot decide it.
         note: why it might not hold (required when ``holds`` is False), or a caveat.
+        not_run: the study has no results (counted apart from "undecided").
+        kind: "paper" (a claim of the papers) or "project" (the project's own finding); by
+            default read from ``paper``/``claim`` (":func:`claim_kind`").
     """
 
     figure: str
@@ -76,10 +79,29 @@ class Claim:
     ours: str
     holds: bool | None
     note: str = ""
+    not_run: bool = False
+    kind: str = ""
 
     @property
     def verdict(self) -> str:
+        if self.not_run:
+            return "not run"
         return {True: "holds", False: "does not hold", None: "undecided"}[self.holds]
+
+    @property
+    def origin(self) -> str:
+        """``kind`` if given, else :func:`claim_kind` of the row's texts."""
+        return self.kind or claim_kind(self.claim, self.paper)
+
+
+_PROJECT_MARKS = ("(new)", "not in the paper", "not measured in the paper", "(not a number")
+
+
+def claim_kind(claim: str, paper: str) -> str:
+    """ "project" when the row marks itself as the project's own finding ("(new)" in the claim,
+    "(not in the paper" ... in the paper column), else "paper"."""
+    text = f"{claim} {paper}".lower()
+    return "project" if any(m in text for m in _PROJECT_MARKS) else "paper"
 
 
 def experiment_runs(results: str | Path, experiment: str) -> list[Run]:

@@ -68,7 +68,7 @@ def claims(results) -> list[Claim]:
                 when += " (first seed)"
             parts.append(f"{a} reaches it {when}, ends {fmt_pct(f[a])}")
     margins, step = _margins(groups, summ)
-    decision = decide(margins, decisive=1.01 * step, unit="of the run") if "fixed" in f else None
+    decision = decide(margins, resolution=step, unit="of the run") if "fixed" in f else None
     holds = None if decision is None else decision.holds
     drops = (summ.get("lr") or {}).get("fixed_drop_steps") or []
     before = summ.get("fixed_before_drop")

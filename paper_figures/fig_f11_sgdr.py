@@ -28,7 +28,8 @@ from ._data import (
     series,
     summary,
 )
-from .criteria import SGDR_END_TOLERANCE, decide, sgdr_sooner
+from .criteria import SGDR_END_TOLERANCE, Sibling, decide, sgdr_sooner
+from .fig_f3_onecycle_vs_pc import sibling_spread
 
 FIGURE = "F11"
 NAME = "f11_sgdr"
@@ -131,14 +132,16 @@ def claims(results) -> list[Claim]:
     # Per seed: (best step error + 0.5 points) − best SGDR error, in points; > 0 is "comparable".
     steps_, sgdrs = ([v for a, v in err.items() if a.startswith(p) and v] for p in ("step", "sgdr"))
     n = min((len(v) for v in steps_ + sgdrs), default=0)
+    sib = sibling_spread(results)
     end = decide(
         [
             100 * (min(v[k] for v in steps_) + SGDR_END_TOLERANCE - min(v[k] for v in sgdrs))
             for k in range(n if steps_ and sgdrs else 0)
-        ]
+        ],
+        sibling=sib,
     )
     cycle_end = _at_cycle_end(summ)
-    sooner_holds, gap = _sooner_per_seed(groups)
+    sooner_holds, gap = _sooner_per_seed(groups, sibling=sib)
     if sooner_holds is None and "holds" in sooner and not gap:
         sooner_holds = bool(sooner["holds"])
     out = [
@@ -175,13 +178,14 @@ def claims(results) -> list[Claim]:
     return out
 
 
-def _sooner_per_seed(groups: dict) -> tuple[bool | None, str]:
+def _sooner_per_seed(groups: dict, *, sibling: Sibling | None = None) -> tuple[bool | None, str]:
     """ "2× sooner", judged per seed: (verdict or None, the text of the deciding margin).
 
     Per seed the target is the best step run's final error. Where some SGDR run reaches it,
     the seed holds when one does so ≥ 2× sooner (in steps) than the first step run. Where none
     does, the margin is how far SGDR's lowest error stays above the target, in points, and the
-    seed rule (``decide``) judges those margins. Seeds that disagree leave it undecided.
+    decision rule (``decide``; one seed against ``sibling``) judges those margins. Seeds that
+    disagree leave it undecided.
     """
     reached, gaps = [], []
     for arm_runs in by_seed(groups).values():
@@ -199,12 +203,12 @@ def _sooner_per_seed(groups: dict) -> tuple[bool | None, str]:
         else:
             gaps.append(100 * (max(c[1].max() for c in sgdr.values()) - target))
     if reached and gaps:
-        miss = decide(gaps)
+        miss = decide(gaps, sibling=sibling)
         if not any(reached) and miss.holds is False:  # no seed shows it
             return False, f"; SGDR's best accuracy − target where it never gets there {miss.text()}"
         return None, "; seeds disagree (SGDR reaches the target on some seeds only)"
     if gaps:
-        miss = decide(gaps)
+        miss = decide(gaps, sibling=sibling)
         return miss.holds, f"; SGDR's best accuracy − target {miss.text()}"
     if reached:
         return (all(reached) if all(reached) or not any(reached) else None), ""

@@ -61,18 +61,26 @@ def claims(results) -> list[Claim]:
         f"bound 3.8); 1cycle {steps.get('onecycle')} vs PC "
         f"{steps.get('pc')} iterations (criterion: final λ_max lower under 1cycle) {tag}"
     )
-    holds = bool(check["holds"])
+    # Issue 25: not decided. A BN network's train-mode loss is invariant to the scale of each
+    # normalised layer's weights w, so its Hessian there scales as 1/|w|²: λ_max falls with
+    # weight-norm growth alone (large LR + weight decay set |w|), flat minimum or not. The
+    # committed runs record no weight norms, so no scale-invariant sharpness (λ_max·|w|² of the
+    # normalised layers, or the effective LR ε/|w|²) can be formed; rerunning F12 with them costs
+    # ≈ 0.6 CPU-hours, beyond this pass's budget. One seed as well.
+    raw = "lower" if check["holds"] else "not lower"
     return [
         Claim(
             "F12",
             "λ_max stays lower under 1cycle / large LR; density snapshots show it",
             PAPER,
-            ours,
-            holds,
-            ""
-            if holds
-            else "The 1cycle run ends with a long low-LR annihilation tail, where the stability "
-            "cap (2 + 2β)/LR no longer binds and λ_max can grow back (progressive sharpening).",
+            ours + f"; raw λ_max {raw} under 1cycle, but confounded (BN scale invariance): "
+            "no scale-invariant measure in the committed runs",
+            None,
+            "Confounded, not decided: with BatchNorm, λ_max of the normalised layers scales as "
+            "1/|w|², and large LR with weight decay changes |w|; the runs did not record weight "
+            "norms, so the sharpness normalised by the squared weight norm (or the effective LR) "
+            "cannot be formed from them. Needs an F12 rerun that logs the BN layers' weight norms "
+            "(≈ 0.6 CPU-hours). Until issue 25 this row read ✅ on raw λ_max (one seed).",
         )
     ]
 

@@ -7,7 +7,10 @@ LR × momentum × batch size × spacing (constant LR per arm); on the diagonal t
 nothing about the curvature. (b) The estimate against the LR in use: Eq. 8 (s = 1) and the
 same-batch secant; slope 1 = follows the LR, slope 0 = a property of the loss.
 
-Reads ``f13_noise_null/summary.json``.
+Verdicts (issue 25): 95 % moving-block bootstrap intervals within each arm (the fraction of cells
+in the band, the slopes); the slopes are read on LR 0.1-1, past the early transient of the LR
+0.01 arms. Reads ``f13_noise_null/summary.json`` and its arms' ``arm.json``; where present, a
+full-length rerun of part of the sweep in ``f13_noise_null_full`` (one extra row).
 """
 
 from __future__ import annotations
@@ -20,51 +23,168 @@ import numpy as np
 from hessian_lr.lr.noise import noise_null
 
 from . import _style
-from ._data import Claim, fmt_num, preset
-from ._secant_data import load_summary
+from ._data import Claim, MissingResults, fmt_num, preset
+from ._secant_data import arm_series, load_arm, load_summary
+from .stats import TestResult, block_bootstrap_ci, ci_verdict
 
 FIGURE = "F13"
 NAME = "f13_noise_null"
-EXPERIMENTS = ("f13_noise_null",)
+EXPERIMENTS = ("f13_noise_null", "f13_noise_null_full")
+#: A full-length (cpu preset, 240 steps) rerun of part of the sweep (issue 25), when present.
+FULL = EXPERIMENTS[1]
 MARKERS = {1: "o", 5: "s", 10: "^", 20: "D"}
+
+
+#: F13's slopes are read on the LRs past the early transient (issue 25): at LR 0.01 a run of a
+#: few hundred steps is still in its first descent, and its cells say little about the null.
+SLOPE_LRS = (0.1, 1.0)
+BLOCK = 5  # estimates per bootstrap block within an arm's series
+N_BOOT = 400
+
+
+def _arm_series(
+    results, summ: dict, experiment: str = EXPERIMENTS[0]
+) -> tuple[list[dict], list[np.ndarray]]:
+    """Per finished arm its keys and, as separate series, the post-burn ratios of Eq. 8 at each
+    spacing and of the same-batch secant (so a bootstrap can resample each within its arm)."""
+    keys, series = [], []
+    steps, burn_f = summ.get("steps", 0), summ.get("burn_fraction", 0.25)
+    for name, info in sorted(summ.get("arms", {}).items()):
+        if info.get("status") != "finished":
+            continue
+        try:
+            arm = load_arm(results, experiment, name)
+        except MissingResults:
+            continue
+        burn = int(burn_f * (steps or arm.get("steps_done", 0)))
+        kinds = [("secant", int(k)) for k in sorted(arm["secant"], key=int)]
+        for kind, sp in kinds + [("same_batch", None)]:
+            t, r, _ = arm_series(arm, kind, sp)
+            keys.append(
+                dict(
+                    arm=name,
+                    kind=kind,
+                    spacing=sp,
+                    lr=info["lr"],
+                    momentum=info["momentum"],
+                    batch_size=info["batch_size"],
+                )
+            )
+            series.append(r[t >= burn])
+    return keys, series
+
+
+def _medians(keys: list[dict], series: list[np.ndarray]) -> list[float]:
+    return [float(np.median(x)) if len(x) else math.nan for x in series]
+
+
+def _fraction_inside(keys, series, band) -> float:
+    m = _medians(keys, series)
+    inside = [
+        band[0] <= v / noise_null(k["momentum"], k["spacing"]) <= band[1]
+        for k, v in zip(keys, m)
+        if k["kind"] == "secant" and math.isfinite(v)
+    ]
+    return sum(inside) / len(inside) if inside else math.nan
+
+
+def _slope(keys, series, kind: str, lrs: tuple[float, ...] | None) -> float:
+    """Slope of log(estimate) on log(LR), one intercept per momentum × batch."""
+    m = _medians(keys, series)
+    rows = [
+        (f"{k['momentum']}_{k['batch_size']}", k["lr"], v * k["lr"])
+        for k, v in zip(keys, m)
+        if k["kind"] == kind
+        and (kind != "secant" or k["spacing"] == 1)
+        and (lrs is None or k["lr"] in lrs)
+        and math.isfinite(v)
+        and v > 0
+    ]
+    groups = sorted({g for g, _, _ in rows})
+    if len(rows) < 3:
+        return math.nan
+    a = np.zeros((len(rows), 1 + len(groups)))
+    for i, (g, x, _) in enumerate(rows):
+        a[i, 0], a[i, 1 + groups.index(g)] = math.log(x), 1.0
+    y = np.log([v for _, _, v in rows])
+    return float(np.linalg.lstsq(a, y, rcond=None)[0][0])
+
+
+def _boot(keys, series, stat) -> TestResult:
+    return block_bootstrap_ci(
+        series,
+        lambda ss: stat(keys, ss),
+        block=BLOCK,
+        n_boot=N_BOOT,
+        generator=np.random.default_rng(13),
+    )
+
+
+def _ci(r: TestResult, digits: int = 2) -> str:
+    return (
+        f"{fmt_num(r.estimate, digits)} (95 % CI [{fmt_num(r.low, digits)}, "
+        f"{fmt_num(r.high, digits)}])"
+    )
 
 
 def claims(results) -> list[Claim]:
     summ = load_summary(results, EXPERIMENTS[0])
-    tag = f"[{preset(results, EXPERIMENTS[0])}]"
-    checks = summ.get("checks") or {}
-    rows = []
-    at = checks.get("secant_at_null")
-    if at:
-        rows.append(
-            Claim(
-                "F13",
-                "Eq. 8's ratio estimate/LR sits at the momentum-noise null c(μ, s) across LR × "
-                "momentum × batch × spacing",
-                "(not in the paper; c(0.9, 1) = 2.24, c(0.9, 10) = 1.03)",
-                f"{fmt_num(100 * at['fraction_inside'], 3)} % of {at['cells']} cells within "
-                f"×{at['band'][0]}–{at['band'][1]} of c (median |log(ratio/c)| "
-                f"{fmt_num(at['median_abs_log_ratio_over_null'], 2)}; criterion ≥ 75 %) {tag}",
-                bool(at["holds"]),
-                ""
-                if at["holds"]
-                else "Cells off the null carry more than noise (curvature or drift); see "
-                "F13 (a) for which momenta, spacings and LRs.",
-            )
-        )
-    sl = checks.get("secant_follows_lr_same_batch_does_not")
-    if sl:
-        rows.append(
-            Claim(
-                "F13",
-                "Eq. 8 follows the LR in use (log-log slope ≈ 1); the same-batch secant does not",
-                "(not in the paper)",
-                f"slope of log estimate on log LR: Eq. 8 (s = 1) "
-                f"{fmt_num(sl['slope_secant_s1'], 2)}, same-batch "
-                f"{fmt_num(sl['slope_same_batch'], 2)} (criterion: 0.8–1.2 and < 0.5) {tag}",
-                bool(sl["holds"]),
-            )
-        )
+    steps, burn = summ.get("steps"), summ.get("burn_fraction", 0.25)
+    tag = (
+        f"[{preset(results, EXPERIMENTS[0])}, seed 0, {steps} steps per arm, medians after "
+        f"{fmt_num(100 * burn, 2)} % burn-in; 95 % CIs: moving-block bootstrap within each arm, "
+        f"blocks of {BLOCK} estimates]"
+    )
+    keys, series = _arm_series(results, summ)
+    if not keys:
+        return [Claim("F13", "Eq. 8 sits at the noise null", "", f"no cells {tag}", None)]
+    band = summ.get("at_null_band", [0.8, 1.25])
+    frac = _boot(keys, series, lambda k, s: _fraction_inside(k, s, band))
+    n_cells = sum(1 for k in keys if k["kind"] == "secant")
+    n20 = [len(x) for k, x in zip(keys, series) if k["spacing"] == max(MARKERS)]
+    sec = _boot(keys, series, lambda k, s: _slope(k, s, "secant", SLOPE_LRS))
+    same = _boot(keys, series, lambda k, s: _slope(k, s, "same_batch", SLOPE_LRS))
+    sec_all, same_all = (
+        _slope(keys, series, "secant", None),
+        _slope(keys, series, "same_batch", None),
+    )
+    follows = _follows(sec, same)
+    lr_txt = "–".join(f"{x:g}" for x in SLOPE_LRS)
+    rows = [
+        Claim(
+            "F13",
+            "Eq. 8's ratio estimate/LR sits at the momentum-noise null c(μ, s) across LR × "
+            "momentum × batch × spacing",
+            "(not in the paper; c(0.9, 1) = 2.24, c(0.9, 10) = 1.03)",
+            f"{fmt_num(100 * frac.estimate, 3)} % of {n_cells} cells within "
+            f"×{band[0]}–{band[1]} of c, 95 % CI [{fmt_num(100 * frac.low, 3)}, "
+            f"{fmt_num(100 * frac.high, 3)}] % (criterion ≥ 75 % over the CI); the s = "
+            f"{max(MARKERS)} cells rest on {min(n20, default=0)}–{max(n20, default=0)} estimates "
+            f"each {tag}",
+            ci_verdict(frac, 0.75),
+            "Cells off the null carry more than noise (curvature or drift); see F13 (a) for "
+            "which momenta, spacings and LRs."
+            if ci_verdict(frac, 0.75) is False
+            else "",
+        ),
+        Claim(
+            "F13",
+            "Eq. 8 follows the LR in use (log-log slope ≈ 1); the same-batch secant does not",
+            "(not in the paper)",
+            f"slope of log estimate on log LR over LR {lr_txt}: Eq. 8 (s = 1) {_ci(sec)}, "
+            f"same-batch {_ci(same)} (criterion: Eq. 8's CI within 0.8–1.2 and the same-batch "
+            f"CI < 0.5); over all LRs incl. the early-transient 0.01 cells: "
+            f"{fmt_num(sec_all, 2)}, {fmt_num(same_all, 2)} {tag}",
+            follows,
+            "The earlier ✅ rested on the LR 0.01 cells (all-LR slopes above); past the "
+            f"transient the same-batch secant's slope is {fmt_num(same.estimate, 2)}."
+            if follows is not True
+            else "",
+        ),
+    ]
+    full = _full_length_row(results, keys, series)
+    if full is not None:
+        rows.append(full)
     if summ.get("diverged"):
         rows.append(
             Claim(
@@ -77,9 +197,56 @@ def claims(results) -> list[Claim]:
                 "records stop at the divergence.",
             )
         )
-    if not rows:
-        rows.append(Claim("F13", "Eq. 8 sits at the noise null", "", f"no cells {tag}", None))
     return rows
+
+
+def _full_length_row(results, keys_half: list[dict], series_half: list) -> Claim | None:
+    """The LR-following claim re-read on the arms of the full-length rerun (where present),
+    beside the same arms at the committed length."""
+    try:
+        summ = load_summary(results, FULL)
+    except MissingResults:
+        return None
+    keys, series = _arm_series(results, summ, FULL)
+    if not keys:
+        return None
+    arms = sorted({k["arm"] for k in keys})
+    sub = [(k, x) for k, x in zip(keys_half, series_half) if k["arm"] in arms]
+    kh, sh = [k for k, _ in sub], [x for _, x in sub]
+    sec = _boot(keys, series, lambda k, s: _slope(k, s, "secant", SLOPE_LRS))
+    same = _boot(keys, series, lambda k, s: _slope(k, s, "same_batch", SLOPE_LRS))
+    n20 = [len(x) for k, x in zip(keys, series) if k["spacing"] == max(MARKERS)]
+    lr_txt = "–".join(f"{x:g}" for x in SLOPE_LRS)
+    batches = sorted({k["batch_size"] for k in keys})
+    return Claim(
+        "F13",
+        "full-length check: Eq. 8 follows the LR, the same-batch secant does not (new)",
+        "(not in the paper)",
+        f"{len(arms)} of 24 arms rerun at {summ.get('steps')} steps (batch "
+        f"{', '.join(map(str, batches))}; the rest did not finish in this pass's CPU time): slope "
+        f"over LR {lr_txt}: Eq. 8 (s = 1) {_ci(sec)}, same-batch {_ci(same)}; the same arms at "
+        f"the committed length: {fmt_num(_slope(kh, sh, 'secant', SLOPE_LRS), 2)}, "
+        f"{fmt_num(_slope(kh, sh, 'same_batch', SLOPE_LRS), 2)}; s = {max(MARKERS)} cells now "
+        f"rest on {min(n20, default=0)}–{max(n20, default=0)} estimates [{preset(results, FULL)}]",
+        _follows(sec, same),
+        "At full length the slopes above decide it, as in the row before."
+        if _follows(sec, same) is False
+        else "",
+    )
+
+
+def _follows(sec: TestResult, same: TestResult) -> bool | None:
+    in_band = (
+        True
+        if 0.8 < sec.low and sec.high < 1.2
+        else False
+        if sec.high < 0.8 or sec.low > 1.2
+        else None
+    )
+    flat = ci_verdict(same, 0.5, above=False)
+    if in_band is False or flat is False:
+        return False
+    return True if in_band and flat else None
 
 
 def _plain_log_ticks(ax) -> None:

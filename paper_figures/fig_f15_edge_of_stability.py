@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import _style
 from ._data import Claim, MissingResults, experiment_runs, fmt_num, preset, series, summary
+from .criteria import decide
 
 FIGURE = "F15"
 NAME = "f15_edge_of_stability"
@@ -63,7 +64,10 @@ def _claim(summ: dict, task: str, opt: str, tag: str) -> Claim | None:
         return None
     done = [r for _, r in group if r["status"] == "finished"]
     parts = []
+    first = min((int(r.get("seed", 0)) for _, r in group), default=0)
     for _, r in group:
+        if int(r.get("seed", 0)) != first:
+            continue
         if r["status"] != "finished":
             parts.append(f"η = {r['lr']:g}: {r['status']}")
             continue
@@ -74,12 +78,25 @@ def _claim(summ: dict, task: str, opt: str, tag: str) -> Claim | None:
         )
     reached = sum(r["reached_edge"] for r in done)
     hovered = sum(r["reached_edge"] and r["hover_fraction"] >= HOVER for r in done)
-    holds = bool(done) and hovered == len(done)
+    # Per seed: the worst finished run's hover fraction − 0.5 (a run that never reaches the edge
+    # counts as hovering 0 % of the time); every run must hover, so the minimum decides.
+    by_seed: dict[int, list[float]] = {}
+    for r in done:
+        hov = r["hover_fraction"] if r["reached_edge"] else 0.0
+        by_seed.setdefault(int(r.get("seed", 0)), []).append(hov - HOVER)
+    d = decide([min(v) for _, v in sorted(by_seed.items())], unit="of the later measurements")
+    holds = d.holds if done else None
     ours = (
         f"{'; '.join(parts)} -- {reached}/{len(done)} finished runs reach the edge, "
-        f"{hovered}/{len(done)} hover {tag}"
+        f"{hovered}/{len(done)} hover; worst run's hover fraction − {HOVER:g} {d.text()} {tag}"
     )
-    note = "" if holds else (NOTES[task] or "Not every run reached the edge and stayed there.")
+    note = (
+        ""
+        if holds
+        else (NOTES[task] or "Not every run reached the edge and stayed there.")
+        if holds is False
+        else f"Until issue 25: {'✅' if hovered == len(done) else '❌'} on one seed, untested."
+    )
     return Claim(
         FIGURE,
         f"{OPTIMIZERS[opt]}, {TASKS[task]}: the {'preconditioned ' if opt == 'adam' else ''}"
@@ -94,9 +111,13 @@ def _claim(summ: dict, task: str, opt: str, tag: str) -> Claim | None:
 def claims(results) -> list[Claim]:
     """F15's claim rows: one per (task, optimizer), and the update-direction estimate (info)."""
     _, summ = _load(results)
-    tag = (
-        f"[{preset(results, EXPERIMENTS[0])}, seed {min(r['seed'] for r in summ['runs'].values())}]"
+    seeds = sorted({r["seed"] for r in summ["runs"].values()})
+    which = (
+        f"seed {seeds[0]}"
+        if len(seeds) == 1
+        else f"{len(seeds)} seeds; runs listed: seed {seeds[0]}"
     )
+    tag = f"[{preset(results, EXPERIMENTS[0])}, {which}]"
     out = []
     for opt in OPTIMIZERS:
         for task in TASKS:

@@ -27,6 +27,7 @@ from ._data import (
     summary,
 )
 from .criteria import decide, failed_run
+from .fig_f3_onecycle_vs_pc import sibling_spread
 
 FIGURE = "F4"
 NAME = "f4_cycle_length"
@@ -69,9 +70,10 @@ def claims(results) -> list[Claim]:
     short, long_ = min(f), max(f)
     s_short, s_long = _seed_finals(by_len[short]), _seed_finals(by_len[long_])
     seeds = sorted(s_short.keys() & s_long.keys())
-    gain = decide([100 * (s_long[k] - s_short[k]) for k in seeds])
+    sib = sibling_spread(results)
+    gain = decide([100 * (s_long[k] - s_short[k]) for k in seeds], sibling=sib)
     # Competitive: shortest error ≤ 1.5 × longest error; margin in points of error.
-    comp = decide([100 * (1.5 * (1 - s_long[k]) - (1 - s_short[k])) for k in seeds])
+    comp = decide([100 * (1.5 * (1 - s_long[k]) - (1 - s_short[k])) for k in seeds], sibling=sib)
     tag = f"[{preset(results, EXPERIMENTS[0])}]"
     accs = ", ".join(f"{n}: {fmt_pct(v, 2)}" for n, v in f.items())
     e_short = 100 * (1 - mean_sd(f[short])[0])

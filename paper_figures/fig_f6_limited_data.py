@@ -27,6 +27,7 @@ from ._data import (
     summary,
 )
 from .criteria import decide
+from .fig_f3_onecycle_vs_pc import sibling_spread
 
 FIGURE = "F6"
 NAME = "f6_limited_data"
@@ -81,7 +82,7 @@ def claims(results) -> list[Claim]:
     # there is an advantage (a positive gain) on the smallest share; per seed, the margin is the
     # smaller of the two differences (both must be positive).
     margins = [min(a - b, a) for a, b in zip(gains[smallest], gains[largest])]
-    decision = decide(margins)
+    decision = decide(margins, sibling=sibling_spread(results))
     holds = decision.holds
     steps = summ.get("steps", {})
     parts = []

@@ -26,6 +26,7 @@ from ._data import (
     summary,
 )
 from .criteria import MATCH_POINTS, decide, failed_run, onecycle_matches_long_baseline
+from .fig_f3_onecycle_vs_pc import sibling_spread
 
 FIGURE = "F9"
 NAME = "f9_lenet_mnist"
@@ -54,7 +55,7 @@ def claims(results) -> list[Claim]:
         r.name for a in ("onecycle", *base) for r in groups[a][:n] if failed_run(final(r.records()))
     ]
     margins = [100 * (f["onecycle"][k] - max(f[b][k] for b in base)) + MATCH_POINTS for k in ok]
-    decision = decide(margins)
+    decision = decide(margins, sibling=sibling_spread(results))
     holds = decision.holds
     ratio = ep.get("onecycle", float("nan")) / ep.get(base[0], float("nan"))
     if holds is True and not onecycle_matches_long_baseline(1.0, 1.0, ratio):

@@ -1,4 +1,4 @@
-"""Curvature as linear operators: the Hessian operator, and solvers that see only ``@``.
+"""Curvature as linear operators (Hessian, GGN, Fisher) and solvers that see only ``@``.
 
 The operator base (``_base.CurvatureOperator``) owns parameters, model evaluation, the data loop
 and the checks; each operator adds a per-batch product (``products.py`` for the Hessian's back
@@ -6,8 +6,20 @@ ends). Imports nothing from ``lr``, ``schedules`` or ``training``.
 """
 
 from ._base import CurvatureOperator
+from ._output_space import categorical_sampler, token_cross_entropy_hessian
+from .blocks import BlockOperator, LayerSharpness, layer_blocks, layer_sharpness
 from .density import SpectralDensity, spectral_density
+from .diagonal import (
+    DIAGONAL_METHODS,
+    DiagonalEstimate,
+    diagonal_estimate,
+    exact_diagonal,
+    ggn_diagonal,
+    hessian_diagonal,
+)
 from .distributed import DistributedCurvatureError
+from .fisher import FISHER_KINDS, FisherOperator
+from .ggn import GGNOperator
 from .hessian import (
     BACKENDS,
     DataChangedError,
@@ -15,6 +27,7 @@ from .hessian import (
     NonFiniteError,
     select_params,
 )
+from .kinds import CURVATURES, make_operator
 from .lanczos import LanczosResult, lanczos
 from .linop import DenseOperator, LinearOperator, params_to_vector, vector_to_params
 from .power import PowerIterationResult, power_iteration
@@ -30,6 +43,18 @@ __all__ = [
     "LinearOperator",
     "DenseOperator",
     "PreconditionedOperator",
+    # beyond the Hessian (issue 26)
+    "GGNOperator",
+    "FisherOperator",
+    "FISHER_KINDS",
+    "CURVATURES",
+    "make_operator",
+    "token_cross_entropy_hessian",
+    "categorical_sampler",
+    "BlockOperator",
+    "layer_blocks",
+    "layer_sharpness",
+    "LayerSharpness",
     "params_to_vector",
     "vector_to_params",
     # errors
@@ -49,4 +74,10 @@ __all__ = [
     "xnystrace",
     "trace_estimate",
     "TraceResult",
+    "diagonal_estimate",
+    "DiagonalEstimate",
+    "DIAGONAL_METHODS",
+    "exact_diagonal",
+    "hessian_diagonal",
+    "ggn_diagonal",
 ]

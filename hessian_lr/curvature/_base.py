@@ -26,9 +26,11 @@ matrix M_b of the loss L_b(θ) of a model on batch b -- the layout of curvlinops
 * **the gradient** (``gradient``, ``gradient_at``) of the same objective;
 * **the symmetry probe**: the first product also applies the operator to three random vectors U
   (a private generator, seed 0: the global RNG is untouched) and compares UᵀMU with its
-  transpose. A symmetric matrix computed by a wrong autograd formula (torch's double backward of
-  ``weight_norm``, a custom ``autograd.Function`` with a wrong second derivative) fails it;
-  :meth:`_on_asymmetric` decides what happens (the Hessian falls back to finite differences);
+  transpose; once per model and way of computing (``_probe_key``), remembered for later
+  operators on the same model. A symmetric matrix computed by a wrong autograd formula
+  (torch's double backward of ``weight_norm``, a custom ``autograd.Function`` with a wrong
+  second derivative) fails it; :meth:`_on_asymmetric` decides what happens (the Hessian falls
+  back to finite differences);
 * **process groups** (``_distributed.py``): data sharded over ranks, products all-reduced.
 
 What a subclass implements (``hessian.py`` is the worked example, a GGN fits in ~30 lines):
@@ -42,14 +44,16 @@ What a subclass implements (``hessian.py`` is the worked example, a GGN fits in 
    parameter-shaped views), ``self._objective(index, batch)`` (the
    :class:`.products.BatchObjective` a per-batch product of ``products.py`` takes), and
    ``params_to_vector`` from ``linop``. Never write to the caller's model.
-3. Optionally: ``_probe_symmetry`` (False for approximate products), ``_on_asymmetric`` (what
-   to do when the probe fails; default: raise), ``_uses_graph`` (the products use the cached
+3. Optionally: ``_probe_symmetry`` (False for approximate products), ``_probe_key`` (what
+   else the probe's verdict depends on: it runs once per model and key), ``_on_asymmetric``
+   (what to do when the probe fails; default: raise), ``_uses_graph`` (the products use the cached
    first-order graph, so ``gradient()`` reads it too), ``__repr__``.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal
@@ -84,6 +88,9 @@ Batch = Any
 #: second derivative (torch's ``weight_norm``).
 SYMMETRY_RTOL = {torch.float64: 1e-6, torch.float32: 1e-2}
 _PROBES = 3  # three probe vectors: three independent pairs (uᵢᵀMuⱼ vs uⱼᵀMuᵢ)
+#: model -> {how its products are computed: measured asymmetry}: the probe runs once per model
+#: and way of computing (an estimator that builds an operator every k steps pays it once).
+_PROBED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, float]] = weakref.WeakKeyDictionary()
 
 
 class _Objective:
@@ -304,7 +311,7 @@ class CurvatureOperator(GradientCache, DataLoopOperator):
         written = [
             n
             for n, v in values.items()
-            if n in named and not torch.equal(v, named[n].detach().to(v.dtype))
+            if n in named and not _identical(v, named[n].detach().to(v.dtype))
         ]
         if written:
             raise ValueError(
@@ -390,6 +397,13 @@ class CurvatureOperator(GradientCache, DataLoopOperator):
         """One pass; the first one also applies the operator to the symmetry probe."""
         if self.asymmetry is not None or self.symmetry_check == "off" or not self._probe_symmetry:
             return self._apply(V)
+        key = self._probe_key()
+        known = _PROBED.get(self.model, {}).get(key)
+        if known is not None:  # this model, computed this way, was probed before
+            self.asymmetry = known
+            if known > SYMMETRY_RTOL[self.dtype]:
+                self._asymmetric()
+            return self._apply(V)
         g = torch.Generator(device="cpu").manual_seed(0)
         U = torch.randn(self.shape[0], _PROBES, generator=g, dtype=self.dtype).to(self.device)
         k = V.shape[1]
@@ -398,10 +412,22 @@ class CurvatureOperator(GradientCache, DataLoopOperator):
         M = U.T @ MU
         scale = math.sqrt(2 * (_PROBES - 1)) * float(MU.norm())
         asym = float((M - M.T).norm()) / scale if scale > 0 else 0.0
-        self.asymmetry = asym if math.isfinite(asym) else 0.0  # NaN: the finite check reports
-        tol = SYMMETRY_RTOL[self.dtype]
-        if self.asymmetry <= tol:
+        if not math.isfinite(asym):  # NaN/inf products: the finite check reports them
+            self.asymmetry = 0.0
             return both[:, :k]
+        self.asymmetry = _PROBED.setdefault(self.model, {})[key] = asym
+        if self.asymmetry <= SYMMETRY_RTOL[self.dtype]:
+            return both[:, :k]
+        self._asymmetric()
+        return self._apply(V)
+
+    def _probe_key(self) -> tuple:
+        """What the probe's verdict depends on besides the model (subclasses add their own)."""
+        loss = type(self.loss_fn) if isinstance(self.loss_fn, nn.Module) else self.loss_fn
+        return (type(self), self.bn_mode, self.dtype, self.closure, loss, *self.names)
+
+    def _asymmetric(self) -> None:
+        tol = SYMMETRY_RTOL[self.dtype]
         self.release_graph()
         self._on_asymmetric(
             f"the operator is not symmetric: for random u, v, uᵀMv and vᵀMu differ by "
@@ -409,7 +435,6 @@ class CurvatureOperator(GradientCache, DataLoopOperator):
             "second derivatives are wrong for this model (e.g. torch's double backward of "
             "weight_norm parametrizations, or a custom autograd.Function)"
         )
-        return self._apply(V)
 
     def _on_asymmetric(self, message: str) -> None:
         """The probe failed: switch to a product that avoids the wrong derivative, or raise.
@@ -418,6 +443,11 @@ class CurvatureOperator(GradientCache, DataLoopOperator):
         returns after switching (the pass is then redone with the new product).
         """
         raise RuntimeError(message)
+
+
+def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN equal to NaN (a diverged model's forward writes nothing)."""
+    return torch.allclose(a, b, rtol=0.0, atol=0.0, equal_nan=True)
 
 
 def _check_arguments(

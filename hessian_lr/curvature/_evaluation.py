@@ -241,19 +241,37 @@ def state_tensors(model: nn.Module) -> list[torch.Tensor]:
 
 
 _KNUTH = 2654435761  # multiplicative hash: index -> a pseudo-random weight in [-1/2, 1/2)
+_BLOCK = 1 << 20  # weights repeat every block; each block gets its own pseudo-random factor
+_WEIGHTS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _hash_weights(
+    n: int, device: torch.device, dtype: torch.dtype, *, shift: float
+) -> torch.Tensor:
+    idx = torch.arange(n, device=device, dtype=torch.int64)
+    return ((idx * _KNUTH) % 2**32).to(dtype).div_(2.0**32).add_(shift)
 
 
 def _projection(t: torch.Tensor) -> torch.Tensor:
-    """Σ_i w_i t_i with fixed pseudo-random weights w_i = frac(i·2654435761 / 2³²) − ½.
+    """Σ_i w_i t_i with fixed pseudo-random weights (a multiplicative hash of the index).
 
     Any edit that is not orthogonal to w changes it -- a sign flip or a permutation of entries
-    does -- unlike a norm or a sum. Computed on the tensor's device, in float64 for float64
-    tensors and float32 otherwise; the weights are a function of the index (no generator).
+    does -- unlike a norm or a sum. Computed on the tensor's device in float64 for float64
+    tensors and float32 otherwise, block by block (w_i = a_{i mod B} b_{i div B}, B = 2²⁰, the
+    a cached per device), so no temporary is larger than the tensor itself.
     """
     acc = torch.float64 if t.dtype == torch.float64 else torch.float32
-    idx = torch.arange(t.numel(), device=t.device, dtype=torch.int64)
-    w = ((idx * _KNUTH) % 2**32).to(acc).div_(2.0**32).sub_(0.5)
-    return torch.dot(t.detach().reshape(-1).to(acc), w).to(torch.float64)
+    key = (t.device, acc)
+    if key not in _WEIGHTS:
+        _WEIGHTS[key] = _hash_weights(_BLOCK, t.device, acc, shift=-0.5)
+    a = _WEIGHTS[key]
+    flat = t.detach().reshape(-1)
+    full = flat.numel() // _BLOCK * _BLOCK
+    total = flat[full:].to(acc) @ a[: flat.numel() - full]
+    if full:
+        b = _hash_weights(full // _BLOCK, t.device, acc, shift=0.5)  # in [1/2, 3/2)
+        total = total + (flat[:full].view(-1, _BLOCK).to(acc) @ a) @ b
+    return total.to(torch.float64)
 
 
 def fingerprint(tensors: Sequence[torch.Tensor]) -> tuple:

@@ -29,6 +29,7 @@ import torch
 from ._host import read, resolve_check_every
 from ._krylov_deferred import deferred_run
 from ._solver_utils import Progress, apply, check_finite, randn, work_dtype
+from ._space import space_of
 
 __all__: list[str] = []
 
@@ -90,7 +91,9 @@ class _Loop:
         semi: bool = False,
         keep_basis: bool = True,
     ) -> None:
-        p, N = V0.shape
+        p, n = V0.shape  # n: this process's part of R^N (all of it unless sharded)
+        self.space = sp = space_of(op)
+        N = sp.dim
         self.op, self.p, self.N, self.caller = op, p, N, caller
         self.max_steps = min(max_steps, N)
         self.dtype, self.device = work_dtype(op.dtype), V0.device
@@ -102,9 +105,9 @@ class _Loop:
         self.ring = not keep_basis  # plain three-term recurrence: only q_{j-1}, q_j, q_{j+1}
         if self.ring:
             self.cap = 3
-        self.Q = self.alloc((p, self.cap, N), dtype=self.dtype, device=self.device)
+        self.Q = self.alloc((p, self.cap, n), dtype=self.dtype, device=self.device)
         V0 = V0.to(self.dtype)
-        norms = torch.linalg.vector_norm(V0, dim=1, keepdim=True)
+        norms = sp.norm(V0, dim=1, keepdim=True)
         if not read((norms > 0).all())[0]:
             raise ValueError(f"{caller}: the start vector v0 is zero")
         self.Q[:, 0] = V0 / norms
@@ -127,7 +130,9 @@ class _Loop:
     def grow(self, j: int) -> None:
         if not self.ring and j + 1 >= self.cap:  # grow the preallocated basis geometrically
             new_cap = min(2 * self.cap, self.max_steps + 1)
-            Q_new = self.alloc((self.p, new_cap, self.N), dtype=self.dtype, device=self.device)
+            Q_new = self.alloc(
+                (self.p, new_cap, self.Q.shape[2]), dtype=self.dtype, device=self.device
+            )
             Q_new[:, : self.cap] = self.Q
             self.Q, self.cap = Q_new, new_cap
 
@@ -162,18 +167,19 @@ class _Loop:
         working precision (Simon 1984; Parlett ch. 13) at half the memory traffic.
         """
         q = self.Q[:, self.row(j)]
-        a = torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2)  # (p, 1)
+        sp = self.space  # contractions over the vector dimension go through sp (sharded: reduced)
+        a = sp.reduce(torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2))  # (p, 1)
         W = torch.addcmul(W, a, q, value=-1)  # a new tensor: the op's output is left alone
         if j > 0:
             W.addcmul_(self.beta_prev, self.Q[:, self.row(j - 1)], value=-1)
         if self.ring:  # no re-orthogonalization: one more local pass keeps α accurate
-            a2 = torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2)
+            a2 = sp.reduce(torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2))
             W.addcmul_(a2, q, value=-1)
-            host = self.to_host(W, [(a + a2).squeeze(1), torch.linalg.vector_norm(W, dim=1)])
+            host = self.to_host(W, [(a + a2).squeeze(1), sp.norm(W, dim=1)])
             return W, host[0], host[1], np.zeros(self.p)
         basis = self.Q[:, : j + 1]  # (p, j+1, N)
-        norm_in = torch.linalg.vector_norm(W, dim=1)
-        h = torch.bmm(basis, W.unsqueeze(2)).squeeze(2)  # (p, j+1)
+        norm_in = sp.norm(W, dim=1)
+        h = sp.reduce(torch.bmm(basis, W.unsqueeze(2)).squeeze(2))  # (p, j+1)
         far = h[:, : max(j - 1, 0)].abs().amax(dim=1) if j >= 2 else torch.zeros_like(norm_in)
         h_norm = torch.linalg.vector_norm(h, dim=1)
         host = self.to_host(W, [a.squeeze(1), norm_in, h_norm, far])
@@ -181,15 +187,15 @@ class _Loop:
             W.addcmul_(h[:, j : j + 1], q, value=-1)  # local re-orthogonalization only
             if j > 0:
                 W.addcmul_(h[:, j - 1 : j], self.Q[:, j - 1], value=-1)
-            tail = read(h[:, j], torch.linalg.vector_norm(W, dim=1)).reshape(2, -1)
+            tail = read(h[:, j], sp.norm(W, dim=1)).reshape(2, -1)
             return W, host[0] + tail[0], tail[1], host[2]
         W = torch.baddbmm(W.unsqueeze(2), basis.transpose(1, 2), h.unsqueeze(2), alpha=-1)
         W = W.squeeze(2)
-        tail = read(h[:, j], torch.linalg.vector_norm(W, dim=1)).reshape(2, -1)
+        tail = read(h[:, j], sp.norm(W, dim=1)).reshape(2, -1)
         a_np, b_np = host[0] + tail[0], tail[1]
         if np.any(b_np[idx] < 0.7071 * host[1, idx]):  # DGKS: a second pass is needed
-            W, h2 = _gram_schmidt(W, basis)
-            tail = read(h2[:, j], torch.linalg.vector_norm(W, dim=1)).reshape(2, -1)
+            W, h2 = _gram_schmidt(W, basis, sp)
+            tail = read(h2[:, j], sp.norm(W, dim=1)).reshape(2, -1)
             a_np, b_np = a_np + tail[0], tail[1]
         return W, a_np, b_np, host[2]
 
@@ -197,16 +203,18 @@ class _Loop:
         """Put a random unit vector orthogonal to probe i's basis at row j + 1, if one exists."""
         r = randn((self.N,), self.op, generator, dtype=self.dtype)
         for _ in range(2):
-            r = r - self.Q[i, : j + 1].T @ (self.Q[i, : j + 1] @ r)
-        r_norm = float(read(torch.linalg.vector_norm(r))[0])
+            r = r - self.Q[i, : j + 1].T @ self.space.reduce(self.Q[i, : j + 1] @ r)
+        r_norm = float(read(self.space.norm(r))[0])
         if r_norm > self.tiny * math.sqrt(self.N):
             self.Q[i, j + 1] = r / r_norm
             return True
         return False
 
 
-def _gram_schmidt(W: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    h = torch.bmm(basis, W.unsqueeze(2))  # (p, j+1, 1)
+def _gram_schmidt(
+    W: torch.Tensor, basis: torch.Tensor, space: object
+) -> tuple[torch.Tensor, torch.Tensor]:
+    h = space.reduce(torch.bmm(basis, W.unsqueeze(2)))  # (p, j+1, 1)
     W = torch.baddbmm(W.unsqueeze(2), basis.transpose(1, 2), h, alpha=-1).squeeze(2)
     return W, h.squeeze(2)
 

@@ -37,20 +37,21 @@ __all__: list[str] = []
 
 def _step(s: object, j: int, idx: np.ndarray, d: dict[str, torch.Tensor]) -> None:
     """One Lanczos step on the device: product, recurrence, Gram-Schmidt, q_{j+1}; no read."""
+    sp = s.space  # contractions over the vector dimension go through sp (sharded: reduced)
     W = s.product(j, idx)
     q = s.Q[:, s.row(j)]
-    a = torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2)  # (p, 1)
+    a = sp.reduce(torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2))  # (p, 1)
     W = torch.addcmul(W, a, q, value=-1)
     if j > 0:
         W.addcmul_(s.beta_prev, s.Q[:, s.row(j - 1)], value=-1)
     if s.ring:
-        a2 = torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2)
+        a2 = sp.reduce(torch.bmm(q.unsqueeze(1), W.unsqueeze(2)).squeeze(2))
         W.addcmul_(a2, q, value=-1)
         a = a + a2
     else:
         basis = s.Q[:, : j + 1]
-        norm_in = torch.linalg.vector_norm(W, dim=1)
-        h = torch.bmm(basis, W.unsqueeze(2)).squeeze(2)  # (p, j+1)
+        norm_in = sp.norm(W, dim=1)
+        h = sp.reduce(torch.bmm(basis, W.unsqueeze(2)).squeeze(2))  # (p, j+1)
         d["hnorm"][:, j] = torch.linalg.vector_norm(h, dim=1).double()
         h_sub = h
         if s.semi and j >= 2:  # subtract far coefficients only where orthogonality slipped
@@ -61,10 +62,10 @@ def _step(s: object, j: int, idx: np.ndarray, d: dict[str, torch.Tensor]) -> Non
         W = W.squeeze(2)
         a = a + h[:, j : j + 1]
         if not s.semi:  # the second pass, always: deciding it would need a read
-            h2 = torch.bmm(basis, W.unsqueeze(2))
+            h2 = sp.reduce(torch.bmm(basis, W.unsqueeze(2)))
             W = torch.baddbmm(W.unsqueeze(2), basis.transpose(1, 2), h2, alpha=-1).squeeze(2)
             a = a + h2[:, j]
-    b = torch.linalg.vector_norm(W, dim=1, keepdim=True)
+    b = sp.norm(W, dim=1, keepdim=True)
     d["alpha"][:, j] = a.squeeze(1).double()
     d["beta"][:, j] = b.squeeze(1).double()
     # a breakdown (b ≈ 0) leaves a meaningless but finite q_{j+1}; the check rolls it back

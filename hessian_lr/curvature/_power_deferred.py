@@ -24,11 +24,11 @@ __all__: list[str] = []
 MAX_WINDOW = 32  # iterations between checks at most (the window buffer holds one vector each)
 
 
-def _orthogonalize(v: torch.Tensor, U: torch.Tensor | None) -> torch.Tensor:
+def _orthogonalize(v: torch.Tensor, U: torch.Tensor | None, space: object) -> torch.Tensor:
     if U is None or U.shape[1] == 0:
         return v
     for _ in range(2):
-        v = v - U @ (U.T @ v)
+        v = v - U @ space.reduce(U.T @ v)
     return v
 
 
@@ -69,6 +69,7 @@ def iterate_deferred(
     v: torch.Tensor,
     U: torch.Tensor | None,
     *,
+    space: object,
     shift: float,
     tol: float,
     max_iter: int,
@@ -91,11 +92,11 @@ def iterate_deferred(
         spent += 1
         if shift != 0.0:
             w = w + shift * v
-        w = _orthogonalize(w, U)
-        lam_s = torch.dot(v.double(), w.double())
-        rho = torch.linalg.vector_norm(w.double())
+        w = _orthogonalize(w, U, space)
+        lam_s = space.dot(v.double(), w.double())
+        rho = space.norm(w.double())
         scal[0, it - 1], scal[1, it - 1] = lam_s, rho
-        scal[2, it - 1] = torch.linalg.vector_norm(w.double() - lam_s * v.double())
+        scal[2, it - 1] = space.norm(w.double() - lam_s * v.double())
         v = w / rho.to(w.dtype).clamp_min(torch.finfo(w.dtype).tiny)
         if it < due and it < max_iter:
             continue

@@ -8,6 +8,7 @@ vectors in column batches, the fixed-matrix check, and an opt-in/auto progress b
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import math
 import numbers
@@ -189,10 +190,14 @@ def randn(
     """Standard normal entries on the op's device (drawn on the generator's device).
 
     ``dtype`` defaults to the op's working precision (:func:`work_dtype`). Over a process group
-    every rank gets rank 0's draw (:func:`agree`).
+    every rank gets rank 0's draw (:func:`agree`). ``shape`` ends with N; for an operator with
+    a sharded ``vector_space`` the result ends with this rank's part of N instead.
     """
-    dev = _gen_device(op.device, generator)
     dtype = work_dtype(op.dtype) if dtype is None else dtype
+    space = getattr(op, "vector_space", None)
+    if space is not None:  # a sharded operator: this rank's part, defined by global index
+        return space.randn(shape[:-1], generator, dtype)
+    dev = _gen_device(op.device, generator)
     return agree(op, torch.randn(shape, generator=generator, device=dev, dtype=dtype).to(op.device))
 
 
@@ -206,8 +211,11 @@ def rademacher(
 
     Over a process group every rank gets rank 0's draw (:func:`agree`).
     """
-    dev = _gen_device(op.device, generator)
     dtype = work_dtype(op.dtype) if dtype is None else dtype
+    space = getattr(op, "vector_space", None)
+    if space is not None:  # a sharded operator: this rank's part, defined by global index
+        return space.rademacher(shape[:-1], generator, dtype)
+    dev = _gen_device(op.device, generator)
     z = torch.randint(0, 2, shape, generator=generator, device=dev, dtype=dtype)
     return agree(op, (2 * z - 1).to(op.device))
 
@@ -282,6 +290,39 @@ class Progress:
             self.bar = None
 
 
+def _digest(args: tuple, kwargs: dict) -> tuple[float, dict[str, Any]]:
+    """A number standing for the scalar arguments (tensors and generators are left out)."""
+    plain = (bool, int, float, str, type(None))
+    named = {f"arg{i}": a for i, a in enumerate(args) if isinstance(a, plain)}
+    named.update({k: v for k, v in kwargs.items() if isinstance(v, plain)})
+    text = repr(sorted(named.items()))
+    return float(int(hashlib.sha256(text.encode()).hexdigest()[:13], 16)), named
+
+
+def check_same_arguments(op: object, caller: str, args: tuple, kwargs: dict) -> None:
+    """Raise on every rank when a solver's scalar arguments differ across the op's ranks.
+
+    Over a process group every rank must run the same recurrence (``k``, ``tol``, ``max_iter``,
+    ``stop``, ...); a rank with another ``tol`` would leave the loop at another step and the
+    others would wait for it forever. Two small collectives: rank 0's digest is broadcast, and
+    any mismatch is all-reduced so that every rank raises.
+    """
+    group = getattr(op, "process_group", None)
+    agree_fn = getattr(op, "agree_", None)
+    if group is None or agree_fn is None:
+        return
+    from ._distributed import agree_any
+
+    value, named = _digest(args, kwargs)
+    mine = torch.tensor([value], dtype=torch.float64, device=op.device)
+    theirs = agree_fn(mine.clone())
+    if agree_any(bool(theirs.item() != value), group, op.device):
+        raise ValueError(
+            f"{caller}: the solver's arguments differ across the ranks of the process group "
+            f"(this rank: {named}); every rank must call it with the same arguments"
+        )
+
+
 def solver(fn: Callable[..., T]) -> Callable[..., T]:
     """Run a solver ``fn(op, ...)`` inside ``op.solving()`` (model checks once per call).
 
@@ -297,6 +338,7 @@ def solver(fn: Callable[..., T]) -> Callable[..., T]:
         kwargs = {key: plain_scalar(v) for key, v in kwargs.items()}
         if randomized:  # never the global RNG (private_generator)
             kwargs["generator"] = private_generator(kwargs.get("generator"))
+        check_same_arguments(op, fn.__name__, args, kwargs)
         ctx = getattr(op, "solving", None)
         if not callable(ctx):
             return fn(op, *args, **kwargs)

@@ -31,6 +31,7 @@ from torch import nn
 from ._base import CurvatureOperator
 from ._dataloop import DataChangedError, NonFiniteError
 from ._evaluation import needs_cudnn_off, select_parameters
+from ._fsdp import is_sharded
 from .products import BACKENDS, EXACT, PRODUCTS
 
 __all__ = ["HessianOperator", "select_params", "BACKENDS"]
@@ -59,6 +60,20 @@ class HessianOperator(CurvatureOperator):
         >>> HessianOperator(model, nn.MSELoss(), (x, y)).to_dense()
         tensor([[5.]])
     """
+
+    def __new__(cls, model: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """A ``ShardedHessianOperator`` for a model with DTensor parameters (FSDP2).
+
+        Such a model takes the sharded route by itself: finite differences of FSDP's own
+        gradients on sharded vectors (``sharded.py``); any other model builds this class.
+        """
+        if cls is HessianOperator and is_sharded(kwargs.get("model", model)):
+            from .sharded import ShardedHessianOperator
+
+            if "model" not in kwargs:
+                args = (model, *args)
+            return ShardedHessianOperator(*args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -100,6 +115,9 @@ class HessianOperator(CurvatureOperator):
     @property
     def _probe_symmetry(self) -> bool:
         return self.backend in EXACT
+
+    def _probe_key(self) -> tuple:
+        return (*super()._probe_key(), self.backend)
 
     def _matmat_batch(self, index: int, batch: Any, V: torch.Tensor) -> torch.Tensor:
         return PRODUCTS[self.backend](self._objective(index, batch), V)

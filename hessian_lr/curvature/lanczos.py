@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from ._certify import WARM_MIX, extreme_bound, extreme_ends, log_threshold, unseen_ok
+from ._host import read
 from ._krylov import breakdown_tol, lanczos_run, tridiagonal_eigh
 from ._solver_utils import (
     LOW_PRECISION,
@@ -60,6 +61,7 @@ from ._solver_utils import (
     solver,
     work_dtype,
 )
+from ._space import space_of
 
 __all__ = ["LanczosResult", "lanczos"]
 
@@ -202,18 +204,20 @@ class LanczosResult:
 
 
 def _prepare_v0(v0: torch.Tensor, N: int, op: object, caller: str) -> torch.Tensor:
+    space = space_of(op)
+    N = space.local_size  # this process's part of the vector (all of it unless sharded)
     if not isinstance(v0, torch.Tensor):
         raise TypeError(f"{caller}: v0 must be a torch.Tensor, got {type(v0).__name__}")
     if v0.ndim == 2 and v0.shape[0] == N:
         if v0.shape[1] == 0:
             raise ValueError(f"{caller}: v0 has no columns; pass None for a random start")
-        cols = v0 / torch.linalg.vector_norm(v0, dim=0, keepdim=True).clamp_min(1e-300)
+        cols = v0 / space.norm(v0, dim=0, keepdim=True).clamp_min(1e-300)
         v0 = cols.sum(dim=1)
     if v0.ndim != 1 or v0.shape[0] != N:
         raise ValueError(f"{caller}: v0 must have shape ({N},) or ({N}, j), got {tuple(v0.shape)}")
     v0 = agree(op, v0.to(device=op.device, dtype=work_dtype(op.dtype), copy=True))  # rank 0's
     check_finite(v0, f"{caller}: v0")
-    if not float(torch.linalg.vector_norm(v0)) > 0:
+    if not float(read(space.norm(v0))[0]) > 0:
         raise ValueError(f"{caller}: the start vector v0 is zero")
     return v0
 
@@ -359,7 +363,8 @@ def lanczos(
     if return_eigenvectors:
         S_t = torch.as_tensor(rz.S, dtype=kr.basis.dtype, device=kr.basis.device)
         vectors = kr.basis[0, :m].T @ S_t
-        vectors = (vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)).to(op.dtype)
+        norms = space_of(op).norm(vectors, dim=0, keepdim=True)
+        vectors = (vectors / norms).to(op.dtype)
     return LanczosResult(
         eigenvalues=torch.as_tensor(rz.theta, dtype=torch.float64),
         eigenvectors=vectors,

@@ -42,6 +42,7 @@ from ._solver_utils import (
     solver,
     work_dtype,
 )
+from ._space import space_of
 
 __all__ = ["PowerIterationResult", "power_iteration"]
 
@@ -84,12 +85,12 @@ class _Pair:
     spent: int = 0  # products spent (> iterations when the tests were read in windows)
 
 
-def _orthogonalize(v: torch.Tensor, U: torch.Tensor | None) -> torch.Tensor:
+def _orthogonalize(v: torch.Tensor, U: torch.Tensor | None, space: object) -> torch.Tensor:
     """Remove from v (N,) its components along the orthonormal columns of U (N, j), twice."""
     if U is None or U.shape[1] == 0:
         return v
     for _ in range(2):
-        v = v - U @ (U.T @ v)
+        v = v - U @ space.reduce(U.T @ v)
     return v
 
 
@@ -112,19 +113,21 @@ def _iterate(
     λ both stalled) while v is still far from an eigenvector: the signature of two dominant
     eigenvalues of opposite sign, which power iteration cannot separate.
     """
-    N = v.shape[0]
+    sp = space_of(op)  # contractions over the vector go through sp (sharded: reduced)
+    N = sp.dim
     eps = torch.finfo(v.dtype).eps
-    v = _orthogonalize(v, U)
-    norm = float(read(torch.linalg.vector_norm(v))[0])
+    v = _orthogonalize(v, U, sp)
+    norm = float(read(sp.norm(v))[0])
     if not norm > 0:  # a warm start inside span(U): draw a fresh direction
-        v = _orthogonalize(randn((N,), op, generator, dtype=v.dtype), U)
-        norm = float(read(torch.linalg.vector_norm(v))[0])
+        v = _orthogonalize(randn((N,), op, generator, dtype=v.dtype), U, sp)
+        norm = float(read(sp.norm(v))[0])
     v = v / norm
     if check_every != 1:  # --- issue 29: the scalars stay on the device between checks
         lam, v, it, status, r, rho_max, spent = iterate_deferred(
             op,
             v,
             U,
+            space=sp,
             shift=shift,
             tol=tol,
             max_iter=max_iter,
@@ -141,10 +144,10 @@ def _iterate(
         w = apply(op, v)
         if shift != 0.0:
             w = w + shift * v
-        w = _orthogonalize(w, U)
-        lam_s = torch.dot(v.double(), w.double())
-        resid = torch.linalg.vector_norm(w.double() - lam_s * v.double())
-        host = read(lam_s, torch.linalg.vector_norm(w.double()), resid)
+        w = _orthogonalize(w, U, sp)
+        lam_s = sp.dot(v.double(), w.double())
+        resid = sp.norm(w.double() - lam_s * v.double())
+        host = read(lam_s, sp.norm(w.double()), resid)
         lam_s, rho, r = (float(x) for x in host)  # one device sync per iteration
         if not all(math.isfinite(x) for x in (lam_s, rho, r)):
             check_finite(w, "power_iteration", op)  # raises, naming NaN or inf
@@ -175,6 +178,7 @@ def _check_v0(v0: torch.Tensor | None, N: int, op: object) -> torch.Tensor | Non
         raise TypeError(f"v0 must be a torch.Tensor, got {type(v0).__name__}")
     if v0.ndim == 1:
         v0 = v0.unsqueeze(1)
+    N = space_of(op).local_size  # this process's part of the vector (all unless sharded)
     if v0.ndim != 2 or v0.shape[0] != N:
         raise ValueError(f"v0 must have shape ({N},) or ({N}, j), got {tuple(v0.shape)}")
     v0 = agree(op, v0.to(device=op.device, dtype=work_dtype(op.dtype), copy=True))  # rank 0's

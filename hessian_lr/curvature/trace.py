@@ -47,6 +47,7 @@ from ._solver_utils import (
     solver,
     work_dtype,
 )
+from ._space import space_of
 
 __all__ = [
     "TraceResult",
@@ -104,7 +105,7 @@ def _quadratic_forms(op: object, Z: torch.Tensor, batch_size: int, caller: str) 
     # No read here: a NaN or inf in HZ makes its sample non-finite, which ``_mean_and_error``
     # reports when it reads the samples (one sync per estimate, issue 29).
     HZ = apply_in_blocks(op, Z.to(work_dtype(op.dtype)), batch_size)
-    return (Z.double() * HZ.double()).sum(dim=0)
+    return space_of(op).reduce((Z.double() * HZ.double()).sum(dim=0))
 
 
 def _mean_and_error(
@@ -206,11 +207,12 @@ def hutchpp_trace(
     HS = apply_in_blocks(op, S, batch_size)
     used += s
     check_finite(HS, "hutchpp_trace", op)
-    Q, _ = torch.linalg.qr(HS)  # (N, min(N, s)), orthonormal columns
+    sp = space_of(op)  # contractions over the vector go through sp (sharded: reduced)
+    Q, _ = sp.qr(HS)  # (N, min(N, s)), orthonormal columns
     HQ = apply_in_blocks(op, Q, batch_size)
     used += Q.shape[1]
     check_finite(HQ, "hutchpp_trace", op)
-    exact_part = float((Q.double() * HQ.double()).sum())
+    exact_part = float(read(sp.reduce((Q.double() * HQ.double()).sum()))[0])
     if Q.shape[1] >= N:  # the sketch spans R^N: the trace is exact
         return TraceResult(
             estimate=exact_part,
@@ -221,7 +223,7 @@ def hutchpp_trace(
         )
     G = rademacher((g, N), op, generator).T
     for _ in range(2):  # project out range(Q), twice for orthogonality to working precision
-        G = G - Q @ (Q.T @ G)
+        G = G - Q @ sp.reduce(Q.T @ G)
     samples = _quadratic_forms(op, G, batch_size, "hutchpp_trace")
     used += g
     mean, std_error = _mean_and_error(samples, op, "hutchpp_trace")
@@ -238,7 +240,7 @@ def hutchpp_trace(
 def _sphere(N: int, m: int, op: object, generator: torch.Generator | None) -> torch.Tensor:
     """Draw m probes uniform on the sphere of radius √N, as columns (N, m) in float64."""
     G = randn((m, N), op, generator, dtype=torch.float64).T
-    return G * (math.sqrt(N) / torch.linalg.vector_norm(G, dim=0, keepdim=True))
+    return G * (math.sqrt(N) / space_of(op).norm(G, dim=0, keepdim=True))
 
 
 def _products(op: object, V: torch.Tensor, batch_size: int, caller: str) -> torch.Tensor:
@@ -255,8 +257,9 @@ def _result(ests: torch.Tensor, used: int, t0: float, method: str) -> TraceResul
 
 def _exact_trace(op: object, N: int, batch_size: int, t0: float, caller: str) -> TraceResult:
     """The exact tr H from the N products with the identity (budget ≥ N: no estimate needed)."""
-    eye = torch.eye(N, dtype=torch.float64, device=op.device)
-    tr = float(torch.diagonal(_products(op, eye, batch_size, caller)).sum())
+    sp = space_of(op)
+    eye = sp.eye(torch.float64, op.device)
+    tr = float(read(sp.diagonal_sum(_products(op, eye, batch_size, caller)))[0])
     return TraceResult(tr, 0.0, N, time.perf_counter() - t0, "exact")
 
 
@@ -318,22 +321,24 @@ def xtrace(
     m = num_matvecs // 2
     Om = _sphere(N, m, op, generator)
     Y = _products(op, Om, batch_size, "xtrace")
-    Q, R = torch.linalg.qr(Y)
+    sp = space_of(op)  # contractions over the vector go through sp (sharded: reduced)
+    Q, R = sp.qr(Y)
     sv = torch.linalg.svdvals(R)
-    if float(sv[-1]) <= 1e3 * torch.finfo(work_dtype(op.dtype)).eps * float(sv[0]):
+    sv_lo, sv_hi = read(sv[-1], sv[0])
+    if sv_lo <= 1e3 * torch.finfo(work_dtype(op.dtype)).eps * sv_hi:
         return _low_rank_trace(op, N, Q, R, num_matvecs - m, batch_size, generator, t0)
     Z = _products(op, Q, batch_size, "xtrace")
-    H = Q.T @ Z
+    H = sp.reduce(Q.T @ Z)
     H = (H + H.T) / 2
-    W = Q.T @ Om  # c_i = Qᵀω_i
+    W = sp.reduce(Q.T @ Om)  # c_i = Qᵀω_i
     Rinv = torch.linalg.solve_triangular(
         R, torch.eye(m, dtype=R.dtype, device=R.device), upper=True
     )
     S = Rinv.T / torch.linalg.vector_norm(Rinv.T, dim=0, keepdim=True)  # s_i ⟂ r_j, j ≠ i
-    T = Z.T @ Om  # Zᵀω_i
+    T = sp.reduce(Z.T @ Om)  # Zᵀω_i
     D = W - S * (S * W).sum(0)  # d_i = (I − s_is_iᵀ)c_i: Q_iᵀω_i in the basis Q
-    proj = (Om * Om).sum(0) - (D * D).sum(0)  # ‖P_iω_i‖²
-    form = (Om * Y).sum(0) - (D * T).sum(0) - (D * R).sum(0) + (D * (H @ D)).sum(0)
+    proj = sp.reduce((Om * Om).sum(0)) - (D * D).sum(0)  # ‖P_iω_i‖²
+    form = sp.reduce((Om * Y).sum(0)) - (D * T).sum(0) - (D * R).sum(0) + (D * (H @ D)).sum(0)
     ests = torch.trace(H) - (S * (H @ S)).sum(0) + (N - m + 1) * form / proj
     return _result(ests, 2 * m, t0, "xtrace")
 
@@ -356,14 +361,19 @@ def _low_rank_trace(
     U, sv, _ = torch.linalg.svd(R)
     r = int((sv > 1e3 * torch.finfo(work_dtype(op.dtype)).eps * sv[0]).sum())
     Qr = Q @ U[:, :r]
-    exact = float((Qr * _products(op, Qr, batch_size, "xtrace")).sum()) if r > 0 else 0.0
+    sp = space_of(op)
+    exact = (
+        float(read(sp.reduce((Qr * _products(op, Qr, batch_size, "xtrace")).sum()))[0])
+        if r > 0
+        else 0.0
+    )
     g = budget - r
     if g < 1:
         return TraceResult(exact, math.nan, Q.shape[1] + r, time.perf_counter() - t0, "xtrace")
     G = rademacher((g, N), op, generator, dtype=torch.float64).T
     for _ in range(2):
-        G = G - Qr @ (Qr.T @ G)
-    samples = (G * _products(op, G, batch_size, "xtrace")).sum(0)
+        G = G - Qr @ sp.reduce(Qr.T @ G)
+    samples = sp.reduce((G * _products(op, G, batch_size, "xtrace")).sum(0))
     mean, se = _mean_and_error(samples)
     return TraceResult(exact + mean, se, Q.shape[1] + r + g, time.perf_counter() - t0, "xtrace")
 
@@ -408,23 +418,24 @@ def xnystrace(
     m = num_matvecs
     Om = _sphere(N, m, op, generator)
     Y = _products(op, Om, batch_size, "xnystrace")
-    nu = 10 * torch.finfo(work_dtype(op.dtype)).eps * float(torch.linalg.norm(Y)) / math.sqrt(m)
+    sp = space_of(op)  # contractions over the vector go through sp (sharded: reduced)
+    nu = 10 * torch.finfo(work_dtype(op.dtype)).eps * float(read(sp.norm(Y))[0]) / math.sqrt(m)
     Y = Y + nu * Om
-    G = Om.T @ Y
+    G = sp.reduce(Om.T @ Y)
     L, info = torch.linalg.cholesky_ex((G + G.T) / 2)
     if int(info) != 0:
         raise ValueError(
             "xnystrace: ΩᵀHΩ is not positive definite, so the operator is not positive "
             "semi-definite (a Hessian usually is not): use xtrace or hutch++"
         )
-    _, R = torch.linalg.qr(Y)
+    _, R = sp.qr(Y)
     eye = torch.eye(m, dtype=G.dtype, device=G.device)
     F = torch.linalg.solve_triangular(L, eye, upper=False)  # L⁻¹
     X = torch.linalg.solve_triangular(L, R.T, upper=False).T  # R L⁻ᵀ
     f2 = (F * F).sum(0)  # ‖f_i‖² = (G⁻¹)_ii
     XF = X @ F
     tr_hat = (X * X).sum() - (XF * XF).sum(0) / f2
-    Oinv = torch.cholesky_inverse(torch.linalg.cholesky(Om.T @ Om))
+    Oinv = torch.cholesky_inverse(torch.linalg.cholesky(sp.reduce(Om.T @ Om)))
     proj = 1.0 / torch.diagonal(Oinv)  # ‖P_iω_i‖², P_i ⟂ range(Ω_{−i})
     ests = tr_hat + (N - m + 1) / (f2 * proj) - nu * N
     return _result(ests, m, t0, "xnystrace")

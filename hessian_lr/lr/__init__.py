@@ -9,6 +9,7 @@
 * :mod:`.estimator`: ``LREstimator``, the stateful observer; :mod:`.curvature_lr`: ``CurvatureLR``.
 * :mod:`.direction` (the optimizer's next step), :mod:`.update`, :mod:`.stability`, :mod:`.eos`:
   optimizer-aware estimates (issue 15).
+* :mod:`.layer_observer`: λ_max per layer every k steps, and its plot (issue 26).
 
 Uses ``curvature``; imports nothing from ``schedules`` or ``training``.
 """
@@ -19,8 +20,11 @@ from .direction import update_direction
 from .eos import EdgeOfStability, plot_edge_of_stability
 from .estimate import LREstimate, estimate_lr, estimate_lrs
 from .estimator import LREstimator
+from .layer_observer import LayerSharpnessObserver, plot_layer_sharpness
 from .noise import noise_null
 from .options import CurvatureOptions
+from .plotting import plot_estimates
+from .result import LRResult
 from .rules import (
     RuleResult,
     SecantRule,
@@ -46,6 +50,7 @@ __all__ = [
     "estimate_lr",
     "estimate_lrs",
     "LREstimate",
+    "LRResult",
     "CurvatureError",
     # pure rules
     "quadratic_lr",
@@ -74,4 +79,8 @@ __all__ = [
     "StabilityThreshold",
     "EdgeOfStability",
     "plot_edge_of_stability",
+    "plot_estimates",
+    # per-layer curvature (issue 26)
+    "LayerSharpnessObserver",
+    "plot_layer_sharpness",
 ]

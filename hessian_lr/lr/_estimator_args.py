@@ -38,6 +38,22 @@ def check_estimator_args(
     aware = [m for m in methods if m in OPTIMIZER_METHODS]
     if aware and optimizer is None:
         raise ValueError(f"methods {aware} read the optimizer's state: pass optimizer=...")
+    _check_sharded(model, methods)
+
+
+def _check_sharded(model: nn.Module, methods: tuple[str, ...]) -> None:
+    """FSDP2 models: the methods on the sharded Hessian only (docs/fsdp.md)."""
+    from ..curvature._fsdp import is_sharded
+
+    if not is_sharded(model):
+        return
+    full = [m for m in methods if m in ("secant", "secant_same_batch") or m in OPTIMIZER_METHODS]
+    if full:
+        raise ValueError(
+            f"methods {full} read θ, g or the optimizer's state as full vectors, which an FSDP2 "
+            "model (DTensor parameters) does not have; on sharded models use 'quadratic', "
+            "'secant_hvp' or 'sharpness' (docs/fsdp.md)"
+        )
 
 
 def check_smoothing_args(

@@ -66,17 +66,67 @@ def _adam_step(
     t = (_scalar(state["step"]) if "step" in state else 0.0) + 1.0
     zero = torch.zeros_like(g)
     m = state["exp_avg"].detach().double() if "exp_avg" in state else zero
-    v = state["exp_avg_sq"].detach().double() if "exp_avg_sq" in state else zero
     m = beta1 * m + (1.0 - beta1) * g
+    d = -(m / (1.0 - beta1**t)) / _adam_denominator(g, state, beta2, eps, t, group)
+    if wd != 0 and decoupled:
+        d = d - wd * theta
+    return d
+
+
+def _adam_denominator(
+    g: torch.Tensor, state: dict, beta2: float, eps: float, t: float, group: dict
+) -> torch.Tensor:
+    """√v̂_t + ε with v_t = β₂ v_{t−1} + (1 − β₂) g² (amsgrad: the running maximum)."""
+    zero = torch.zeros_like(g)
+    v = state["exp_avg_sq"].detach().double() if "exp_avg_sq" in state else zero
     v = beta2 * v + (1.0 - beta2) * g * g
     if group.get("amsgrad", False):
         vmax = state["max_exp_avg_sq"].detach().double() if "max_exp_avg_sq" in state else zero
         v = torch.maximum(vmax, v)
-    bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
-    d = -(m / bc1) / (v.sqrt() / math.sqrt(bc2) + eps)
-    if wd != 0 and decoupled:
-        d = d - wd * theta
-    return d
+    return v.sqrt() / math.sqrt(1.0 - beta2**t) + eps
+
+
+def next_preconditioner(
+    optimizer: torch.optim.Optimizer, p: torch.Tensor, g: torch.Tensor, group: dict
+) -> torch.Tensor | None:
+    """The diagonal P (float64, p's shape) of the step Adam/RMSprop takes next with gradient g.
+
+    torch updates the second moment with the current gradient *before* dividing by it, so the
+    step the optimizer takes from this batch is −η m̂/P with P built from v_t, g included (the
+    same P as :func:`update_direction`). None for other optimizers.
+    """
+    g = g.detach().double()
+    if group.get("maximize", False):
+        g = -g
+    state = optimizer.state.get(p, {})
+    wd = _scalar(group.get("weight_decay", 0.0))
+    if isinstance(optimizer, torch.optim.Adam):
+        decoupled = bool(
+            group.get("decoupled_weight_decay", isinstance(optimizer, torch.optim.AdamW))
+        )
+        if wd != 0 and not decoupled:
+            g = g + wd * p.detach().double()
+        t = (_scalar(state["step"]) if "step" in state else 0.0) + 1.0
+        beta2, eps = _scalar(group["betas"][1]), _scalar(group["eps"])
+        return _adam_denominator(g, state, beta2, eps, t, group)
+    if isinstance(optimizer, torch.optim.RMSprop):
+        if wd != 0:
+            g = g + wd * p.detach().double()
+        return _rmsprop_denominator(g, state, group)
+    return None
+
+
+def _rmsprop_denominator(g: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
+    """√v_t + ε (centered: √(v_t − m_t²) + ε), the current gradient included."""
+    alpha, eps = _scalar(group["alpha"]), _scalar(group["eps"])
+    zero = torch.zeros_like(g)
+    sq = state["square_avg"].detach().double() if "square_avg" in state else zero
+    sq = alpha * sq + (1.0 - alpha) * g * g
+    if group.get("centered", False):
+        ga = state["grad_avg"].detach().double() if "grad_avg" in state else zero
+        ga = alpha * ga + (1.0 - alpha) * g
+        return (sq - ga * ga).sqrt() + eps
+    return sq.sqrt() + eps
 
 
 def _rmsprop_step(p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
@@ -84,19 +134,11 @@ def _rmsprop_step(p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) ->
     theta = p.detach().double()
     if group.get("maximize", False):
         g = -g
-    alpha, eps = _scalar(group["alpha"]), _scalar(group["eps"])
     wd = _scalar(group.get("weight_decay", 0.0))
     if wd != 0:
         g = g + wd * theta
     zero = torch.zeros_like(g)
-    sq = state["square_avg"].detach().double() if "square_avg" in state else zero
-    sq = alpha * sq + (1.0 - alpha) * g * g
-    if group.get("centered", False):
-        ga = state["grad_avg"].detach().double() if "grad_avg" in state else zero
-        ga = alpha * ga + (1.0 - alpha) * g
-        avg = (sq - ga * ga).sqrt() + eps
-    else:
-        avg = sq.sqrt() + eps
+    avg = _rmsprop_denominator(g, state, group)
     mu = _scalar(group.get("momentum", 0.0))
     if mu > 0:
         buf = state["momentum_buffer"].detach().double() if "momentum_buffer" in state else zero

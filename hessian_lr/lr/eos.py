@@ -37,9 +37,10 @@ class EdgeOfStability(Observer):
     Record keys (prefix ``eos_``): ``sharpness`` (λ_max(P⁻¹H) for Adam/RMSprop, λ_max(H) for SGD),
     ``threshold`` (c/η), ``lr`` (η, the weighted mean LR), ``lr_x_sharpness`` (η·λ, to compare
     with ``constant`` c), ``ratio`` (η·λ/c; 1 = the edge), ``kind``, ``constant``,
-    ``preconditioned``, ``residual``, ``flags``, ``bn_mode``, ``num_hvps``, ``seconds``; with
-    ``raw`` also ``raw_sharpness`` (λ_max(H)); with ``update`` also ``update_lr`` (the GeN η*),
-    ``update_multiplier`` (η*/η) and ``update_curvature`` (dᵀHd/‖d‖²).
+    ``preconditioned``, ``residual``, ``flags``, ``bn_mode``, ``curvature`` (the matrix),
+    ``num_hvps``, ``seconds``; with ``raw`` also ``raw_sharpness`` (λ_max(H)); with ``update``
+    also ``update_lr`` (the GeN η*), ``update_multiplier`` (η*/η) and ``update_curvature``
+    (dᵀHd/‖d‖²).
 
     Args:
         every: observe after every ``every``-th update (0: off).
@@ -52,7 +53,9 @@ class EdgeOfStability(Observer):
         lanczos_tol, lanczos_max_iter: for Lanczos.
         warm_start: start each Lanczos run from the previous eigenvector.
         curvature: how the operator is built (:class:`~hessian_lr.lr.CurvatureOptions`: back
-            end, BatchNorm mode (recorded as ``eos_bn_mode``), parameters, closure form, ...).
+            end, BatchNorm mode (recorded as ``eos_bn_mode``), parameters, closure form, ...),
+            or a matrix name: ``curvature="ggn"`` tracks the GGN's sharpness (recorded as
+            ``eos_curvature``; Cohen et al. 2021 report it beside the Hessian's).
         at_last: also observe after the run's last update.
         on_nonfinite: ``"flag"`` (default) or ``"raise"``.
         generator: random source for cold Lanczos starts (default: a fixed seed, so that the
@@ -76,7 +79,7 @@ class EdgeOfStability(Observer):
         at_last: bool = False,
         on_nonfinite: Literal["raise", "flag"] = "flag",
         generator: torch.Generator | None = None,
-        curvature: CurvatureOptions | None = None,
+        curvature: CurvatureOptions | str | None = None,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"every must be a non-negative integer, got {every!r}")
@@ -147,6 +150,7 @@ class EdgeOfStability(Observer):
                 "eos_residual": res.residual,
                 "eos_flags": list(res.flags),
                 "eos_bn_mode": self.bn_mode,
+                "eos_curvature": self.curvature.matrix,
             }
             if self.raw and res.preconditioned and "nonfinite_loss" not in res.flags:
                 raw = self._raw_sharpness(op, n)
@@ -227,10 +231,11 @@ def plot_edge_of_stability(
         return out
 
     pre = bool(rows[-1][1].get("eos_preconditioned"))
-    label = "λ_max(P⁻¹H)" if pre else "λ_max(H)"
+    mat = {"ggn": "G", "fisher": "F", "fisher_mc": "F"}.get(rows[-1][1].get("eos_curvature"), "H")
+    label = f"λ_max(P⁻¹{mat})" if pre else f"λ_max({mat})"
     ax.plot(steps, col("eos_sharpness"), color="C0", label=label)
     if any("eos_raw_sharpness" in r for _, r in rows):
-        ax.plot(steps, col("eos_raw_sharpness"), color="C2", lw=1.0, label="λ_max(H)")
+        ax.plot(steps, col("eos_raw_sharpness"), color="C2", lw=1.0, label=f"λ_max({mat})")
     kind = rows[-1][1].get("eos_kind", "")
     c = rows[-1][1].get("eos_constant", math.nan)
     ax.plot(steps, col("eos_threshold"), "k--", lw=1.0, label=f"threshold {c:.3g}/η ({kind})")

@@ -61,6 +61,18 @@ from .rules import NONFINITE_LOSS
 __all__ = ["estimate_lr", "estimate_lrs"]
 
 _NAN = float("nan")
+#: The methods defined for every curvature matrix (``CurvatureOptions.matrix``, issue 26); the
+#: others are defined on the Hessian only.
+MATRIX_METHODS = ("quadratic", "sharpness")
+
+
+def _check_matrix(matrix: str, methods: Sequence[str]) -> None:
+    other = [m for m in methods if m not in MATRIX_METHODS]
+    if matrix != "hessian" and other:
+        raise ValueError(
+            f"curvature matrix {matrix!r} is supported by the methods {MATRIX_METHODS}; "
+            f"{other} are defined on the Hessian (use curvature='hessian' for them)"
+        )
 
 
 def _resolve_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -99,7 +111,7 @@ def estimate_lrs(
     on_nonfinite: Literal["raise", "flag"] = "raise",
     generator: torch.Generator | None = None,
     seed: int = 0,
-    curvature: CurvatureOptions | None = None,
+    curvature: CurvatureOptions | str | None = None,
 ) -> dict[str, LREstimate]:
     """Several estimates on one operator: one gradient, at most one Hg, one Lanczos run.
 
@@ -140,7 +152,10 @@ def estimate_lrs(
         generator: random source for the Lanczos start vector.
         seed: seed of the call's own generator when ``generator`` is None (recorded).
         curvature: how the operator is built (:class:`~hessian_lr.lr.CurvatureOptions`: back
-            end, BatchNorm mode, parameters, closure form, process group, chunking, dtype, ...);
+            end, BatchNorm mode, parameters, closure form, process group, chunking, dtype, and
+            the matrix: ``"hessian"``, ``"ggn"``, ``"fisher"``, ``"fisher_mc"``, for the
+            ``quadratic`` and ``sharpness`` methods; a name alone is
+            ``CurvatureOptions(matrix=name)``, recorded as ``LREstimate.curvature_matrix``);
             default ``CurvatureOptions()``. Under a process group every rank passes its shard
             and calls with the same arguments; every rank gets the estimate of the union.
 
@@ -150,6 +165,7 @@ def estimate_lrs(
     t0 = time.perf_counter()
     methods = _resolve_methods(methods)
     opts = as_options(curvature)
+    _check_matrix(opts.matrix, methods)
     check_options(norm, momentum, lanczos_tol, on_nonfinite)
     own_seed = seed if generator is None else None
     if generator is None:
@@ -171,7 +187,9 @@ def estimate_lrs(
             theta_prev=_flat(theta_prev),
         )
         out = _run_methods(ctx, methods)
-    extra = dict(backend=op.backend, bn_mode=opts.bn_mode, seed=own_seed)
+    extra = dict(
+        backend=op.backend, bn_mode=opts.bn_mode, seed=own_seed, curvature_matrix=opts.matrix
+    )
     secs = time.perf_counter() - t0
     return {
         m: replace(r, **extra, seconds=secs if len(out) == 1 else r.seconds or secs)

@@ -81,10 +81,15 @@ class EstimateContext:
             self._hg = self.op @ self.gradient()[1]
         return self._hg
 
+    @property
+    def space(self) -> Any:
+        """The operator's ``vector_space`` (sharded vectors: reductions over the shards)."""
+        return getattr(self.op, "vector_space", None)
+
     def common(self) -> dict[str, Any]:
         """Loss and gradient fields shared by every estimate."""
         loss, g = self.gradient()
-        s = rules.gradient_stats(g)
+        s = rules.gradient_stats(g, space=self.space)
         return dict(loss=loss, grad_norm=s.grad_norm, grad_l1=s.g_l1)
 
 
@@ -102,16 +107,16 @@ def _strict_check(ctx: EstimateContext, flags: Sequence[str], gHg: float = _NAN)
 
 def _gradient_rule(ctx: EstimateContext, method: str) -> LREstimate:
     loss, g = ctx.gradient()
-    s = rules.gradient_stats(g)
+    s = rules.gradient_stats(g, space=ctx.space)
     if not s.gg > 0:
         _strict_check(ctx, (ZERO_GRADIENT,))
         return LREstimate(lr=_NAN, method=method, flags=(ZERO_GRADIENT,), **ctx.common())
     hg = ctx.hg()
     if method == "quadratic":
-        res = rules.quadratic_lr(g, hg)
+        res = rules.quadratic_lr(g, hg, space=ctx.space)
     else:
-        res = rules.secant_hvp_lr(g, hg, ctx.norm)
-    st = rules.gradient_stats(g, hg)
+        res = rules.secant_hvp_lr(g, hg, ctx.norm, space=ctx.space)
+    st = rules.gradient_stats(g, hg, space=ctx.space)
     _strict_check(ctx, res.flags, st.gHg)
     return LREstimate(
         lr=res.lr,

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..curvature.hessian import BACKENDS, HessianOperator
+from ..curvature.kinds import CURVATURES, make_operator
 from .defaults import DEFAULT_BN_MODE
 
 __all__ = ["CurvatureOptions", "OPERATOR_KEYWORDS", "as_options", "rejects_operator_keywords"]
@@ -34,9 +35,15 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class CurvatureOptions:
-    """How the Hessian operator of an LR measurement is built.
+    """How the curvature operator of an LR measurement is built.
 
     Attributes:
+        matrix: which curvature: ``"hessian"`` (default), ``"ggn"`` (generalized Gauss-Newton,
+            :class:`~hessian_lr.curvature.GGNOperator`), ``"fisher"`` (empirical Fisher) or
+            ``"fisher_mc"`` (Monte-Carlo Fisher, ``mc_samples`` labels per sample); the entry
+            points also take the name alone, ``curvature="ggn"``. The GGN and the Fisher need
+            ``loss_fn(outputs, targets)`` and an exact back end (issue 26).
+        mc_samples: labels drawn per sample for ``matrix="fisher_mc"``.
         backend: the HVP back end, one of ``hessian_lr.BACKENDS`` (``"auto"``,
             ``"forward-over-reverse"``, ``"double-backward"``, ``"finite-difference"``).
         bn_mode: ``"train"`` (batch statistics; the default, ``DEFAULT_BN_MODE``) or ``"eval"``
@@ -65,6 +72,8 @@ class CurvatureOptions:
         ('eval', 'train')
     """
 
+    matrix: Literal["hessian", "ggn", "fisher", "fisher_mc"] = "hessian"
+    mc_samples: int = 1
     backend: str = "auto"
     bn_mode: Literal["eval", "train"] = DEFAULT_BN_MODE
     params: Sequence[torch.Tensor] | Sequence[str] | None = None
@@ -82,6 +91,16 @@ class CurvatureOptions:
     cache_graph: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.matrix not in CURVATURES:
+            raise ValueError(f"matrix must be one of {CURVATURES}, got {self.matrix!r}")
+        if self.matrix != "hessian" and (self.closure or self.backend == "finite-difference"):
+            raise ValueError(
+                f"matrix={self.matrix!r} needs loss_fn(outputs, targets) and an exact back end "
+                "(no closure, no finite differences)"
+            )
+        mc = self.mc_samples
+        if isinstance(mc, bool) or not isinstance(mc, int) or mc < 1:
+            raise ValueError(f"mc_samples must be a positive integer, got {mc!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.bn_mode not in ("train", "eval"):
@@ -111,7 +130,7 @@ class CurvatureOptions:
         *,
         params: Sequence[torch.Tensor] | Sequence[str] | None = None,
     ) -> HessianOperator:
-        """The :class:`~hessian_lr.curvature.HessianOperator` these options describe.
+        """The operator these options describe (a ``HessianOperator`` unless ``matrix`` says).
 
         Args:
             model: the network.
@@ -120,33 +139,63 @@ class CurvatureOptions:
             params: overrides ``self.params`` (the entry points pass the parameters they
                 resolved, e.g. those the optimizer holds).
         """
+        kw = self.operator_kwargs()
+        if params is not None:
+            kw["params"] = params
+        if self.matrix == "hessian":
+            return HessianOperator(model, loss_fn, data, **kw)
+        return make_operator(self.matrix, model, loss_fn, data, **kw)
+
+    def operator_kwargs(self) -> dict[str, Any]:
+        """The constructor keywords of the operator of ``matrix``.
+
+        Fields left at their defaults are omitted, except backend, BN mode, parameters and the
+        closure form.
+        """
         kw = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name in _ALWAYS or getattr(self, f.name) is not f.default
+            if f.name not in _MATRIX_FIELDS
+            and (f.name in _ALWAYS or getattr(self, f.name) is not f.default)
         }
-        if params is not None:
-            kw["params"] = params
-        return HessianOperator(model, loss_fn, data, **kw)
+        if self.matrix != "hessian":  # no closure, no finite differences (checked above)
+            for name in ("closure", "fd_scheme", "fd_eps"):
+                kw.pop(name, None)
+        if self.matrix == "fisher_mc":
+            kw["mc_samples"] = self.mc_samples
+        return kw
 
 
 _ALWAYS = frozenset({"backend", "bn_mode", "params", "closure"})
+#: Fields that say which matrix, not how to build it (not operator keywords of the Hessian).
+_MATRIX_FIELDS = frozenset({"matrix", "mc_samples"})
 
 #: Keywords the LR entry points no longer take, and where each went.
 OPERATOR_KEYWORDS: dict[str, str] = {
-    **{f.name: f"CurvatureOptions({f.name}=...)" for f in fields(CurvatureOptions)},
+    **{
+        f.name: f"CurvatureOptions({f.name}=...)"
+        for f in fields(CurvatureOptions)
+        if f.name not in _MATRIX_FIELDS
+    },
     "operator_options": "CurvatureOptions(<its keys as fields>)",
 }
 
 
-def as_options(curvature: CurvatureOptions | None) -> CurvatureOptions:
-    """``curvature``, or the defaults for None; anything else is a ``TypeError``."""
+def as_options(curvature: CurvatureOptions | str | None) -> CurvatureOptions:
+    """``curvature``, the defaults for None, or ``CurvatureOptions(matrix=name)`` for a name.
+
+    Names: ``"hessian"``, ``"ggn"``, ``"fisher"``, ``"fisher_mc"``; anything else is a
+    ``TypeError``.
+    """
     if curvature is None:
         return CurvatureOptions()
+    if isinstance(curvature, str):
+        return CurvatureOptions(matrix=curvature)
     if not isinstance(curvature, CurvatureOptions):
         raise TypeError(
-            f"curvature must be a CurvatureOptions, got {type(curvature).__name__} (build one "
-            "with hessian_lr.lr.CurvatureOptions(backend=..., bn_mode=..., ...))"
+            f"curvature must be a CurvatureOptions or a matrix name {CURVATURES}, got "
+            f"{type(curvature).__name__} (build one with hessian_lr.lr.CurvatureOptions("
+            "backend=..., bn_mode=..., ...))"
         )
     return curvature
 

@@ -84,6 +84,9 @@ class LREstimate(LRResult):
         backend: the HVP back end that ran.
         bn_mode: the BatchNorm mode of the loss (``"train"`` or ``"eval"``).
         seed: the seed of the call's own generator (``None`` when one was passed).
+        curvature_matrix: the matrix the curvature numbers are of: ``"hessian"`` (default),
+            ``"ggn"``, ``"fisher"`` (empirical) or ``"fisher_mc"`` (``estimate_lr(curvature=)``;
+            ``gHg``, ``lambda_max`` etc. are then of that matrix).
         details: method-specific numbers (e.g. from optimizer-aware methods).
         eigenvector: (N,) top eigenvector (sharpness), for warm starts; not in ``repr``.
     """
@@ -109,6 +112,7 @@ class LREstimate(LRResult):
     backend: str = ""
     bn_mode: str = DEFAULT_BN_MODE
     seed: int | None = None
+    curvature_matrix: str = "hessian"
     details: dict[str, Any] = field(default_factory=dict, compare=False)
     eigenvector: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
@@ -122,6 +126,8 @@ class LREstimate(LRResult):
             if not f.repr or (f.name in ("norm", "seed") and value is None):
                 continue
             if f.name == "momentum" and self.method != "sharpness":
+                continue
+            if f.name == "curvature_matrix" and value == "hessian":
                 continue
             if f.name == "details" and not value:
                 continue

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -116,6 +117,19 @@ def _sums(x: torch.Tensor) -> tuple[float, float, float]:
     return float(y.abs().sum()), float(torch.linalg.vector_norm(y)), m
 
 
+def _sharded_stats(g: torch.Tensor, hg: torch.Tensor | None, space: Any) -> GradientStats:
+    """:func:`gradient_stats` of sharded vectors: local partial sums, one reduction."""
+    g64 = g.detach().to(torch.float64).reshape(-1)
+    h64 = g64 if hg is None else hg.detach().to(torch.float64).reshape(-1)
+    if h64.shape != g64.shape:
+        raise ValueError(f"g and Hg must have the same size, got {g64.numel()} and {h64.numel()}")
+    parts = torch.stack([g64 @ g64, g64.abs().sum(), g64 @ h64, h64.abs().sum(), h64 @ h64])
+    gg, g_l1, gh, h_l1, hh = space.reduce(parts).tolist()
+    if hg is None:
+        gh = h_l1 = hh = _NAN
+    return GradientStats(gg, g_l1, math.sqrt(gg), gh, h_l1, math.sqrt(hh))
+
+
 @dataclass(frozen=True)
 class GradientStats:
     """Float64 reductions of g and Hg that the gradient rules need.
@@ -132,8 +146,16 @@ class GradientStats:
     hg_norm: float
 
 
-def gradient_stats(g: torch.Tensor, hg: torch.Tensor | None = None) -> GradientStats:
-    """Reductions of g (N,) and Hg (N,) in float64 (Hg-fields ``nan`` when ``hg`` is None)."""
+def gradient_stats(
+    g: torch.Tensor, hg: torch.Tensor | None = None, *, space: Any = None
+) -> GradientStats:
+    """Reductions of g (N,) and Hg (N,) in float64 (Hg-fields ``nan`` when ``hg`` is None).
+
+    ``space``: the operator's ``vector_space`` when g and Hg are this rank's shards of sharded
+    vectors (an FSDP2 model): the sums are then reduced over the shards.
+    """
+    if space is not None and getattr(space, "sharded", False):
+        return _sharded_stats(g, hg, space)
     g64 = g.detach().to(torch.float64).reshape(-1)
     gg = float(g64 @ g64)
     stats = dict(gg=gg, g_l1=float(g64.abs().sum()), grad_norm=math.sqrt(gg))
@@ -150,12 +172,13 @@ def gradient_stats(g: torch.Tensor, hg: torch.Tensor | None = None) -> GradientS
     )
 
 
-def quadratic_lr(g: torch.Tensor, hg: torch.Tensor) -> RuleResult:
+def quadratic_lr(g: torch.Tensor, hg: torch.Tensor, *, space: Any = None) -> RuleResult:
     """ε* = gᵀg / gᵀHg: the step along −g that minimises the local quadratic model.
 
     Args:
         g: the gradient (N,).
         hg: the Hessian-vector product H g (N,).
+        space: the operator's ``vector_space`` for sharded vectors (see :func:`gradient_stats`).
 
     Returns:
         A :class:`RuleResult`; ``zero_gradient`` when g = 0, ``negative_curvature`` when
@@ -168,14 +191,16 @@ def quadratic_lr(g: torch.Tensor, hg: torch.Tensor) -> RuleResult:
         >>> quadratic_lr(g, H @ g).lr  # (1 + 1) / (1 + 4)
         0.4
     """
-    s = gradient_stats(g, hg)
+    s = gradient_stats(g, hg, space=space)
     if not s.gg > 0:
         return RuleResult(_NAN, _NAN, (ZERO_GRADIENT,))
     raw = _ratio(s.gg, s.gHg)
     return _result(raw, [NEGATIVE_CURVATURE] if not s.gHg > 0 else [])
 
 
-def secant_hvp_lr(g: torch.Tensor, hg: torch.Tensor, norm: str = "l1") -> RuleResult:
+def secant_hvp_lr(
+    g: torch.Tensor, hg: torch.Tensor, norm: str = "l1", *, space: Any = None
+) -> RuleResult:
     """ε* = Σ|g| / Σ|Hg| (L1, Eq. 8's norm) or ‖g‖ / ‖Hg‖ (L2): Eq. 8 with an exact HVP.
 
     Eq. 8 estimates Σ|g|/Σ|Hg| from the trajectory; this is the same ratio from one exact product.
@@ -184,6 +209,7 @@ def secant_hvp_lr(g: torch.Tensor, hg: torch.Tensor, norm: str = "l1") -> RuleRe
         g: the gradient (N,).
         hg: H g (N,).
         norm: ``"l1"`` or ``"l2"``.
+        space: the operator's ``vector_space`` for sharded vectors (see :func:`gradient_stats`).
 
     Returns:
         A :class:`RuleResult`; flags as :func:`quadratic_lr` (gᵀHg ≤ 0 voids it too: the ratio of
@@ -198,7 +224,7 @@ def secant_hvp_lr(g: torch.Tensor, hg: torch.Tensor, norm: str = "l1") -> RuleRe
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
-    s = gradient_stats(g, hg)
+    s = gradient_stats(g, hg, space=space)
     if not s.gg > 0:
         return RuleResult(_NAN, _NAN, (ZERO_GRADIENT,))
     raw = _ratio(s.g_l1, s.hg_l1) if norm == "l1" else _ratio(s.grad_norm, s.hg_norm)

@@ -23,6 +23,12 @@ methods at the edge of stability", arXiv 2207.14484). With a = ηλ:
 * RMSprop (α, momentum μ, frozen P = diag(√v + ε), centered: √(v − m²) + ε): b⁺ = μb + P⁻¹g,
   x⁺ = x − ηb⁺, heavy ball on P⁻¹H with LR η: c = 2 + 2μ.
 
+Which P: that of the step the optimizer takes next from the measured batch, the batch's
+gradient folded into v before the division as torch does (``update`` uses the same P; issue
+22 chose this so that the two methods describe one step; the last step's P, without the current
+gradient, was up to 4.9× apart early in RMSprop). Cohen et al. 2022 likewise measure the P of
+the step being taken.
+
 Assumptions: a quadratic model (H constant over the step), a frozen preconditioner (P changes
 slowly next to the iterates), coupled weight decay's λ_wd·I in H neglected (λ_wd ≪ λ_max). The
 thresholds are tested by running each optimizer on a quadratic at η just below/above c/λ.
@@ -47,9 +53,10 @@ from torch import nn
 
 from ..curvature.hessian import HessianOperator, NonFiniteError
 from ..curvature.lanczos import lanczos
-from ..curvature.linop import params_to_vector
+from ..curvature.linop import params_to_vector, vector_to_params
 from ..curvature.preconditioned import PreconditionedOperator
 from ._optim import _group_of, _reference_lr, _scalar, optimizer_parameters
+from .direction import next_preconditioner
 from .options import CurvatureOptions, as_options, rejects_operator_keywords
 from .result import LRResult
 from .secant import CurvatureError
@@ -245,13 +252,21 @@ def _rmsprop_p(state: dict, group: dict) -> torch.Tensor:
 
 
 def preconditioner_diagonal(
-    optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.Tensor],
+    *,
+    gradient: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor | None:
     """The flat (N,) float64 diagonal Q of the preconditioner, or None for the identity.
 
     Q_i = P_i · η̄/η_g (module docstring): Adam/AdamW P = √v̂ + ε (v̂ = v/(1 − β₂ᵗ), or the amsgrad
     maximum), RMSprop P = √v + ε (centered √(v − m²) + ε), SGD P = 1. The state after the last
-    step is used (the frozen preconditioner of the next step). A parameter that does not move
+    step is used, or, with ``gradient`` (one tensor per parameter), the preconditioner of the
+    step the optimizer takes next from that gradient: torch folds the current gradient into v
+    before dividing, so this P is the one :func:`~hessian_lr.lr.update.update_direction` uses
+    (:func:`~hessian_lr.lr.direction.next_preconditioner`); early in training the two differ by
+    up to ~5× (RMSprop, issue 22). :func:`preconditioned_sharpness` passes the batch's gradient,
+    so it and ``update`` describe the same step. A parameter that does not move
     (not in the optimizer, or in a group with LR 0) gets Q_i = ∞ (its coordinates drop out of
     the generalized eigenproblem). None when Q is the identity (SGD, one LR, all moving).
 
@@ -279,6 +294,10 @@ def preconditioner_diagonal(
         ratio = lr_ref / lr
         if rule is None:
             parts.append(torch.full((p.numel(),), ratio, dtype=torch.float64, device=p.device))
+            continue
+        group = optimizer.param_groups[group_of[id(p)]]
+        if gradient is not None:
+            parts.append(next_preconditioner(optimizer, p, gradient[i], group).reshape(-1) * ratio)
             continue
         state = optimizer.state.get(p, {})
         if "step" not in state:
@@ -376,7 +395,15 @@ def preconditioned_sharpness_from_operator(
         raise ValueError(f"lanczos_tol must be positive, got {lanczos_tol}")
     params = list(params)
     thr = stability_threshold(optimizer, params)
-    q = preconditioner_diagonal(optimizer, params)
+    try:
+        grads = None
+        if thr.preconditioned:  # the batch's gradient enters the preconditioner (update's P)
+            grads = vector_to_params(op.gradient()[1].detach(), params)
+    except NonFiniteError:
+        if on_nonfinite == "raise":
+            raise
+        grads = None
+    q = preconditioner_diagonal(optimizer, params, gradient=grads)
     sym = op if q is None else PreconditionedOperator(op, q)
     info = dict(
         lr_in_use=thr.lr,

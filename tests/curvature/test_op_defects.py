@@ -127,8 +127,9 @@ def test_any_operator_with_asymmetric_products_is_caught():
         def _matmat_batch(self, index, batch, V):
             return self.matrix @ V
 
-    model, data = nn.Linear(4, 3).to(DT), _xy()
+    data = _xy()
     for matrix, ok in ((A + A.T, True), (A, False)):
+        model = nn.Linear(4, 3).to(DT)  # (the verdict is remembered per model)
         op = Skewed(model, nn.CrossEntropyLoss(), data)
         op.matrix = matrix
         v = _v(op.shape[0])
@@ -140,6 +141,29 @@ def test_any_operator_with_asymmetric_products_is_caught():
             off = Skewed(model, nn.CrossEntropyLoss(), data, symmetry_check="off")
             off.matrix = matrix
             assert rel_error(off @ v, matrix @ v) < 1e-15
+
+
+def test_the_probe_runs_once_per_model_and_back_end():
+    case = ZOO["ce_unequal_batches"]()
+    widths = []
+
+    def spying(op):
+        inner = op._matmat_batch
+        op._matmat_batch = lambda i, b, V: widths.append(V.shape[1]) or inner(i, b, V)
+        return op
+
+    for backend in ("double-backward", "double-backward", "forward-over-reverse"):
+        op = spying(HessianOperator(case.model, case.loss_fn, case.data, backend=backend))
+        op @ _v(op.shape[0])
+        op @ _v(op.shape[0])
+    assert widths == [4] * 3 + [1] * 3 + [1] * 6 + [4] * 3 + [1] * 3  # 3 batches a product
+    model, (x, y) = _weight_norm_mlp(), _xy()
+    HessianOperator(model, nn.CrossEntropyLoss(), (x, y), symmetry_check="raise")  # not run
+    for _ in range(2):  # the second operator knows the verdict without a probe
+        op = HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
+        with pytest.warns(UserWarning, match="not symmetric"):
+            op @ _v(op.shape[0])
+        assert op.backend == "finite-difference" and op.asymmetry > 1e-2
 
 
 def test_the_probe_does_not_move_the_global_rng_or_count_as_products():
@@ -266,6 +290,21 @@ def test_a_reused_operator_sees_norm_preserving_data_edits(edit):
     g = torch.Generator().manual_seed(0)
     top = lanczos(op, k=1, tol=1e-10, generator=g, progress=False)
     assert float(top.eigenvalues[0]) == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-8)
+
+
+@pytest.mark.parametrize("block", [8, 1 << 20])  # several blocks, and one
+def test_the_fingerprint_sees_norm_preserving_edits_across_blocks(block, monkeypatch):
+    from hessian_lr.curvature import _evaluation
+
+    monkeypatch.setattr(_evaluation, "_BLOCK", block)
+    monkeypatch.setattr(_evaluation, "_WEIGHTS", {})
+    t = torch.round(torch.randn(6, 7, generator=torch.Generator().manual_seed(0)) * 8) / 8
+    key = _evaluation.fingerprint([t])[1]
+    edits = [-t, t.flip(0), t.flip(1), t.roll(8), torch.cat([t[3:], t[:3]])]  # same norm and |sum|
+    for edited in edits:
+        assert float(edited.norm()) == float(t.norm())
+        assert _evaluation.fingerprint([edited])[1] != key
+    assert _evaluation.fingerprint([t.clone()])[1] == key
 
 
 # ------------------------------------------------------- 5. forwards that write their parameters

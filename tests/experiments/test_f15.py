@@ -126,8 +126,16 @@ def test_figure_and_claims_from_smoke_results(smoke, tmp_path):
     for row, (task, opt) in zip(rows, [("vision", "sgd"), ("gpt", "sgd"), ("vision", "adam"),
                                        ("gpt", "adam")]):  # fmt: skip
         runs = [r for r in summary["runs"].values() if (r["task"], r["optimizer"]) == (task, opt)]
-        ok = all(r["reached_edge"] and r["hover_fraction"] >= 0.5 for r in runs)
-        assert row.holds == ok and (row.note != "") == (not ok)
+        ok = all(
+            r["reached_edge"] and r["hover_fraction"] >= 0.5
+            for r in runs
+            if r["status"] == "finished"
+        )
+        # One smoke seed: undecided by the decision rule (issue 25); the row says what it saw.
+        assert row.holds is None and "one seed" in row.ours
+        done = [r for r in runs if r["status"] == "finished"]
+        assert f"{sum(r['reached_edge'] for r in done)}/{len(done)} finished runs" in row.ours
+        assert ("✅" if ok else "❌") in row.note
     assert rows[-1].holds is None
     paths = fig.draw(smoke, tmp_path)
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(

@@ -184,15 +184,21 @@ def test_preconditioned_sharpness_equals_generalized_eigenvalue(cls, kw):
     model = Quadratic(A, rng.standard_normal(7))
     opt = cls(model.parameters(), **kw)
     v = rng.uniform(1e-6, 1e-2, 7)
+    # issue 22: P is that of the next step, the batch's gradient g = Aθ folded into v first
+    theta = np.concatenate([model.w.detach().numpy().reshape(-1), model.c.detach().numpy()])
+    g = A @ theta
     if cls is torch.optim.RMSprop:
         m = 0.5 * np.sqrt(v) * rng.uniform(-1, 1, 7)
         _set(opt, model, square_avg=v, grad_avg=m, momentum_buffer=np.zeros(7))
-        P = np.sqrt(v - m * m) + kw.get("eps", 1e-8)
+        a = 0.99
+        sq, ga = a * v + (1 - a) * g * g, a * m + (1 - a) * g
+        P = np.sqrt(sq - ga * ga) + kw.get("eps", 1e-8)
     else:
         _set(opt, model, exp_avg=np.zeros(7), exp_avg_sq=v, max_exp_avg_sq=1.5 * v)
         b2, eps = kw.get("betas", (0.9, 0.999))[1], kw.get("eps", 1e-8)
-        vv = 1.5 * v if kw.get("amsgrad") else v
-        P = np.sqrt(vv / (1 - b2**4)) + eps
+        vn = b2 * v + (1 - b2) * g * g
+        vv = np.maximum(1.5 * v, vn) if kw.get("amsgrad") else vn
+        P = np.sqrt(vv / (1 - b2**5)) + eps
     for p in model.parameters():
         opt.state[p]["step"] = torch.tensor(4.0)
     res = preconditioned_sharpness(
@@ -236,7 +242,14 @@ def test_preconditioner_needs_state_and_frozen_params_drop_out():
     model = Quadratic(A, np.ones(7))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     with pytest.raises(ValueError, match="no Adam state yet"):
-        preconditioned_sharpness(model, quad_loss, BATCH, opt, curvature=CLOSURE)
+        preconditioner_diagonal(opt, [model.w, model.c])  # the last step's P: none yet
+    # the next step's P needs no state (issue 22): v̂ = g², P = |g| + ε
+    g = A @ np.ones(7)
+    res = preconditioned_sharpness(
+        model, quad_loss, BATCH, opt, curvature=CLOSURE, lanczos_tol=1e-12
+    )
+    lam0 = scipy.linalg.eigh(A, np.diag(np.abs(g) + 1e-8), eigvals_only=True)[-1]
+    assert res.lambda_max == pytest.approx(lam0, rel=1e-8)
     opt = torch.optim.SGD([{"params": [model.w], "lr": 0.0}, {"params": [model.c], "lr": 0.1}])
     q = preconditioner_diagonal(opt, [model.w, model.c])
     assert torch.isinf(q[:4]).all() and torch.equal(q[4:], torch.ones(3, dtype=DT))
