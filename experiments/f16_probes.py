@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from hessian_lr.curvature.linop import params_to_vector
-from hessian_lr.lr.estimate import estimate_lr, secant_lr
+from hessian_lr.lr import CurvatureOptions, estimate_lr, secant_lr
 from hessian_lr.lr.stability import preconditioned_sharpness
 from hessian_lr.lr.update import update_lr
 
@@ -113,7 +113,7 @@ def estimates_at_init(cfg: Any, cell: dict, t: Any, probe: tuple, batch_at: Batc
             t.loss_fn,
             probe,
             opt,
-            bn_mode=mode,
+            curvature=CurvatureOptions(bn_mode=mode),
             lanczos_tol=cfg.lanczos_tol,
             lanczos_max_iter=cfg.lanczos_max_iter,
             generator=gen,
@@ -131,7 +131,12 @@ def estimates_at_init(cfg: Any, cell: dict, t: Any, probe: tuple, batch_at: Batc
     out["update"] = {"lr": _nan(u.lr), "hvps": u.num_hvps, "flags": list(u.flags)}
     for method in ("quadratic", "secant_hvp"):
         e = estimate_lr(
-            model, t.loss_fn, probe, method=method, bn_mode="train", on_nonfinite="flag"
+            model,
+            t.loss_fn,
+            probe,
+            method=method,
+            curvature=CurvatureOptions(bn_mode="train"),
+            on_nonfinite="flag",
         )
         out[method] = {"lr": _nan(e.lr), "hvps": e.num_hvps, "flags": list(e.flags)}
     return out
@@ -159,7 +164,7 @@ def probe_runs(cfg: Any, cell: dict, t: Any, probe: tuple, batch_at: Batches) ->
                 probe,
                 method="secant_same_batch",
                 theta_prev=thetas[-2],
-                bn_mode="train",
+                curvature=CurvatureOptions(bn_mode="train"),
                 on_nonfinite="flag",
             )
             out["same_batch_p1"] = _nan(e.lr)

@@ -84,18 +84,21 @@ def resamples(n: int) -> np.ndarray:
 
 def bootstrap_ci(errs: Sequence[float], idx: np.ndarray) -> tuple[float, float]:
     e = np.asarray(errs, dtype=float)
-    meds = np.exp(np.median(e[idx], axis=1))
-    return float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
+    meds = np.sort(np.exp(np.median(e[idx], axis=1)))  # inf (no estimate) sorts last
+    lo, hi = (meds[int(q * (len(meds) - 1))] for q in (0.025, 0.975))  # lower-rank percentiles
+    return float(lo), float(hi)
 
 
 def paired_difference_ci(a: Sequence[float], b: Sequence[float], idx: np.ndarray) -> tuple:
     """95 % CI of median(a) − median(b) over the same resampled cells (log units)."""
     ea, eb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    d = np.median(ea[idx], axis=1) - np.median(eb[idx], axis=1)
-    d = d[np.isfinite(d)]
+    with np.errstate(invalid="ignore"):
+        d = np.median(ea[idx], axis=1) - np.median(eb[idx], axis=1)
+    d = d[~np.isnan(d)]  # inf − inf: both missed; ±inf stays (one of them missed)
     if not d.size:
         return (math.nan, math.nan)
-    return float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))
+    d = np.sort(d)
+    return float(d[int(0.025 * (len(d) - 1))]), float(d[int(0.975 * (len(d) - 1))])
 
 
 def fit(cells: Sequence[dict], estimator: str, idx: np.ndarray | None = None) -> Fit:

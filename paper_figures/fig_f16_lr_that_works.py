@@ -260,29 +260,36 @@ def claims(results) -> list[Claim]:
 _NO_CELLS = "H1-H5 need at least 3 finished cells per optimizer"
 
 
+SHOWN = ("sharpness", "update", "secant_hvp", "eq8_p1", "ramp_cross", "eta_div")
+MARKERS = dict(zip(SHOWN, "osD^vP"))
+
+
 def _scatter(ax, cells: list[dict], opt: str, letter: str) -> None:
     group = _group(cells, opt)
-    colors = _style.sequential(len(ESTIMATORS), "viridis")
+    train = [c for c in group if not c["heldout"]]
     lim = [math.inf, 0.0]
-    for e, col in zip(ESTIMATORS, colors):
-        preds = []
-        train = [c for c in group if not c["heldout"]]
+    for i, e in enumerate(SHOWN):
+        pts = []
         for c in group:
             fit_on = train if c["heldout"] else [d for d in train if d["model"] != c["model"]]
-            k = st.calibration_constant(fit_on, e)
-            v = c["values"].get(e)
-            preds.append(k * v if k and v else None)
-        pts = [(c["eta_max"], p) for c, p in zip(group, preds) if p]
+            k, v = st.calibration_constant(fit_on, e), c["values"].get(e)
+            if k and v:
+                pts.append((k * v, c["eta_max"]))
         if pts:
             x, y = zip(*pts)
-            ax.scatter(y, x, s=18, color=col, label=LABELS[e], alpha=0.8)
+            ax.scatter(x, y, s=22, marker=MARKERS[e], color=f"C{i}", label=LABELS[e], alpha=0.8)
             lim = [min(lim[0], *x, *y), max(lim[1], *x, *y)]
     if lim[1] > 0:
         g = np.geomspace(lim[0] / 2, lim[1] * 2, 50)
         ax.plot(g, g, "k-", lw=1)
         ax.fill_between(g, g / 2, g * 2, color="0.85", zorder=0, label="2× band")
-    ax.set(xscale="log", yscale="log", xlabel="k·E (leave-one-model-out)", ylabel="η_max",
-           title=f"({letter}) {OPTIMIZERS[opt]}: calibrated estimate vs η_max")  # fmt: skip
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="k·E (k leave-one-model-out)",
+        ylabel="η_max",
+        title=f"({letter}) {opt}: calibrated estimate vs η_max",
+    )
     ax.legend(fontsize=7, loc="upper left")
 
 
@@ -296,8 +303,13 @@ def _ramps(ax, cells: list[dict], opt: str, letter: str) -> None:
             ax.plot(x, y, "-", color=col, lw=1)
             ax.axvline(c["eta_max"], color=col, ls=":", lw=0.8)
     ax.axhline(1.0, color="k", lw=1)
-    ax.set(xscale="log", yscale="log", xlabel="ramp LR η_t", ylabel="η_t·λ_t/c",
-           title=f"({letter}) {OPTIMIZERS[opt]}: ratio along the ramp (dotted: η_max)")  # fmt: skip
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="ramp LR η_t",
+        ylabel="η_t·λ_t/c",
+        title=f"({letter}) {opt}: η_t·λ_t/c along the ramp (dotted: η_max)",
+    )
 
 
 def draw(results, out) -> list[Path]:

@@ -21,13 +21,14 @@ are exactly those the Hessian operator's loss sees.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, NamedTuple
 
 import torch
 from torch.func import jvp, vjp, vmap
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from ._evaluation import _SharedSwitch
 from .linop import params_to_vector
 
 __all__ = [
@@ -62,24 +63,33 @@ def model_outputs(op: Any, theta: Sequence[torch.Tensor], batch: Batch) -> Any:
     return op._predict(theta, batch)[0]
 
 
-@contextmanager
-def _mha_fastpath_off() -> Iterator[None]:
-    """``nn.MultiheadAttention``'s fused inference path off (it has no forward-mode AD).
+#: reference-counted across threads, like the base's math-kernel switch
+_MHA_OFF = _SharedSwitch()
 
-    Under ``torch.func.jvp`` alone no tensor requires grad, so eval-mode attention modules would
-    take the fused path. The switch is process-wide and restored afterwards; other threads'
-    inference meanwhile runs the unfused (equal, slower) path.
-    """
-    mha = getattr(torch.backends, "mha", None)
-    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
-        yield
-        return
+
+@contextmanager
+def _fastpath_flag_off() -> Iterator[None]:
+    mha = torch.backends.mha
     before = mha.get_fastpath_enabled()
     mha.set_fastpath_enabled(False)
     try:
         yield
     finally:
         mha.set_fastpath_enabled(before)
+
+
+def _mha_fastpath_off() -> AbstractContextManager:
+    """``nn.MultiheadAttention``'s fused inference path off during a JVP (no forward-mode AD).
+
+    Under ``torch.func.jvp`` alone no tensor requires grad, so eval-mode attention modules would
+    take the fused path, which has no forward-mode AD. The flag is process-wide: it is switched
+    while any JVP needs it and restored by the last one (other threads' inference meanwhile runs
+    the unfused path: the same numbers, slower).
+    """
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        return nullcontext()
+    return _MHA_OFF(_fastpath_flag_off)
 
 
 def _detach(tree: Any) -> Any:

@@ -34,7 +34,7 @@ import torch
 from torch.func import vjp, vmap
 
 from ._jacobian import model_outputs, split_batch
-from ._solver_utils import check_operator, rademacher, work_dtype
+from ._solver_utils import check_operator, rademacher, solver, work_dtype
 from .linop import params_to_vector
 
 __all__ = [
@@ -73,6 +73,7 @@ def _apply(op: Any, V: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat(cols, dim=1)
 
 
+@solver
 def diagonal_estimate(
     op: Any,
     num_matvecs: int,
@@ -112,32 +113,20 @@ def diagonal_estimate(
         raise ValueError(f"{method} needs num_matvecs ≥ {least}, got {num_matvecs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if generator is None:  # a fixed seed: the global RNG is never drawn from
-        generator = torch.Generator().manual_seed(0)
-    solving = getattr(op, "solving", None)
-    with solving() if callable(solving) else _null():
-        if num_matvecs >= N:
-            d = exact_diagonal(op, batch_size=batch_size)
-            return DiagonalEstimate(d, torch.zeros_like(d), "exact", N, time.perf_counter() - t0)
-        if method == "hutchinson":
-            terms = _hutchinson_terms(op, N, num_matvecs, batch_size, generator)
-            used = num_matvecs
-        else:
-            terms = _xdiag_terms(op, N, num_matvecs // 2, batch_size, generator)
-            used = 2 * (num_matvecs // 2)
+    if num_matvecs >= N:
+        d = exact_diagonal(op, batch_size=batch_size)
+        return DiagonalEstimate(d, torch.zeros_like(d), "exact", N, time.perf_counter() - t0)
+    if method == "hutchinson":
+        terms = _hutchinson_terms(op, N, num_matvecs, batch_size, generator)
+        used = num_matvecs
+    else:
+        terms = _xdiag_terms(op, N, num_matvecs // 2, batch_size, generator)
+        used = 2 * (num_matvecs // 2)
     m = terms.shape[1]
     d = terms.mean(dim=1)
     se = terms.std(dim=1, correction=1) / math.sqrt(m)
     dt = op.dtype
     return DiagonalEstimate(d.to(dt), se.to(dt), method, used, time.perf_counter() - t0)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _hutchinson_terms(

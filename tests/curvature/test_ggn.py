@@ -337,3 +337,13 @@ def test_small_batchnorm_model_in_both_modes(bn_mode):
     assert torch.equal(model[1].running_mean, running) and model.training
     G_eval, G_train = (dense_ggn(case, m) for m in ("eval", "train"))
     assert rel_error(G_eval, G_train) > 1e-2  # the two modes are different matrices
+
+
+def test_torch_func_jvp_on_attention_restores_the_fast_path_flag():
+    case = ZOO["multihead_attention"]()
+    before = torch.backends.mha.get_fastpath_enabled()
+    op = GGNOperator(case.model, case.loss_fn, case.data, backend="forward-over-reverse")
+    V = torch.randn(op.shape[0], 2, dtype=DT, generator=torch.Generator().manual_seed(0))
+    assert rel_error(op @ V, reference("multihead_attention", "eval") @ V) < 1e-10
+    assert op.backend == "forward-over-reverse"
+    assert torch.backends.mha.get_fastpath_enabled() == before
