@@ -143,3 +143,23 @@ def test_out_of_range_mnist_labels_are_refused(tmp_path):
         (folder / f"{split}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(lab)))
     with pytest.raises(ValueError, match=r"labels must be integers in \[0, 10\).*12"):
         load_dataset("mnist", root=tmp_path, normalize=False)
+
+
+# --------------------------------------------------------------------------------- empty batch
+@pytest.mark.parametrize("method", ["quadratic", "sharpness"])
+def test_empty_batch_is_named_not_reported_as_nan_loss(method):
+    import torch
+    from torch import nn
+
+    from hessian_lr.lr import LREstimator, estimate_lr
+
+    model = nn.Linear(3, 2)
+    empty = (torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="the batch is empty") as exc:
+        estimate_lr(model, nn.CrossEntropyLoss(), empty, method=method)
+    assert "learning rate" not in str(exc.value)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    est = LREstimator(model, methods=(method,), every=1, loss_fn=nn.CrossEntropyLoss(),
+                      optimizer=opt)  # fmt: skip
+    with pytest.raises(ValueError, match="the batch is empty"):
+        est.step(empty)
