@@ -163,3 +163,18 @@ def test_empty_batch_is_named_not_reported_as_nan_loss(method):
                       optimizer=opt)  # fmt: skip
     with pytest.raises(ValueError, match="the batch is empty"):
         est.step(empty)
+
+
+# ------------------------------------------------------------------------- config on resume
+def test_schedule_without_its_default_fields_is_not_a_config_change():
+    from hessian_lr.records import to_jsonable
+    from hessian_lr.training.train_config import TrainConfig, config_diff
+
+    cfg = TrainConfig(schedule={"type": "OneCycle", "max_lr": 0.1}, steps=50)
+    saved = to_jsonable(cfg)
+    saved["schedule"] = {"type": "OneCycle", "max_lr": 0.1, "total_steps": 50}  # defaults left out
+    assert config_diff(saved, cfg) == {}
+    saved["schedule"] = {"type": "OneCycle", "max_lr": 0.1}  # lengths from steps, too
+    assert config_diff(saved, cfg) == {}
+    saved["schedule"] = {"type": "OneCycle", "max_lr": 0.2, "total_steps": 50}  # a real change
+    assert set(config_diff(saved, cfg)) == {"schedule"}
