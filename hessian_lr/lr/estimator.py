@@ -35,6 +35,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..curvature._solver_utils import plain_scalar
 from ..curvature.distributed import Reducer, resolve_process_group, unwrap_ddp
 from ..curvature.hessian import NonFiniteError, select_params
 from ..curvature.linop import params_to_vector
@@ -142,6 +143,9 @@ class LREstimator(EstimatorCheckpoint, Observer):
         process_group: Any = None,
     ) -> None:
         methods = (methods,) if isinstance(methods, str) else tuple(methods)
+        every, noise_window, lanczos_max_iter, seed = (  # NumPy scalars are numbers (issue 22)
+            plain_scalar(x) for x in (every, noise_window, lanczos_max_iter, seed)
+        )
         model = unwrap_ddp(model)  # products and θ on the module inside DDP
         self._check_args(model, methods, every, loss_fn, optimizer)
         if not (0.0 < ema_alpha <= 1.0):
