@@ -71,7 +71,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from _common import cli, experiment_name
+from _common import cli, experiment_name, summarize_only
 from _presets import Base, presets
 from f15_edge_of_stability import TinyGPT, text_data, token_loss
 from f16_probes import constant_run, estimates_at_init, probe_runs, ramp
@@ -298,6 +298,12 @@ def _save_partial(folder: Path, update: dict) -> None:
     write_json_atomic(path, data)
 
 
+def _write_meta(folder: Path, result: dict) -> None:
+    """``meta.json`` as every run folder has it (status, seconds), for run_all and CLAIMS.md."""
+    meta = {"status": "finished", "seconds": result["seconds"]}
+    write_json_atomic(folder / "meta.json", {**meta, "cpu_seconds": result.get("cpu_seconds")})
+
+
 def run_cell(cfg: Config, name: str, *, out: str, device: str) -> dict:
     """Run (or skip, or resume from ``partial.json``) one cell; its result dict."""
     spec = cells(cfg).get(name)
@@ -306,7 +312,10 @@ def run_cell(cfg: Config, name: str, *, out: str, device: str) -> dict:
     cell = {"name": name, **spec}
     folder = Path(out) / EXPERIMENT / name
     if (folder / "result.json").exists():
-        return read_json(folder / "result.json")
+        result = read_json(folder / "result.json")
+        if not (folder / "meta.json").exists():
+            _write_meta(folder, result)
+        return result
     folder.mkdir(parents=True, exist_ok=True)
     part = read_json(folder / "partial.json") if (folder / "partial.json").exists() else {}
     t0, c0 = time.perf_counter(), time.process_time()
@@ -351,6 +360,7 @@ def run_cell(cfg: Config, name: str, *, out: str, device: str) -> dict:
         "cpu_seconds": part.get("cpu_seconds", 0.0) + time.process_time() - c0,
     }
     write_json_atomic(folder / "result.json", result)
+    _write_meta(folder, result)
     (folder / "partial.json").unlink(missing_ok=True)
     print(
         f"  {EXPERIMENT}/{name}: η_max {result['eta_max']} ({search['status']}), guess "
@@ -367,6 +377,11 @@ def run_unit(cfg: Config, name: str, *, out: str, device: str) -> dict:
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     results = {}
     for name in cells(cfg):
+        done = Path(out) / EXPERIMENT / name / "result.json"
+        if summarize_only():  # read what finished; run nothing
+            if done.exists():
+                results[name] = read_json(done)
+            continue
         results[name] = run_cell(cfg, name, out=out, device=device)
     table = {
         n: {
@@ -379,7 +394,8 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
         for n, r in results.items()
     }
     cpu = sum(r.get("cpu_seconds", 0.0) for r in results.values())
-    return {"cells": table, "config": asdict(cfg), "cpu_seconds": cpu}
+    missing = [n for n in cells(cfg) if n not in results]
+    return {"cells": table, "missing": missing, "config": asdict(cfg), "cpu_seconds": cpu}
 
 
 if __name__ == "__main__":
