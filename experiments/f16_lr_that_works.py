@@ -51,10 +51,13 @@ written before any result existed):
 * H5: ``update`` predicts AND its factor error ≤ 1.25 × that of ``sharpness`` AND it used
   ≤ 1/5 of ``sharpness``'s HVPs (mean over cells).
 
-Budget (measured on this 2-core shared machine, one thread; batch 64): MLP ≈ 2 ms/step, LeNet-5
-≈ 25 ms, BN ResNet-8 (width 16) ≈ 150 ms, the tiny GPT (32 windows) ≈ 30 ms; one HVP on the
-probe batch ≈ 2× a step. A cell ≈ 5 constant runs × 300 steps + 400 ramp steps + ≈ 150 HVPs:
-≈ 2,000 step-equivalents; 24 cells ≈ 1.3 CPU-hours (ResNet-8 ≈ 70 % of it), ≤ 2.5 CPU-hours.
+Budget (measured on this 2-core shared machine, one thread; batch 64; 200-step runs): first
+timing MLP ≈ 2 ms/step, LeNet-5 ≈ 25 ms, BN ResNet-8 (width 16) ≈ 150 ms, the tiny GPT (32
+windows) ≈ 30 ms; one HVP on the probe batch ≈ 2× a step. Measured per cell (process CPU
+seconds, ``cpu_seconds`` in each result): MLP 3-7 s, GPT 23-56 s, LeNet-5 21-38 s (4-10 constant
+runs: more when the θ₀ guess is far off), ResNet-8 ≈ 115 s for the estimates and both ramps plus
+≈ 100 s per constant run (≈ 5 runs). 24 cells ≈ 1.1 CPU-hours (ResNet-8 ≈ 80 % of it), within
+the ≤ 2.5 CPU-hour budget; wall time was 5-8× the CPU time at the machine's load (10-20).
 ``gpu``: adds the held-out ResNet-20 and a 4-layer width-128 GPT (never used to fit k).
 
 Resumable: ``<out>/f16_lr_that_works/<cell>/result.json`` is written when a cell completes
