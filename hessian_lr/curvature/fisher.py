@@ -9,7 +9,9 @@
   which equals the GGN for cross-entropy, squared error (Gaussian of variance ½) and BCE with
   logits (Martens 2020, §9.2). Labels come from a generator the operator owns, seeded per batch
   (``seed`` + batch index), so every pass sees the same labels and F is one fixed matrix; the
-  global RNG is never touched. :meth:`FisherOperator.resample` draws new labels.
+  global RNG is never touched. :meth:`FisherOperator.resample` draws new labels. (Over a
+process group the batch index is the rank's own: a sharded run draws other labels than one
+process would -- another draw of the same random matrix, identical on every rank.)
 
 Conventions: a sample is one entry along the batch's leading dimension (a sequence for token
 models: ℓₙ sums over its tokens); N is the count the objective's mean divides by (samples,
