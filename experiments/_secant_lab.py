@@ -239,35 +239,13 @@ def run_arm(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     train, test = _data(spec, dev)
-    torch.manual_seed(spec.seed)
-    model = build_model(
-        spec.model,
-        num_classes=train.num_classes,
-        in_channels=train.in_channels,
-        input_size=train.input_size,
-        **spec.model_kwargs,
-    ).to(dev)
+    model, sched, opt = _build(spec, train, dev)
     loss_fn = nn.CrossEntropyLoss()
-    sched = schedule_from_dict(spec.schedule)
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=sched.lr(0),
-        momentum=spec.momentum,
-        nesterov=spec.nesterov,
-        weight_decay=spec.weight_decay,
-    )
     pgen = torch.Generator().manual_seed(12345)
     pidx = torch.randperm(len(test), generator=pgen)[: spec.probe_batch].to(dev)
     probe_batch = (test.x[pidx], test.y[pidx])
     ckpt = path.parent / "checkpoint.pt"
-    state = {"step": 0, "rec": _new_records(spec), "buf": {}, "warm": {}, "status": "running"}
-    state["seconds"] = {"train": 0.0, "secant": 0.0, "same_batch": 0.0, "probe": 0.0}
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location=dev, weights_only=False)
-        if saved["spec"] == _jsonable_spec(spec):
-            model.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["opt"])
-            state = saved["state"]
+    state = _resume(ckpt, spec, model, opt, dev)
     bufs = {s: deque(state["buf"].get(s, []), maxlen=3) for s in spec.spacings}
     rec, secs = state["rec"], state["seconds"]
     last_ckpt = time.perf_counter()
@@ -295,40 +273,20 @@ def run_arm(
             break
         do_sb = spec.same_batch and step % spec.same_batch_every == 0
         theta0 = _flat(model) if do_sb else None
-        g0 = (
-            params_to_vector([p.grad.detach() for p in model.parameters()]).clone()
-            if do_sb
-            else None
-        )
+        g0 = _grad_vector(model) if do_sb else None
         opt.step()
         rec["lr"].append(_r(lr))
         rec["loss"].append(_r(loss.item()))
         secs["train"] += time.perf_counter() - t0
         if do_sb:
             t1 = time.perf_counter()
-            op = HessianOperator(model, loss_fn, (xb, yb), bn_mode="train", cache_graph=False)
-            _, g1 = op.gradient()
-            dtheta = (_flat(model) - theta0).double()
-            dg = (g1 - g0).double()
-            den = float(dg.abs().sum())
-            ratio = float(dtheta.abs().sum()) / den / lr if den > 0 else math.nan
+            ratio = _same_batch_ratio(model, loss_fn, (xb, yb), theta0, g0, lr)
             rec["same_batch"]["step"].append(step)
             rec["same_batch"]["ratio"].append(_r(ratio))
             secs["same_batch"] += time.perf_counter() - t1
         step += 1
         t2 = time.perf_counter()
-        # a triple is complete when θ at step (the new iterate) lands on the spacing grid
-        for s in spec.spacings:
-            if step % s == 0 and len(bufs[s]) == 2:
-                (t_a, th_a), (_, th_b) = bufs[s][0], bufs[s][1]
-                th_c = _flat(model)
-                eps = sched.lr(t_a)
-                # lr_l1: Eq. 8's value with its absolute values, unflagged (the paper keeps it
-                # when Δ₁·(Δ₁ − Δ₂) ≤ 0); steps=1 is the paper's single-step ε convention.
-                res = secant_lr(th_a, th_b, th_c, eps)
-                rec["secant"][str(s)]["step"].append(t_a)
-                rec["secant"][str(s)]["ratio"].append(_r(res.lr_l1 / eps))
-                bufs[s].popleft()
+        _secant_triples(model, sched, spec, bufs, rec, step)
         secs["secant"] += time.perf_counter() - t2
         stopping = stop is not None and stop()
         due = time.perf_counter() - last_ckpt > spec.checkpoint_seconds
@@ -344,7 +302,82 @@ def run_arm(
         t0 = time.perf_counter()
         _run_probes(model, loss_fn, probe_batch, spec, state, step, sched.lr(step - 1))
         secs["probe"] += time.perf_counter() - t0
-    result = {
+    result = _arm_result(spec, state, step, model, test, dev)
+    write_json_atomic(path, result)
+    _meta(path, status=result["status"], steps_done=step, seconds=sum(secs.values()))
+    if ckpt.exists():
+        ckpt.unlink()
+    return result
+
+
+def _resume(ckpt: Path, spec: ArmSpec, model: nn.Module, opt: Any, dev: torch.device) -> dict:
+    """The loop's state at step 0, or the checkpoint's (model and optimizer loaded) if any."""
+    state = {"step": 0, "rec": _new_records(spec), "buf": {}, "warm": {}, "status": "running"}
+    state["seconds"] = {"train": 0.0, "secant": 0.0, "same_batch": 0.0, "probe": 0.0}
+    if ckpt.exists():
+        saved = torch.load(ckpt, map_location=dev, weights_only=False)
+        if saved["spec"] == _jsonable_spec(spec):
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["opt"])
+            state = saved["state"]
+    return state
+
+
+def _grad_vector(model: nn.Module) -> torch.Tensor:
+    """A copy of the flat gradient in ``.grad`` (before the optimizer steps)."""
+    return params_to_vector([p.grad.detach() for p in model.parameters()]).clone()
+
+
+def _build(spec: ArmSpec, train: Any, dev: torch.device) -> tuple[nn.Module, Any, Any]:
+    """The arm's model (seeded), schedule and SGD optimizer."""
+    torch.manual_seed(spec.seed)
+    model = build_model(
+        spec.model,
+        num_classes=train.num_classes,
+        in_channels=train.in_channels,
+        input_size=train.input_size,
+        **spec.model_kwargs,
+    ).to(dev)
+    sched = schedule_from_dict(spec.schedule)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=sched.lr(0),
+        momentum=spec.momentum,
+        nesterov=spec.nesterov,
+        weight_decay=spec.weight_decay,
+    )
+    return model, sched, opt
+
+
+def _same_batch_ratio(model, loss_fn, batch, theta0, g0, lr: float) -> float:
+    """Σ|Δθ| / Σ|Δg| / lr with Δg the gradient change on the same batch across the step."""
+    op = HessianOperator(model, loss_fn, batch, bn_mode="train", cache_graph=False)
+    _, g1 = op.gradient()
+    dtheta = (_flat(model) - theta0).double()
+    dg = (g1 - g0).double()
+    den = float(dg.abs().sum())
+    return float(dtheta.abs().sum()) / den / lr if den > 0 else math.nan
+
+
+def _secant_triples(model, sched, spec: ArmSpec, bufs: dict, rec: dict, step: int) -> None:
+    """Eq. 8's ratio for every spacing whose triple the new iterate (θ at ``step``) completes."""
+    for s in spec.spacings:
+        if step % s == 0 and len(bufs[s]) == 2:
+            (t_a, th_a), (_, th_b) = bufs[s][0], bufs[s][1]
+            th_c = _flat(model)
+            eps = sched.lr(t_a)
+            # lr_l1: Eq. 8's value with its absolute values, unflagged (the paper keeps it
+            # when Δ₁·(Δ₁ − Δ₂) ≤ 0); steps=1 is the paper's single-step ε convention.
+            res = secant_lr(th_a, th_b, th_c, eps)
+            rec["secant"][str(s)]["step"].append(t_a)
+            rec["secant"][str(s)]["ratio"].append(_r(res.lr_l1 / eps))
+            bufs[s].popleft()
+
+
+def _arm_result(spec: ArmSpec, state: dict, step: int, model, test, dev) -> dict[str, Any]:
+    """The arm's record: status, noise nulls, final accuracy, time split, the series."""
+    secs = state["seconds"]
+    return {
         "name": spec.name,
         "spec": _jsonable_spec(spec),
         "status": "finished" if state["status"] == "running" else state["status"],
@@ -356,13 +389,8 @@ def run_arm(
         "seconds": {k: round(v, 3) for k, v in secs.items()},
         "seconds_per_step": round(sum(secs.values()) / max(step, 1), 5),
         "device": str(dev),
-        **rec,
+        **state["rec"],
     }
-    write_json_atomic(path, result)
-    _meta(path, status=result["status"], steps_done=step, seconds=sum(secs.values()))
-    if ckpt.exists():
-        ckpt.unlink()
-    return result
 
 
 def _run_probes(model, loss_fn, batch, spec, state, step, lr) -> None:

@@ -11,15 +11,15 @@ from ._version import __version__
 from .curvature import (
     DataChangedError,
     DenseOperator,
+    FisherOperator,
+    GGNOperator,
     HessianOperator,
-    LanczosResult,
     LinearOperator,
     NonFiniteError,
     PreconditionedOperator,
-    SpectralDensity,
-    TraceResult,
-    hutchinson_trace,
+    diagonal_estimate,
     lanczos,
+    layer_sharpness,
     power_iteration,
     spectral_density,
     trace_estimate,
@@ -37,7 +37,7 @@ from .lr import (
     stability_threshold,
     update_lr,
 )
-from .range_test import RangeTestConfig, RangeTestResult, lr_range_test, suggest_lrs
+from .range_test import LRFinderResult, RangeTestConfig, find_lr, lr_range_test, suggest_lrs
 from .schedules import (
     SGDR,
     Cyclic,
@@ -46,7 +46,7 @@ from .schedules import (
     ScheduleLR,
     WarmupCosine,
 )
-from .training import Run, TrainConfig, TrainResult, train
+from .training import Run, TrainConfig, train
 from .training.data import load_dataset
 from .training.models import build_model
 
@@ -54,6 +54,8 @@ __all__ = [
     "__version__",
     # curvature: operators
     "HessianOperator",
+    "GGNOperator",
+    "FisherOperator",
     "LinearOperator",
     "DenseOperator",
     "PreconditionedOperator",
@@ -61,13 +63,11 @@ __all__ = [
     "DataChangedError",
     # curvature: spectrum and trace
     "lanczos",
-    "LanczosResult",
     "spectral_density",
-    "SpectralDensity",
     "power_iteration",
     "trace_estimate",
-    "hutchinson_trace",
-    "TraceResult",
+    "diagonal_estimate",
+    "layer_sharpness",
     # learning-rate estimates
     "estimate_lr",
     "estimate_lrs",
@@ -91,11 +91,11 @@ __all__ = [
     "lr_range_test",
     "RangeTestConfig",
     "suggest_lrs",
-    "RangeTestResult",
+    "find_lr",
+    "LRFinderResult",
     # training runs
     "train",
     "TrainConfig",
-    "TrainResult",
     "Run",
     "load_dataset",
     "build_model",

@@ -60,10 +60,23 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     pass
 
 
+def _positive_int(text: str) -> int:
+    """The --threads type: an integer ≥ 1 (``--threads 0`` is refused, not silently ignored)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 1, got {value} (leave the option out for torch's default)"
+        )
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser, *, threads_default: int | None = None) -> None:
     p.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=threads_default,
         help="torch CPU threads (default: torch's choice; 1 is fastest for tiny models, "
         "especially on a shared machine)",
@@ -249,6 +262,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         sinks = [make_sink(spec) for spec in args.log]
     except (ImportError, TypeError, ValueError) as err:
         parser.error(f"--log: {err}")
+    from .training.run import check_folder_names
+
+    try:  # before anything is created: --run ../x must not write outside the experiment
+        check_folder_names(args.experiment, args.run or f"seed{cfg.seed}")
+    except ValueError as err:
+        parser.error(str(err))
     _set_threads(args.threads)
     from .training.distributed import DistContext, init_from_env
 

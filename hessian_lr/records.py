@@ -204,12 +204,26 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         return []
     out = []
     with open(path) as f:
-        for line in f:
+        for number, line in enumerate(f, start=1):
             if not line.endswith("\n"):
                 break
             line = line.strip()
-            if line:
-                out.append(json.loads(line))
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"{path}, line {number}: not a JSON record ({err.msg} at column {err.colno}):"
+                    f" {line[:80]!r}. The file is damaged (edited by hand, or two writers); "
+                    "remove or repair that line, or start a new run folder"
+                ) from err
+            if not isinstance(record, dict):
+                raise ValueError(
+                    f"{path}, line {number}: a record must be a JSON object, got "
+                    f"{type(record).__name__}: {line[:80]!r}"
+                )
+            out.append(record)
     return out
 
 

@@ -38,6 +38,7 @@ FIGURES: dict[str, str] = {
     "F13": "fig_f13_noise_null",
     "F14": "fig_f14_what_tracks",
     "F15": "fig_f15_edge_of_stability",
+    "F16": "fig_f16_lr_that_works",
 }
 
 REPO = Path(__file__).resolve().parent.parent

@@ -71,6 +71,7 @@ class Claim:
         not_run: the study has no results (counted apart from "undecided").
         kind: "paper" (a claim of the papers) or "project" (the project's own finding); by
             default read from ``paper``/``claim`` (":func:`claim_kind`").
+        test: the deciding test in words (statistic, p or CI) where ``ours`` holds several.
     """
 
     figure: str
@@ -81,6 +82,7 @@ class Claim:
     note: str = ""
     not_run: bool = False
     kind: str = ""
+    test: str = ""
 
     @property
     def verdict(self) -> str:
@@ -94,7 +96,13 @@ class Claim:
         return self.kind or claim_kind(self.claim, self.paper)
 
 
-_PROJECT_MARKS = ("(new)", "not in the paper", "not measured in the paper", "(not a number")
+_PROJECT_MARKS = (
+    "(new)",
+    "not in the paper",
+    "not measured in the paper",
+    "(not a number",
+    "issue ",  # a row whose source is one of the project's issues
+)
 
 
 def claim_kind(claim: str, paper: str) -> str:

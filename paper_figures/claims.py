@@ -80,6 +80,7 @@ _CLAIM_TEXT = {
     "curvature",
     "F15": "sharpness (raw for SGD, preconditioned for Adam) rises to its stability threshold "
     "(3.8/η heavy ball, 38/η Adam) and hovers there",
+    "F16": "which estimate predicts the LR that works (η_max), H1-H5 of issue 24",
 }
 
 
@@ -229,6 +230,7 @@ def render_claims(
         lines += ["", "## Notes", ""]
         for c, side in notes:
             lines.append(f"- **{c.figure}, {side}** ({c.verdict}): {' '.join(c.note.split())}")
+    lines += _changes_lines(rows)
     lines += _compute_lines("cpu", results)
     if gpu_results is not None:
         lines += _compute_lines("gpu", gpu_results)
@@ -242,6 +244,70 @@ def render_claims(
             f"{_cell(e['numbers'])} | {check} |"
         )
     return "\n".join(lines) + "\n"
+
+
+BEFORE_PATH = Path(__file__).parent / "verdicts_before_issue25.json"
+
+
+def _norm(claim: str) -> str:
+    return " ".join(claim.replace(", new)", ")").replace(" (new)", "").split())
+
+
+def _deciding(c: Claim) -> str:
+    """The row's deciding test: ``Claim.test`` if set, else its first "margin ... (n seeds...)"
+    fragment (up to the parenthesis that names the seeds and the test)."""
+    if c.test:
+        return c.test
+    text = c.ours
+    i = text.find("margin ")
+    if i < 0:
+        return ""
+    depth, start = 0, -1
+    for k in range(i, len(text)):
+        if text[k] == "(":
+            depth += 1
+            start = k if depth == 1 else start
+        elif text[k] == ")" and depth:
+            depth -= 1
+            if depth == 0 and "seed" in text[start:k]:
+                return text[i : k + 1]
+    return ""
+
+
+def _changes_lines(rows: list[tuple[Claim, Claim | None]]) -> list[str]:
+    """Rows whose verdict differs from the one recorded before issue 25's decision rule."""
+    if not BEFORE_PATH.exists():
+        return []
+    before = json.loads(BEFORE_PATH.read_text(encoding="utf-8"))
+    old = {(r["figure"], _norm(r["claim"])): r for r in before["rows"]}
+    figures = {r["figure"] for r in before["rows"]}
+    out = []
+    for c, g in rows:
+        r = old.get((c.figure, _norm(c.claim)))
+        if r is None and c.figure not in figures:  # a study added after issue 25
+            continue
+        for side, now in (("cpu", c), ("gpu", g)):
+            was = r[side] if r else "—"
+            verdict = "not run" if now is None else now.verdict
+            if was == verdict or (was == "undecided" and verdict == "not run"):
+                continue
+            why = _deciding(now) if now is not None else ""
+            out.append(
+                f"- **{c.figure}, {side}**: {_norm(c.claim)} — {was} → **{verdict}**"
+                + (f" ({why})" if why else "")
+            )
+    if not out:
+        return []
+    return [
+        "",
+        "## Verdicts changed by issue 25",
+        "",
+        f'Against `{BEFORE_PATH.name}` ({before["source"]}); "—" marks a row that did not '
+        'exist. A gpu row that was "undecided" for lack of results and is now "not run" '
+        "is not listed.",
+        "",
+        *out,
+    ]
 
 
 def _compute_lines(side: str, results: str | Path) -> list[str]:

@@ -81,6 +81,7 @@ def claims(results) -> list[Claim]:
             "norms, so the sharpness normalised by the squared weight norm (or the effective LR) "
             "cannot be formed from them. Needs an F12 rerun that logs the BN layers' weight norms "
             "(≈ 0.6 CPU-hours). Until issue 25 this row read ✅ on raw λ_max (one seed).",
+            test="confounded by BN scale invariance; no weight norms recorded",
         )
     ]
 

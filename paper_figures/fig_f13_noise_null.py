@@ -166,6 +166,8 @@ def claims(results) -> list[Claim]:
             "which momenta, spacings and LRs."
             if ci_verdict(frac, 0.75) is False
             else "",
+            test=f"{fmt_num(100 * frac.estimate, 3)} % in the band, 95 % CI "
+            f"[{fmt_num(100 * frac.low, 3)}, {fmt_num(100 * frac.high, 3)}] %",
         ),
         Claim(
             "F13",
@@ -180,6 +182,7 @@ def claims(results) -> list[Claim]:
             f"transient the same-batch secant's slope is {fmt_num(same.estimate, 2)}."
             if follows is not True
             else "",
+            test=f"same-batch slope over LR {lr_txt} {_ci(same)}",
         ),
     ]
     full = _full_length_row(results, keys, series)

@@ -116,6 +116,7 @@ def claims(results) -> list[Claim]:
             f"{_word(ci_verdict(same, 0.5))} by its own CI. It measures the curvature along the "
             "step actually taken (momentum direction, training batch), the exact estimates "
             "along the held-out gradient.",
+            test=f"partial r with log LR and log step out {_ci(same_t)}",
         ),
     ]
 

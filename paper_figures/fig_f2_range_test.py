@@ -173,6 +173,8 @@ def _plateau_claim(results, data: dict) -> Claim:
         else "Until issue 25 the plateau was read on the raw ragged curve (within the range "
         "test's 5 % of the peak): ratio 1 everywhere, so 'no plateau, no super-convergence' "
         "held vacuously (✅).",
+        test="; ".join(f"{n} ratio {fmt_num(p['ratio'], 2)}" for n, p in plats.items())
+        + (f"; {why}" if why else ""),
     )
 
 

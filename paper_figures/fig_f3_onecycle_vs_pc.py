@@ -198,6 +198,7 @@ def _tie_claim(results) -> Claim:
         f"Even the 95 % lower end of the tie ratio, {r(c['tie_low'])}, is above {TIE_RATIO:g}."
         if holds is False
         else "",
+        test=f"tie ratio {r(c['tie'])}, 95 % interval [{r(c['tie_low'])}, {r(c['tie_high'])}]",
     )
 
 

@@ -230,6 +230,7 @@ def _bn_only_claims(results, summ: dict, checks: dict, tag: str) -> list[Claim]:
                 None,
                 "An estimate at the null ε·c(μ, s) peaks with ε by construction: this row "
                 "holding is what the noise reading predicts too.",
+                test="one seed, no sibling seed spread",
             )
         )
     tr = checks.get("clr_tracks_lr")
@@ -243,6 +244,7 @@ def _bn_only_claims(results, summ: dict, checks: dict, tag: str) -> list[Claim]:
                 f"{fmt_num(tr['corr'], 2)} (criterion ≥ 0.9; pooled over schedules with an "
                 f"interval: F14){NO_SIBLING} {tag}",
                 None,
+                test="one seed, no sibling seed spread",
             )
         )
     bn = checks.get("bn_modes_differ")

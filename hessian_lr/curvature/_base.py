@@ -16,7 +16,8 @@ matrix M_b of the loss L_b(θ) of a model on batch b -- the layout of curvlinops
   see nothing), attention on the math kernel, DDP/DataParallel/``torch.compile`` wrappers
   unwrapped. Each pass evaluates on fresh copies of θ and of every buffer, so a forward that
   writes its own parameters or buffers (data-dependent initialisation such as ActNorm, LSUV's
-  ``.data.copy_``) writes the copies, never the caller's model;
+  ``.data.copy_``) writes the copies, never the caller's model; one forward before the first
+  pass checks for such writes and refuses the model with a ``ValueError`` (``_check_writes``);
 * **loss and reduction**: ``loss_fn(outputs, targets)`` or a ``closure`` ``loss_fn(model,
   batch)``; several batches combine into the mean over all counted elements or the sum;
 * **the data loop and batch weights, chunks of V, the fixed-data check** (``_dataloop.py``);
@@ -33,7 +34,8 @@ matrix M_b of the loss L_b(θ) of a model on batch b -- the layout of curvlinops
   back to finite differences);
 * **process groups** (``_distributed.py``): data sharded over ranks, products all-reduced.
 
-What a subclass implements (``hessian.py`` is the worked example, a GGN fits in ~30 lines):
+What a subclass implements (``hessian.py`` is the worked example; a GGN in ~20 lines is in
+``tests/curvature/test_op_base.py``):
 
 1. ``__init__``: its own keywords, then ``super().__init__(model, loss_fn, data, **base)``.
 2. ``_matmat_batch(self, index, batch, V) -> (N, k)``: M_b V for one batch, V of shape (N, k) in
@@ -424,7 +426,8 @@ class CurvatureOperator(GradientCache, DataLoopOperator):
     def _probe_key(self) -> tuple:
         """What the probe's verdict depends on besides the model (subclasses add their own)."""
         loss = type(self.loss_fn) if isinstance(self.loss_fn, nn.Module) else self.loss_fn
-        return (type(self), self.bn_mode, self.dtype, self.closure, loss, *self.names)
+        product = getattr(self, "backend", None)  # subclasses with several back ends have one
+        return (type(self), product, self.bn_mode, self.dtype, self.closure, loss, *self.names)
 
     def _asymmetric(self) -> None:
         tol = SYMMETRY_RTOL[self.dtype]

@@ -37,6 +37,7 @@ from ._batches import (
     preserved_loader_rng,
 )
 from ._distributed import reduce_pass
+from ._host import read
 from .linop import LinearOperator
 
 __all__ = ["DataLoopOperator", "NonFiniteError", "DataChangedError"]
@@ -222,14 +223,22 @@ class DataLoopOperator(LinearOperator):
             out = self._apply_with_fallback(V)
             if self._check_data and self._deterministic is not True:
                 self._verify_fixed(V, out)
-        self._check_finite("a Hessian-vector product", out)
+        self._check_finite("a Hessian-vector product", out, defer=True)
         self.num_hvps += V.shape[1]
         self.seconds += time.perf_counter() - t0
         return out
 
-    def _check_finite(self, what: str, t: torch.Tensor) -> None:
-        # One reduction; a finite sum proves every entry finite.
-        if not self.check_finite or bool(torch.isfinite(t.sum())):
+    def _check_finite(self, what: str, t: torch.Tensor, defer: bool = False) -> None:
+        # One reduction; a finite sum proves every entry finite. Products (``defer``) inside a
+        # solve keep the flag on the device, read once at the end (``solving``, issue 29);
+        # losses and gradients (once per solve at most) raise at once.
+        if not self.check_finite:
+            return
+        log = getattr(self, "_finite_log", None) if defer else None
+        if log is not None:
+            log.add(what, t)
+            return
+        if bool(read(torch.isfinite(t.sum()))[0]):
             return
         if not bool(torch.isfinite(t).all()):
             raise NonFiniteError(

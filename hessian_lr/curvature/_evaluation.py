@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._host import read
+
 __all__ = [
     "select_parameters",
     "shadow_module",
@@ -285,7 +287,7 @@ def fingerprint(tensors: Sequence[torch.Tensor]) -> tuple:
         return meta, ()
     with torch.no_grad():
         values = [_projection(t) for t in tensors]
-        keys = torch.stack([v.to(values[0].device) for v in values]).tolist()  # one sync
+        keys = read(*values).tolist()  # one sync
     return meta, tuple(keys)
 
 

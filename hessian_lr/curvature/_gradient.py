@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
+from ._dataloop import NonFiniteError
 from ._evaluation import fingerprint
+from ._host import FiniteLog, read
 from .linop import params_to_vector
 from .products import FirstOrderGraph
 
@@ -57,19 +59,39 @@ class GradientCache:
         if self._solving:
             yield
             return
-        self._refresh()
-        entry = fingerprint(self._state)
-        self._solving = True
+        entry = fingerprint(self._state)  # one read; also decides whether the caches are stale
+        if (self._graphs or self._grad_cache is not None) and entry != self._key:
+            self.release_graph()
+        self._solving, self._entry_key = True, entry
+        self._finite_log = FiniteLog()  # NaN/inf checks stay on the device until the exit
         try:
             yield
+            self._flush_finite()
         finally:
-            self._solving = False
+            self._solving, self._entry_key = False, None
+            self._finite_log = None
         if fingerprint(self._state) != entry:
             self.release_graph()
             raise RuntimeError(
                 f"the model's parameters or buffers changed while a solver was using this "
                 f"{type(self).__name__}: its products mixed two matrices; rerun the solver on a "
                 "model that does not change during the call"
+            )
+
+    def _flush_finite(self) -> None:
+        """Read the NaN/inf checks accumulated during a solve (one sync); raise on a failure.
+
+        The error names the first failing check and its index among the solve's checks, as
+        the per-product check outside a solve would have (issue 29).
+        """
+        log = getattr(self, "_finite_log", None)
+        failed = None if log is None else log.first_failure()
+        if failed is not None:
+            index, what = failed
+            raise NonFiniteError(
+                f"{what} is NaN or infinite (check {index + 1} of {len(log)} in this solve); "
+                "check the learning rate, the data and the model (a diverged run has no "
+                "meaningful curvature)"
             )
 
     def _forget_batch(self) -> None:
@@ -98,12 +120,15 @@ class GradientCache:
         flat = params_to_vector(
             [torch.zeros_like(t) if g is None else g.detach() for g, t in zip(gs, theta)]
         )
-        graph = FirstOrderGraph(theta, live, float(loss.detach()), flat)
+        graph = FirstOrderGraph(theta, live, float(read(loss)[0]), flat)
         if self._bypass_cache:
             return graph
         if self.cache_graph:
-            if self._key is None:
-                self._key = fingerprint(self._state)
+            if self._key is None:  # in a solve: the entry fingerprint (no further read)
+                entry = getattr(self, "_entry_key", None)
+                self._key = (
+                    entry if self._solving and entry is not None else fingerprint(self._state)
+                )
             self._graphs[index] = graph
         else:
             self._transient = (index, graph)

@@ -26,6 +26,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from ._host import read, resolve_check_every
+from ._krylov_deferred import deferred_run
 from ._solver_utils import Progress, apply, check_finite, randn, work_dtype
 from ._space import space_of
 
@@ -106,7 +108,7 @@ class _Loop:
         self.Q = self.alloc((p, self.cap, n), dtype=self.dtype, device=self.device)
         V0 = V0.to(self.dtype)
         norms = sp.norm(V0, dim=1, keepdim=True)
-        if not bool((norms > 0).all()):
+        if not read((norms > 0).all())[0]:
             raise ValueError(f"{caller}: the start vector v0 is zero")
         self.Q[:, 0] = V0 / norms
         self.alpha = np.zeros((p, self.max_steps))
@@ -149,9 +151,9 @@ class _Loop:
 
     def to_host(self, W: torch.Tensor, rows: list[torch.Tensor]) -> np.ndarray:
         """The (p,) scalars ``rows`` as one float64 array (one sync); raises on NaN or inf."""
-        host = torch.stack(rows).double().cpu().numpy()
+        host = read(*rows).reshape(len(rows), -1)
         if not np.isfinite(host).all():
-            check_finite(W, self.caller)  # raises, naming NaN or inf
+            check_finite(W, self.caller, self.op)  # raises, naming NaN or inf
             raise ValueError(f"{self.caller}: the Lanczos recurrence overflowed (inf)")
         return host
 
@@ -185,16 +187,16 @@ class _Loop:
             W.addcmul_(h[:, j : j + 1], q, value=-1)  # local re-orthogonalization only
             if j > 0:
                 W.addcmul_(h[:, j - 1 : j], self.Q[:, j - 1], value=-1)
-            tail = torch.stack([h[:, j], sp.norm(W, dim=1)]).double().cpu()
-            return W, host[0] + tail[0].numpy(), tail[1].numpy(), host[2]
+            tail = read(h[:, j], sp.norm(W, dim=1)).reshape(2, -1)
+            return W, host[0] + tail[0], tail[1], host[2]
         W = torch.baddbmm(W.unsqueeze(2), basis.transpose(1, 2), h.unsqueeze(2), alpha=-1)
         W = W.squeeze(2)
-        a_np = host[0] + h[:, j].double().cpu().numpy()
-        b_np = sp.norm(W, dim=1).double().cpu().numpy()
+        tail = read(h[:, j], sp.norm(W, dim=1)).reshape(2, -1)
+        a_np, b_np = host[0] + tail[0], tail[1]
         if np.any(b_np[idx] < 0.7071 * host[1, idx]):  # DGKS: a second pass is needed
             W, h2 = _gram_schmidt(W, basis, sp)
-            a_np = a_np + h2[:, j].double().cpu().numpy()
-            b_np = sp.norm(W, dim=1).double().cpu().numpy()
+            tail = read(h2[:, j], sp.norm(W, dim=1)).reshape(2, -1)
+            a_np, b_np = a_np + tail[0], tail[1]
         return W, a_np, b_np, host[2]
 
     def restart_vector(self, i: int, j: int, generator: torch.Generator | None) -> bool:
@@ -202,7 +204,7 @@ class _Loop:
         r = randn((self.N,), self.op, generator, dtype=self.dtype)
         for _ in range(2):
             r = r - self.Q[i, : j + 1].T @ self.space.reduce(self.Q[i, : j + 1] @ r)
-        r_norm = float(self.space.norm(r))
+        r_norm = float(read(self.space.norm(r))[0])
         if r_norm > self.tiny * math.sqrt(self.N):
             self.Q[i, j + 1] = r / r_norm
             return True
@@ -231,6 +233,7 @@ def lanczos_run(
     preallocate: bool = False,
     semi: bool = False,
     reorthogonalize: bool = True,
+    check_every: int | str | None = 1,
 ) -> Krylov:
     """Run Lanczos with full re-orthogonalization from the p rows of V0 (p, N), side by side.
 
@@ -257,8 +260,25 @@ def lanczos_run(
     ``reorthogonalize=False`` runs the plain three-term recurrence and keeps only three vectors
     per probe (3N memory instead of (m + 1)N, no pass over the basis): the returned ``basis``
     then holds the last vectors only, ``defect`` is not measured, and ``restart`` is ignored.
+
+    ``check_every`` (issue 29): 1 reads the scalars after every step (this loop); an int k > 1
+    or ``"auto"`` keeps them on the device and reads them every k steps
+    (:mod:`._krylov_deferred`: same T and stopping step, possibly a few more products spent);
+    None: 1 on the CPU, ``"auto"`` on an accelerator (:func:`._host.resolve_check_every`).
     """
     s = _Loop(op, V0, max_steps, caller, preallocate, semi, keep_basis=reorthogonalize)
+    check_every = resolve_check_every(check_every, s.device)
+    if check_every != 1:  # --- issue 29: device-resident scalars, reads at checks only
+        defect, _ = deferred_run(
+            s,
+            stop=stop,
+            restart_generator=restart_generator,
+            restart=restart,
+            v0_is_random=v0_is_random,
+            progress=progress,
+            check_every=check_every,
+        )
+        return Krylov(s.Q, s.alpha, s.beta, s.steps, s.num_matvecs, defect)
     bar = Progress(s.max_steps * s.p, caller, progress)
     block_random = v0_is_random  # whether the current block started from a random vector
     try:

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from ._host import read
+
 T = TypeVar("T")
 
 __all__: list[str] = []
@@ -81,10 +83,29 @@ def plain_scalar(value: Any) -> Any:
     return value
 
 
-def check_finite(t: torch.Tensor, what: str) -> None:
-    """Raise if ``t`` holds NaN or inf (a diverged model or a broken operator)."""
-    if not bool(torch.isfinite(t).all()):
-        kind = "NaN" if bool(torch.isnan(t).any()) else "inf"
+def flush_operator(op: object) -> None:
+    """Raise the operator's own NaN/inf error, if a check it deferred in this solve failed.
+
+    A :class:`~hessian_lr.curvature.HessianOperator` keeps its per-product finiteness checks
+    on the device during a solve (issue 29); a solver that meets a non-finite value asks it
+    first, so the error names the loss or product that failed.
+    """
+    flush = getattr(op, "_flush_finite", None)
+    if callable(flush):
+        flush()
+
+
+def check_finite(t: torch.Tensor, what: str, op: object = None) -> None:
+    """Raise if ``t`` holds NaN or inf (a diverged model or a broken operator).
+
+    One read of two flags (:func:`._host.read`); with ``op``, the operator's deferred checks
+    are read first on a failure (:func:`flush_operator`).
+    """
+    finite, nan = read(torch.isfinite(t).all(), torch.isnan(t).any())
+    if not finite:
+        if op is not None:
+            flush_operator(op)
+        kind = "NaN" if nan else "inf"
         raise ValueError(
             f"{what}: the operator returned {kind} (NaN or inf in `op @ v`); check the model's "
             "loss and parameters for NaN/inf, or the operator's inputs"

@@ -190,6 +190,7 @@ def spectral_density(
     generator: torch.Generator | None = None,
     progress: bool | None = None,
     reorth: Literal["semi", "full", "none"] = "semi",
+    check_every: int | Literal["auto"] | None = None,
 ) -> SpectralDensity:
     """Spectral density of a symmetric operator by stochastic Lanczos quadrature (SLQ).
 
@@ -227,6 +228,12 @@ def spectral_density(
             Chen, Trogdon & Ubaru 2021), but converged outliers come back as repeated "ghost"
             nodes that take nodes from the bulk, so the bulk is resolved more coarsely: the
             choice for models whose (m + 1)N basis does not fit in memory.
+        check_every: how often the Lanczos scalars are read on the host (issue 29): 1 after
+            every step; k or ``"auto"``: they stay on the device in between (no host
+            synchronization per step), breakdowns are found at the next read (the steps after
+            one are discarded, their products counted in ``num_matvecs``); with ``"full"``
+            the second Gram-Schmidt pass is then always made. Default None: 1 on the CPU,
+            ``"auto"`` on an accelerator.
 
     Returns:
         A :class:`SpectralDensity`.
@@ -261,6 +268,7 @@ def spectral_density(
             preallocate=reorth != "none",
             semi=reorth == "semi",
             reorthogonalize=reorth != "none",
+            check_every=check_every,
         )
         num_matvecs += kr.num_matvecs
         for i in range(p):

@@ -116,9 +116,6 @@ class HessianOperator(CurvatureOperator):
     def _probe_symmetry(self) -> bool:
         return self.backend in EXACT
 
-    def _probe_key(self) -> tuple:
-        return (*super()._probe_key(), self.backend)
-
     def _matmat_batch(self, index: int, batch: Any, V: torch.Tensor) -> torch.Tensor:
         return PRODUCTS[self.backend](self._objective(index, batch), V)
 

@@ -28,6 +28,8 @@ from typing import Literal
 
 import torch
 
+from ._host import read, resolve_check_every
+from ._power_deferred import iterate_deferred
 from ._solver_utils import (
     LOW_PRECISION,
     agree,
@@ -80,6 +82,7 @@ class _Pair:
     status: str  # "converged", "pair" (a ±λ pair stalls the iteration), "max_iter"
     residual: float
     rho: float  # largest ‖(H + sI) v‖ seen: a lower bound on ‖H + sI‖
+    spent: int = 0  # products spent (> iterations when the tests were read in windows)
 
 
 def _orthogonalize(v: torch.Tensor, U: torch.Tensor | None, space: object) -> torch.Tensor:
@@ -101,6 +104,7 @@ def _iterate(
     max_iter: int,
     generator: torch.Generator | None,
     detect_pair: bool,
+    check_every: int | str = 1,
 ) -> _Pair:
     """Power iteration on (H + shift·I) restricted to the complement of U's columns.
 
@@ -113,11 +117,24 @@ def _iterate(
     N = sp.dim
     eps = torch.finfo(v.dtype).eps
     v = _orthogonalize(v, U, sp)
-    norm = float(sp.norm(v))
+    norm = float(read(sp.norm(v))[0])
     if not norm > 0:  # a warm start inside span(U): draw a fresh direction
         v = _orthogonalize(randn((N,), op, generator, dtype=v.dtype), U, sp)
-        norm = float(sp.norm(v))
+        norm = float(read(sp.norm(v))[0])
     v = v / norm
+    if check_every != 1:  # --- issue 29: the scalars stay on the device between checks
+        lam, v, it, status, r, rho_max, spent = iterate_deferred(
+            op,
+            v,
+            U,
+            space=sp,
+            shift=shift,
+            tol=tol,
+            max_iter=max_iter,
+            detect_pair=detect_pair,
+            check_every=check_every,
+        )
+        return _Pair(lam, v, it, status, r, rho_max, spent)
     lam = rho_old = lam_old = math.nan
     rho_max, r = 0.0, math.inf
     # A stall: λ and ‖Hv‖ move by ≤ stall·ρ per step while r/ρ ≥ 10·√stall. In ordinary
@@ -130,10 +147,10 @@ def _iterate(
         w = _orthogonalize(w, U, sp)
         lam_s = sp.dot(v.double(), w.double())
         resid = sp.norm(w.double() - lam_s * v.double())
-        host = torch.stack([lam_s, sp.norm(w.double()), resid]).cpu()
+        host = read(lam_s, sp.norm(w.double()), resid)
         lam_s, rho, r = (float(x) for x in host)  # one device sync per iteration
         if not all(math.isfinite(x) for x in (lam_s, rho, r)):
-            check_finite(w, "power_iteration")  # raises, naming NaN or inf
+            check_finite(w, "power_iteration", op)  # raises, naming NaN or inf
             raise ValueError("power_iteration: the iteration overflowed (inf)")
         lam = lam_s - shift
         rho_max = max(rho_max, rho)
@@ -179,6 +196,7 @@ def power_iteration(
     max_iter: int = 200,
     v0: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    check_every: int | Literal["auto"] | None = None,
 ) -> PowerIterationResult:
     """Top-k eigenpairs of a symmetric operator by power iteration with deflation.
 
@@ -206,6 +224,11 @@ def power_iteration(
             eigenvectors of a previous call while tracking λ_max during training). Other
             eigenpairs start from Gaussian random vectors.
         generator: random source for the start vectors.
+        check_every: how often the residual test reads its scalars on the host (issue 29):
+            1 after every iteration; k or ``"auto"`` (fewer than 5 % extra products): every k
+            iterations (at most 32), the iteration running on the device in between; the
+            result is that of the per-iteration test, ``num_matvecs`` counts the products
+            spent. Default None: 1 on the CPU, ``"auto"`` on an accelerator.
 
     Returns:
         A :class:`PowerIterationResult`; ``converged`` is False (with a ``RuntimeWarning``)
@@ -229,7 +252,10 @@ def power_iteration(
     if not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
     v0 = _check_v0(v0, N, op)
-    pairs, iterations, statuses = _solve(op, N, k, which, tol, max_iter, v0, generator)
+    every = resolve_check_every(check_every, op.device)
+    pairs, iterations, statuses, spent = _solve(
+        op, N, k, which, tol, max_iter, v0, generator, every
+    )
     converged = all(s == "converged" for s in statuses)
     vals = torch.tensor([p.lam for p in pairs], dtype=torch.float64)
     key = vals.abs() if which == "LM" else vals
@@ -265,7 +291,7 @@ def power_iteration(
     return PowerIterationResult(
         eigenvalues=vals[order],
         eigenvectors=vectors.to(op.dtype),
-        num_matvecs=iterations,
+        num_matvecs=spent,
         num_iterations=iterations,
         converged=converged,
         seconds=time.perf_counter() - t0,
@@ -283,11 +309,12 @@ def _solve(
     max_iter: int,
     v0: torch.Tensor | None,
     generator: torch.Generator | None,
+    check_every: int | str = 1,
 ) -> tuple:
-    """The k eigenpairs (see :func:`power_iteration`); (pairs, iterations, statuses)."""
+    """The k eigenpairs (see :func:`power_iteration`); (pairs, iterations, statuses, spent)."""
     pairs: list[_Pair] = []
     statuses: list[str] = []
-    iterations = 0
+    iterations = spent = 0
     shift = 0.0
     j_start = 0  # index into v0 of the next warm-start column
     dtype = work_dtype(op.dtype)
@@ -312,8 +339,10 @@ def _solve(
             max_iter=max_iter,
             generator=generator,
             detect_pair=True,
+            check_every=check_every,
         )
         iterations += first.iterations
+        spent += first.spent or first.iterations
         if first.lam >= 0 and first.status != "pair":  # dominant and positive: it is λ_max
             pairs.append(first)
             statuses.append(first.status)
@@ -330,10 +359,12 @@ def _solve(
             max_iter=max_iter,
             generator=generator,
             detect_pair=which == "LM",  # after the LA shift the spectrum is non-negative
+            check_every=check_every,
         )
         iterations += p.iterations
+        spent += p.spent or p.iterations
         if shift > 0 and p.lam + shift < 0:  # the shift was too small: not the wanted pair
             p.status = "max_iter"
         pairs.append(p)
         statuses.append(p.status)
-    return pairs, iterations, statuses
+    return pairs, iterations, statuses, spent

@@ -41,10 +41,11 @@ import torch
 from torch import nn
 
 from ..rng import preserved_rng
-from ._batches import check_same_shape, loss_implementation, move_to_device
+from ._batches import check_same_shape, loss_implementation
 from ._dataloop import DataLoopOperator, NonFiniteError
 from ._evaluation import CONTEXT_NOTES, evaluation_context, select_parameters
 from ._fsdp import FSDPSwitches, fsdp_modules, shard_layout
+from ._lockstep import LockstepData
 from ._shard_space import ShardSpace
 from .distributed import DistributedCurvatureError, Reducer
 
@@ -53,7 +54,7 @@ __all__ = ["ShardedHessianOperator"]
 Batch = Any
 
 
-class ShardedHessianOperator(DataLoopOperator):
+class ShardedHessianOperator(LockstepData, DataLoopOperator):
     """Hessian of the training objective of an FSDP2 model; vectors are this rank's shards.
 
     Built by ``HessianOperator(model, loss_fn, data, ...)`` when ``model`` has DTensor
@@ -342,71 +343,6 @@ class ShardedHessianOperator(DataLoopOperator):
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ValueError("loss_fn must return a scalar tensor (the loss over the batch)")
         return loss.reshape(())
-
-    def _plan_steps(self) -> None:
-        """For a list of batches: every pass takes max_r len(data_r) steps (one collective)."""
-        self._num_steps: int | None = None
-        self._filler: Batch | None = None
-        if not self._is_list:
-            return  # an iterable: ranks agree step by step (``_agreed_steps``)
-        world, rank = self._reducer.world_size, self._reducer.rank
-        counts = torch.zeros(world, dtype=torch.float64)
-        counts[rank] = len(self._data)
-        counts = self._reducer.sum_([counts])[0][0]
-        if not bool((counts > 0).any()):
-            raise ValueError("data is empty on every rank: no batches to evaluate the loss on")
-        self._num_steps = int(counts.max())
-        if not bool((counts > 0).all()):  # a rank without data runs weight-0 steps on a loan
-            src = int(torch.nonzero(counts)[0])
-            self._filler = self._lend(src, self._data[0] if rank == src else None)
-
-    def _lockstep(self) -> Iterator[tuple[float, Batch]]:
-        """(weight, batch) in steps every rank takes; a rank out of batches runs weight-0 steps."""
-        if self._num_steps is None:
-            yield from self._agreed_steps()
-            return
-        done, mine = 0, None
-        for _, c, batch in self._batches():
-            mine = batch if mine is None else mine
-            done += 1
-            yield c, batch
-        for _ in range(done, self._num_steps):
-            if mine is None and self._filler is None:  # every batch here weighs 0
-                self._filler = move_to_device(self._data[0], self.device)
-            yield 0.0, mine if mine is not None else self._filler
-
-    def _agreed_steps(self) -> Iterator[tuple[float, Batch]]:
-        """``_lockstep`` for an iterable of unknown length: one small collective per step."""
-        it = self._batches()
-        mine: Batch | None = None
-        world, rank = self._reducer.world_size, self._reducer.rank
-        while True:
-            nxt = next(it, None)
-            flags = torch.zeros(world, 2, dtype=torch.float64)
-            flags[rank, 0] = float(nxt is not None)
-            flags[rank, 1] = float(nxt is not None or mine is not None or self._filler is not None)
-            flags = self._reducer.sum_([flags])[0][0]
-            if not bool(flags[:, 0].any()):
-                return
-            if not bool(flags[:, 1].all()):  # some rank has never had a batch: lend one
-                src = int(torch.nonzero(flags[:, 0])[0])
-                self._filler = self._lend(src, None if nxt is None else nxt[2])
-            if nxt is not None:
-                mine = mine if mine is not None else nxt[2]
-                yield nxt[1], nxt[2]
-            else:
-                yield 0.0, mine if mine is not None else self._filler
-
-    def _lend(self, src: int, batch: Batch | None) -> Batch:
-        """Rank ``src``'s ``batch`` on every rank (a collective), to run weight-0 steps on."""
-        dist = torch.distributed
-        obj = [None]
-        if self._reducer.rank == src:
-            obj = [move_to_device(batch, torch.device("cpu"))]
-        dist.broadcast_object_list(
-            obj, src=dist.get_global_rank(self._group, src), group=self._group
-        )
-        return move_to_device(obj[0], self.device)
 
     # ----------------------------------------------------------------------------- checks
     def _any_rank(self, flag: bool) -> bool:

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import torch
 
+from ._host import read
 from ._solver_utils import (
     apply_in_blocks,
     check_finite,
@@ -101,17 +102,24 @@ def _check_batch_size(batch_size: int) -> None:
 
 def _quadratic_forms(op: object, Z: torch.Tensor, batch_size: int, caller: str) -> torch.Tensor:
     """zᵀHz for each column z of Z (N, n), in float64: (n,)."""
+    # No read here: a NaN or inf in HZ makes its sample non-finite, which ``_mean_and_error``
+    # reports when it reads the samples (one sync per estimate, issue 29).
     HZ = apply_in_blocks(op, Z.to(work_dtype(op.dtype)), batch_size)
-    check_finite(HZ, caller)
     return space_of(op).reduce((Z.double() * HZ.double()).sum(dim=0))
 
 
-def _mean_and_error(samples: torch.Tensor) -> tuple[float, float]:
+def _mean_and_error(
+    samples: torch.Tensor, op: object = None, caller: str = "trace"
+) -> tuple[float, float]:
+    """(mean, standard error) of the samples, read in one sync; raises on NaN or inf."""
     n = samples.shape[0]
-    mean = float(samples.mean())
+    spread = samples.std(correction=1) if n >= 2 else samples.new_zeros(())
+    mean, std, finite = read(samples.mean(), spread, torch.isfinite(samples).all())
+    if not finite:
+        check_finite(samples, caller, op)  # raises, naming NaN or inf
     if n < 2:
-        return mean, math.nan
-    return mean, float(samples.std(correction=1)) / math.sqrt(n)
+        return float(mean), math.nan
+    return float(mean), float(std) / math.sqrt(n)
 
 
 @_fixed
@@ -151,7 +159,7 @@ def hutchinson_trace(
         b = min(batch_size, num_probes - start)
         Z = rademacher((b, N), op, generator).T
         samples.append(_quadratic_forms(op, Z, batch_size, "hutchinson_trace"))
-    estimate, std_error = _mean_and_error(torch.cat(samples))
+    estimate, std_error = _mean_and_error(torch.cat(samples), op, "hutchinson_trace")
     return TraceResult(
         estimate=estimate,
         std_error=std_error,
@@ -198,13 +206,13 @@ def hutchpp_trace(
     S = rademacher((s, N), op, generator).T
     HS = apply_in_blocks(op, S, batch_size)
     used += s
-    check_finite(HS, "hutchpp_trace")
+    check_finite(HS, "hutchpp_trace", op)
     sp = space_of(op)  # contractions over the vector go through sp (sharded: reduced)
     Q, _ = sp.qr(HS)  # (N, min(N, s)), orthonormal columns
     HQ = apply_in_blocks(op, Q, batch_size)
     used += Q.shape[1]
-    check_finite(HQ, "hutchpp_trace")
-    exact_part = float(sp.reduce((Q.double() * HQ.double()).sum()))
+    check_finite(HQ, "hutchpp_trace", op)
+    exact_part = float(read(sp.reduce((Q.double() * HQ.double()).sum()))[0])
     if Q.shape[1] >= N:  # the sketch spans R^N: the trace is exact
         return TraceResult(
             estimate=exact_part,
@@ -218,7 +226,7 @@ def hutchpp_trace(
         G = G - Q @ sp.reduce(Q.T @ G)
     samples = _quadratic_forms(op, G, batch_size, "hutchpp_trace")
     used += g
-    mean, std_error = _mean_and_error(samples)
+    mean, std_error = _mean_and_error(samples, op, "hutchpp_trace")
     return TraceResult(
         estimate=exact_part + mean,
         std_error=std_error,
@@ -238,7 +246,7 @@ def _sphere(N: int, m: int, op: object, generator: torch.Generator | None) -> to
 def _products(op: object, V: torch.Tensor, batch_size: int, caller: str) -> torch.Tensor:
     """Products ``op @ V`` for float64 V (N, k), in the op's working precision, as float64."""
     HV = apply_in_blocks(op, V.to(work_dtype(op.dtype)), batch_size).double()
-    check_finite(HV, caller)
+    check_finite(HV, caller, op)
     return HV
 
 
@@ -251,7 +259,7 @@ def _exact_trace(op: object, N: int, batch_size: int, t0: float, caller: str) ->
     """The exact tr H from the N products with the identity (budget ≥ N: no estimate needed)."""
     sp = space_of(op)
     eye = sp.eye(torch.float64, op.device)
-    tr = float(sp.diagonal_sum(_products(op, eye, batch_size, caller)))
+    tr = float(read(sp.diagonal_sum(_products(op, eye, batch_size, caller)))[0])
     return TraceResult(tr, 0.0, N, time.perf_counter() - t0, "exact")
 
 
@@ -316,7 +324,8 @@ def xtrace(
     sp = space_of(op)  # contractions over the vector go through sp (sharded: reduced)
     Q, R = sp.qr(Y)
     sv = torch.linalg.svdvals(R)
-    if float(sv[-1]) <= 1e3 * torch.finfo(work_dtype(op.dtype)).eps * float(sv[0]):
+    sv_lo, sv_hi = read(sv[-1], sv[0])
+    if sv_lo <= 1e3 * torch.finfo(work_dtype(op.dtype)).eps * sv_hi:
         return _low_rank_trace(op, N, Q, R, num_matvecs - m, batch_size, generator, t0)
     Z = _products(op, Q, batch_size, "xtrace")
     H = sp.reduce(Q.T @ Z)
@@ -353,7 +362,11 @@ def _low_rank_trace(
     r = int((sv > 1e3 * torch.finfo(work_dtype(op.dtype)).eps * sv[0]).sum())
     Qr = Q @ U[:, :r]
     sp = space_of(op)
-    exact = float(sp.reduce((Qr * _products(op, Qr, batch_size, "xtrace")).sum())) if r > 0 else 0.0
+    exact = (
+        float(read(sp.reduce((Qr * _products(op, Qr, batch_size, "xtrace")).sum()))[0])
+        if r > 0
+        else 0.0
+    )
     g = budget - r
     if g < 1:
         return TraceResult(exact, math.nan, Q.shape[1] + r, time.perf_counter() - t0, "xtrace")
@@ -406,7 +419,7 @@ def xnystrace(
     Om = _sphere(N, m, op, generator)
     Y = _products(op, Om, batch_size, "xnystrace")
     sp = space_of(op)  # contractions over the vector go through sp (sharded: reduced)
-    nu = 10 * torch.finfo(work_dtype(op.dtype)).eps * float(sp.norm(Y)) / math.sqrt(m)
+    nu = 10 * torch.finfo(work_dtype(op.dtype)).eps * float(read(sp.norm(Y))[0]) / math.sqrt(m)
     Y = Y + nu * Om
     G = sp.reduce(Om.T @ Y)
     L, info = torch.linalg.cholesky_ex((G + G.T) / 2)

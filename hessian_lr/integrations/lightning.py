@@ -14,7 +14,10 @@ Re-estimating the LR *during* training (Lightning's own ``Tuner.lr_find`` runs o
 Observers are given as instances or as factories ``f(model, optimizer)`` (resolved in
 ``on_train_start``, once Lightning has built the optimizer). After every optimizer step (not every
 micro-batch under gradient accumulation) the callback builds a ``StepContext`` with the batch just
-trained on and runs the due observers; their records are flattened (``estimates/quadratic/lr``)
+trained on and runs the due observers. Under gradient accumulation (``accumulate_grad_batches``
+> 1) that batch is the list of every micro-batch of the step, a sequence of batches that
+``HessianOperator`` averages over (the step's gradient came from all of them, not only the last),
+and the loss is their mean; their records are flattened (``estimates/quadratic/lr``)
 and logged through ``LightningModule.log`` with ``on_step=True``, so every Lightning logger
 (TensorBoard, CSV, W&B, ...) receives them; the raw records are kept in ``callback.history``.
 Lightning's ``log`` repeats a callback's last value at later steps until it is logged again, so
@@ -50,6 +53,11 @@ from ._common import (
 __all__ = ["HessianLRCallback"]
 
 
+def _loss_of(outputs: Any) -> float | None:
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+    return None if loss is None else float(torch.as_tensor(loss).detach())
+
+
 class HessianLRCallback(pl.Callback):
     """Run hessian_lr observers inside ``Trainer.fit`` and log their records.
 
@@ -79,6 +87,9 @@ class HessianLRCallback(pl.Callback):
         self.history: list[dict[str, Any]] = []
         self._pending_state: Mapping[str, Any] | None = None
         self._last_step = -1
+        self._micro: list[
+            tuple[Any, float | None]
+        ] = []  # micro-batches since the last optimizer step
 
     @property
     def state_key(self) -> str:  # noqa: D102
@@ -104,9 +115,17 @@ class HessianLRCallback(pl.Callback):
     ) -> None:
         """After an optimizer step: run the due observers on the batch just trained on."""
         step = trainer.global_step - 1  # global_step counts optimizer steps taken
-        if self.observers is None or step < 0 or step == self._last_step:
+        if self.observers is None:
+            return
+        self._micro.append((batch, _loss_of(outputs)))  # a float: no graph is kept
+        if step < 0 or step == self._last_step:
             return  # no optimizer step since the last call (gradient accumulation)
         self._last_step = step
+        micro, self._micro = self._micro, []
+        if len(micro) > 1:  # the step's gradient came from every micro-batch: measure them all
+            batch = [b for b, _ in micro]
+            losses = [loss for _, loss in micro]
+            outputs = None if None in losses else {"loss": sum(losses) / len(losses)}
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..curvature._space import space_of
 from ..curvature.hessian import HessianOperator, NonFiniteError
 from ..observe import Observer, StepContext
 from ._optim import optimizer_parameters
@@ -124,7 +125,7 @@ class EdgeOfStability(Observer):
         named = dict(ctx.model.named_parameters())
         params = [named[n] for n in names]
         op = self.curvature.operator(ctx.model, loss_fn, batch, params=names)
-        n = op.shape[0]
+        n = space_of(op).local_size  # N, or this rank's part of it on an FSDP2 model
         try:
             res = preconditioned_sharpness_from_operator(
                 op,

@@ -28,8 +28,10 @@ class Evaluation:
 
     Attributes:
         loss: mean loss over all samples (each batch's mean loss weighted by its size).
-        accuracy: top-1 accuracy (fraction), or None when undefined (closure mode, outputs that
-            are not (B, C) logits with integer targets (B,)).
+        accuracy: top-1 accuracy (fraction of labelled targets), or None when undefined
+            (closure mode, outputs that are not class scores for integer targets). Logits
+            (B, C) with targets (B,), sequence logits (B, T, C) with targets (B, T) (per token,
+            ``ignore_index`` targets left out) and ``cross_entropy``'s (B, C, d1, ...) layout.
         num_samples: samples evaluated.
     """
 
@@ -85,7 +87,7 @@ def evaluate(
     device = torch.device(device)
     batches: Iterable[Any] = [data] if is_single_batch(data) else data
     modes = [(m, m.training) for m in model.modules()]
-    loss_sum, count, correct, acc_ok = 0.0, 0, 0, not closure
+    loss_sum, count, correct, labelled, acc_ok = 0.0, 0, 0, 0, not closure
     try:
         model.eval()
         with torch.no_grad(), autocast_context(device, amp_dtype):
@@ -99,8 +101,10 @@ def evaluate(
                     outputs = model(inputs)
                     loss = loss_fn(outputs, targets)
                     n = int(targets.shape[0]) if targets.ndim else 1
-                    if acc_ok and _classification(outputs, targets):
-                        correct += int((outputs.argmax(dim=-1) == targets).sum())
+                    hits = _hits(outputs, targets, getattr(loss_fn, "ignore_index", -100))
+                    if acc_ok and hits is not None:
+                        correct += hits[0]
+                        labelled += hits[1]
                     else:
                         acc_ok = False
                 loss_sum += n * float(loss)
@@ -110,14 +114,25 @@ def evaluate(
             m.training = training
     if count == 0:
         raise ValueError("the held-out data is empty: it gave no batch")
-    return Evaluation(loss_sum / count, correct / count if acc_ok else None, count)
+    accuracy = correct / labelled if acc_ok and labelled > 0 else None
+    return Evaluation(loss_sum / count, accuracy, count)
 
 
-def _classification(outputs: Any, targets: torch.Tensor) -> bool:
-    return (
-        isinstance(outputs, torch.Tensor)
-        and outputs.ndim == 2
-        and targets.ndim == 1
-        and not targets.is_floating_point()
-        and outputs.shape[0] == targets.shape[0]
-    )
+def _hits(outputs: Any, targets: torch.Tensor, ignore_index: int) -> tuple[int, int] | None:
+    """(correct, labelled) top-1 predictions, or None when the outputs are not class scores.
+
+    Class scores on the last dimension, (B, C) with targets (B,) or (B, T, C) with targets
+    (B, T) (sequence models: per token), or on dimension 1 as ``cross_entropy`` takes them,
+    (B, C, d1, ...) with targets (B, d1, ...). Targets equal to ``ignore_index`` (the loss'
+    own, -100 by default: padding) are not counted.
+    """
+    if not isinstance(outputs, torch.Tensor) or targets.is_floating_point() or outputs.ndim < 2:
+        return None
+    if outputs.shape[:-1] == targets.shape:
+        pred = outputs.argmax(dim=-1)
+    elif outputs.shape[0] == targets.shape[0] and outputs.shape[2:] == targets.shape[1:]:
+        pred = outputs.argmax(dim=1)
+    else:
+        return None
+    mask = targets != ignore_index
+    return int(((pred == targets) & mask).sum()), int(mask.sum())

@@ -72,6 +72,17 @@ def run_metadata(**extra: Any) -> dict[str, Any]:
     return meta
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 class RunLockedError(RuntimeError):
     """Another process is writing this run folder (the message names it: pid, host, start)."""
 
@@ -79,12 +90,14 @@ class RunLockedError(RuntimeError):
 class RunLock:
     """An exclusive, OS-level lock on a run folder: one writer at a time.
 
-    ``fcntl.flock`` on ``<dir>/.lock``: the kernel releases it when the holder exits, however it
-    exits (``kill -9`` included), so a crashed run never stays locked. The holder writes its pid,
-    host and start time into the file, and a second writer gets a :class:`RunLockedError` naming
-    them. The lock is advisory (it binds hessian_lr's writers) and needs a filesystem with
-    working ``flock`` (local disks do; some network filesystems do not). Without ``fcntl``
-    (Windows) it does nothing.
+    ``fcntl.flock`` on the run folder itself: the kernel releases it when the holder exits,
+    however it exits (``kill -9`` included), so a crashed run never stays locked and no lock is
+    ever stale. The holder writes its pid, host and start time into ``<dir>/.lock``, and a
+    second writer gets a :class:`RunLockedError` naming them and saying what the lock protects.
+    Deleting ``.lock`` by hand changes nothing (the lock is not on that file). The lock is
+    advisory (it binds hessian_lr's writers) and needs a filesystem with working ``flock``
+    (local disks do; some network filesystems do not). Without ``fcntl`` (Windows) it does
+    nothing.
 
     Use as a context manager, or :meth:`acquire` / :meth:`release`.
     """
@@ -114,7 +127,9 @@ class RunLock:
         if self.held:
             return self
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # the lock is on the folder itself, so deleting .lock (which only names the holder)
+        # cannot let a second writer in
+        fd = os.open(self.dir, os.O_RDONLY)
         if fcntl is not None:
             deadline = time.monotonic() + wait
             while True:
@@ -126,18 +141,32 @@ class RunLock:
                         time.sleep(0.05)
                         continue
                 os.close(fd)
-                h = self.holder()
-                raise RunLockedError(
-                    f"run folder {self.dir} is being written by another process (pid "
-                    f"{h.get('pid', '?')} on host {h.get('host', '?')}, started "
-                    f"{h.get('started', '?')}); wait for it to finish, stop it, or choose another "
-                    "run name"
-                ) from None
+                raise RunLockedError(self._refusal()) from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": now()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        tmp = self.path.with_name(f".lock.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(info) + "\n")
+        os.replace(tmp, self.path)
         self._fd = fd
         return self
+
+    def _refusal(self) -> str:
+        """Why a writer is refused: who holds the lock, what it protects, what to do."""
+        h = self.holder()
+        pid, host = h.get("pid", "?"), h.get("host", "?")
+        who = f"pid {pid} on host {host}, started {h.get('started', '?')}"
+        if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+            who = (
+                f"the writer pid {pid} has exited, but a process it forked (e.g. a DataLoader "
+                "worker) still holds the lock; it is released when that process exits "
+                f"(`fuser -v {self.dir}` names it)"
+            )
+        return (
+            f"run folder {self.dir} is being written by another process ({who}). The lock "
+            "keeps a second writer from interleaving records.jsonl, checkpoints and status in "
+            "this folder; the operating system releases it when the writer exits, however it "
+            "exits, so there is never a stale lock to delete (deleting .lock does not unlock "
+            "the folder). Wait for it to finish, stop it, or choose another run name"
+        )
 
     def is_held(self) -> bool:
         """Whether some process (this one included) holds the lock now.
@@ -147,9 +176,9 @@ class RunLock:
         """
         if self.held:
             return True
-        if fcntl is None or not self.path.exists():
+        if fcntl is None or not self.dir.is_dir():
             return False
-        fd = os.open(self.path, os.O_RDONLY)
+        fd = os.open(self.dir, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
@@ -178,10 +207,34 @@ class RunLock:
         self.release()
 
 
+def check_folder_names(experiment: str, name: str) -> None:
+    """Refuse run and experiment names that would write outside ``<root>/<experiment>/``.
+
+    A run name is one folder name (no separator, not ``.``/``..``); an experiment may be a
+    relative path of plain folder names (``sweeps/lr``), never absolute and never ``..``.
+    """
+    for what, value in (("experiment", experiment), ("run", name)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"the {what} name must be a non-empty string, got {value!r}")
+    parts = Path(name).parts
+    if len(parts) != 1 or parts[0] in (".", "..") or "/" in name or "\\" in name:
+        raise ValueError(
+            f"run name {name!r} is not a plain folder name: a run is written inside its "
+            "experiment folder, and a name with a path separator or '..' would write elsewhere"
+        )
+    ex = Path(experiment)
+    if ex.is_absolute() or any(p in ("..", ".") for p in ex.parts):
+        raise ValueError(
+            f"experiment {experiment!r} must be a relative path of folder names inside the "
+            "results root (no '..', not absolute)"
+        )
+
+
 class Run:
     """One run folder: config, meta, records and checkpoint paths, with small helpers."""
 
     def __init__(self, root: str | Path, experiment: str, name: str) -> None:
+        check_folder_names(experiment, name)
         self.dir = Path(root) / experiment / name
         self.experiment = experiment
         self.name = name

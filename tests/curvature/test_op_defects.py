@@ -219,6 +219,35 @@ def test_threads_sharing_a_model_never_see_its_flags_flipped():
     assert all(m.training for m in model.modules()) and model[1].track_running_stats
 
 
+def _sdpa_flags():
+    b = torch.backends.cuda
+    return (b.flash_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled())
+
+
+def test_concurrent_measurements_leave_the_attention_switches_as_found():
+    """PyTorch's SDPA kernel switches are process-wide: interleaved save/restore by two threads
+    used to leave them flipped; they are now reference-counted (set by the first pass, restored
+    by the last)."""
+    case = ZOO["tiny_gpt"]()
+    before = _sdpa_flags()
+    errors = []
+
+    def measure():
+        try:
+            for _ in range(4):
+                op = HessianOperator(case.model, case.loss_fn, case.data)
+                op @ _v(op.shape[0])
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=measure) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and _sdpa_flags() == before and before[0]
+
+
 class _ListNet(nn.Module):
     """Submodules also held in a plain list attribute (the forward uses the list)."""
 

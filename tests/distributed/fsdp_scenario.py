@@ -196,14 +196,17 @@ def _in_training(rank: int, world: int) -> dict:
         loss_fn=mse, batch=data, lanczos_tol=1e-6, curvature=CurvatureOptions(bn_mode="eval")
     )
     opt.zero_grad()
+    net.eval()  # BN's running statistics stay the same on every rank (no SyncBatchNorm here)
     for x, y in data:
         (mse(net(x), y) * y.numel() / sum(t.numel() for _, t in data)).backward()
     opt.step()
+    net.train()
     res = est.step(data)
     rec = eos.observe(StepContext(step=0, model=net, optimizer=opt))
     theta = torch.cat([p.full_tensor().reshape(-1) for p in net.parameters()])
     return {
         "trained_theta": theta,
+        "trained_buffers": [b.clone() for b in net.buffers()],
         "estimator_quadratic": res["quadratic"].lr,
         "estimator_sharpness": res["sharpness"].lambda_max,
         "eos_sharpness": rec["eos_sharpness"],

@@ -45,11 +45,14 @@ def runs():
     return spawn((1, 2, 3))
 
 
-def objective(factory, batches, bn_mode="eval", theta=None):
+def objective(factory, batches, bn_mode="eval", theta=None, buffers=None):
     """(f(flat θ), flat θ): the mean MSE over every target element of every batch."""
     net = factory().double()
     if theta is not None:
         torch.nn.utils.vector_to_parameters(theta, net.parameters())
+    with torch.no_grad():
+        for b, value in zip(net.buffers(), buffers or []):
+            b.copy_(value)
     net.train(bn_mode == "train")
     named = dict(net.named_parameters())
     names = list(named)
@@ -69,8 +72,8 @@ def objective(factory, batches, bn_mode="eval", theta=None):
     return f, theta
 
 
-def dense(factory, batches, bn_mode="eval", theta=None):
-    f, theta = objective(factory, batches, bn_mode, theta)
+def dense(factory, batches, bn_mode="eval", theta=None, buffers=None):
+    f, theta = objective(factory, batches, bn_mode, theta, buffers)
     return torch.autograd.functional.hessian(f, theta)
 
 
@@ -186,7 +189,7 @@ def test_estimator_and_eos_observer_in_fsdp_training(runs):
     by_rank = runs[2]
     theta = by_rank[0]["trained_theta"]
     batches = global_batches()
-    H_eval = dense(bn_net, batches, "eval", theta)
+    H_eval = dense(bn_net, batches, "eval", theta, by_rank[0]["trained_buffers"])
     H_train = dense(bn_net, batches, "train", theta)
     f, th = objective(bn_net, batches, "train", theta)
     g = torch.autograd.grad(f(th.requires_grad_(True)), th)[0]

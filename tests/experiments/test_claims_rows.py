@@ -216,3 +216,18 @@ def test_counts_split_papers_and_project_and_not_run():
     ]
     assert counts(rows, "paper") == "1 hold, 0 do not hold, 1 undecided, 1 not run (of 3)"
     assert counts(rows, "project") == "0 hold, 1 do not hold, 0 undecided, 0 not run (of 1)"
+
+
+def test_changed_verdicts_are_listed_with_their_test(tmp_path, monkeypatch):
+    from paper_figures import claims as mod
+    from paper_figures.criteria import decide
+
+    before = tmp_path / "before.json"
+    rows = [{"figure": "F6", "claim": "gain grows", "cpu": "holds", "gpu": "undecided"}]
+    before.write_text(json.dumps({"source": "a test", "rows": rows}))
+    monkeypatch.setattr(mod, "BEFORE_PATH", before)
+    d = decide([0.05, 0.35, 0.34])  # p ≈ 0.13: undecided now
+    cpu = Claim("F6", "gain grows", "", f"1cycle − PC {d.text()} [cpu]", d.holds)
+    lines = mod._changes_lines([(cpu, None)])
+    assert any("F6, cpu" in x and "holds → **undecided**" in x and "p = 0.13" in x for x in lines)
+    assert not any("F6, gpu" in x for x in lines)  # undecided → not run is not a change

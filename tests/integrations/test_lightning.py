@@ -146,3 +146,65 @@ def test_wrong_observer_list_on_resume_is_refused(tmp_path):
 def test_factory_must_return_an_observer(tmp_path):
     with pytest.raises(TypeError, match="Observer"):
         _fit(tmp_path, [HessianLRCallback([lambda m, o: object()])], max_steps=1)
+
+
+class SeesBatch(Observer):
+    """Records the batch each step's observers get (issue 22: gradient accumulation)."""
+
+    name = "sees_batch"
+
+    def __init__(self) -> None:
+        self.batches = []
+
+    def observe(self, ctx):
+        self.batches.append(ctx.batch)
+        return {"n": 1.0}
+
+
+def test_gradient_accumulation_measures_every_micro_batch(tmp_path):
+    from hessian_lr.lr import estimate_lr
+
+    torch.manual_seed(0)
+    model = Tiny()
+    model.net[2].p = 0.0  # no dropout: the estimate is a function of the batch
+    seen = SeesBatch()
+    est = []
+    cb = HessianLRCallback(
+        [
+            seen,
+            lambda m, o: (
+                est.append(
+                    LREstimator(
+                        m,
+                        methods=("quadratic",),
+                        every=1,
+                        loss_fn=nn.CrossEntropyLoss(),
+                        optimizer=o,
+                    )  # fmt: skip
+                )
+                or est[-1]
+            ),
+        ]
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=2, accumulate_grad_batches=3, callbacks=[cb], logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, _loader())
+    assert len(seen.batches) == 2
+    loader = list(_loader())
+    for step, got in enumerate(seen.batches):
+        assert isinstance(got, list) and len(got) == 3  # all three micro-batches
+        for (x, y), (x0, y0) in zip(got, loader[3 * step : 3 * step + 3]):
+            assert torch.equal(x, x0) and torch.equal(y, y0)
+    # the quadratic estimate is the one on the union of the micro-batches (equal sizes: the
+    # mean over 24 examples), not on the last micro-batch alone
+    last = cb.history[-1]["estimates"]["quadratic"]["lr"]
+    xs = torch.cat([b[0] for b in loader[3:6]])
+    ys = torch.cat([b[1] for b in loader[3:6]])
+    union = estimate_lr(model, nn.CrossEntropyLoss(), (xs, ys), method="quadratic").lr
+    only_last = estimate_lr(model, nn.CrossEntropyLoss(), loader[5], method="quadratic").lr
+    assert last == pytest.approx(union, rel=1e-5)
+    assert abs(only_last - union) > 1e-3 * union

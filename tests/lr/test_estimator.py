@@ -74,9 +74,11 @@ def test_every_k_matches_one_shot_functions():
             if prev_eig is not None
             else None
         )
-        if ref is not None:  # warm-started from the same vector: the same Lanczos run
+        if ref is not None:  # warm-started from the same vector
             assert out["sharpness"].lambda_max == pytest.approx(ref.lambda_max, rel=1e-12)
-            assert out["sharpness"].num_hvps == ref.num_hvps
+            # (issue 22: a warm start is mixed with a random vector from each caller's own
+            # generator, so the two runs may differ by a product or two)
+            assert abs(out["sharpness"].num_hvps - ref.num_hvps) <= 3
         cold = estimate_lr(model, loss_fn, batch, method="sharpness", lanczos_tol=1e-8)
         assert out["sharpness"].lambda_max == pytest.approx(cold.lambda_max, rel=1e-8)
         prev_eig = out["sharpness"].eigenvector
@@ -178,7 +180,12 @@ def test_ema_arithmetic():
             assert rec["smoothed"][method] == pytest.approx(s, rel=1e-14)
         assert est.smoothed(method) == pytest.approx(s, rel=1e-14)
         assert est.num_estimates(method) == n
-    assert est.num_estimates("secant") == 5 and est.num_estimates("quadratic") >= 1
+    # 5 secant estimates; since issue 22 those whose noise band reaches the null are flagged
+    # (lr nan) and stay out of the EMA
+    sec = [r["estimates"]["secant"] for r in est.history if "secant" in r["estimates"]]
+    noise = sum("indistinguishable_from_noise" in r["flags"] for r in sec)
+    assert len(sec) == 5 and est.num_estimates("secant") == 5 - noise
+    assert est.num_estimates("quadratic") >= 1
     with pytest.raises(KeyError):
         est.smoothed("sharpness")
 

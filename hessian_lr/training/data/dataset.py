@@ -165,6 +165,13 @@ def _load_raw(info: DatasetInfo, directory: Path | None, split: str) -> _Raw:
                 f"{labels_path}: {labels.shape} labels for {images.shape[0]} images in "
                 f"{images_path}"
             )
+        if not np.issubdtype(labels.dtype, np.integer) or (
+            labels.size and (labels.min() < 0 or labels.max() >= info.num_classes)
+        ):
+            raise ValueError(
+                f"{labels_path}: labels must be integers in [0, {info.num_classes}) for "
+                f"{info.name}, got {labels.dtype} in [{labels.min()}, {labels.max()}]"
+            )
         return _Raw(images[:, None], labels.astype(np.int64), 255.0)
     if info.name == "cifar10":
         names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]

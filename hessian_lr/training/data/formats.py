@@ -155,8 +155,21 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     label_key = "fine_labels" if "fine_labels" in batch else "labels"
     if label_key not in batch:
         raise ValueError(f"{path}: no 'labels' or 'fine_labels' entry (keys: {sorted(batch)})")
-    data = np.asarray(batch["data"], dtype=np.uint8)
-    labels = np.asarray(batch[label_key], dtype=np.int64)
+    data, labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
+    if data.dtype != np.uint8:  # a cast would wrap or floor silently (0.5 -> 0, 256 -> 0)
+        raise ValueError(
+            f"{path}: 'data' holds {data.dtype} values; a CIFAR batch stores uint8 pixels "
+            "0-255 (float images must be converted back, e.g. (x * 255).round().astype(uint8))"
+        )
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: '{label_key}' holds {labels.dtype} values, not integer labels")
+    labels = labels.astype(np.int64)
+    classes = 100 if label_key == "fine_labels" else 10
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(
+            f"{path}: '{label_key}' holds labels in [{labels.min()}, {labels.max()}]; a "
+            f"{'CIFAR-100' if classes == 100 else 'CIFAR-10'} label lies in [0, {classes})"
+        )
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]:
         raise ValueError(
             f"{path}: data has shape {data.shape} and {labels.shape[0]} labels; expected "
