@@ -26,7 +26,9 @@ Beyond the papers (issue 24; methods notes §7). Per *cell* (model × optimizer 
   LR along the optimizer's update η* = −gᵀd/dᵀHd (1 HVP); ``quadratic`` = gᵀg/gᵀHg;
   ``secant_hvp`` = Σ|g|/Σ|Hg|; from short runs (``probe_steps``) at the two probe LRs η_p:
   Eq. 8 of Super-Convergence on the last three iterates (``eq8_p1``, ``eq8_p2``) and the
-  same-batch secant Σ|Δθ|/Σ|Δg| (``same_batch_p1``).
+  same-batch secant Σ|Δθ|/Σ|Δg| (``same_batch_p1``). Exploratory, added after the
+  pre-registration and not part of any hypothesis (issue 26): ``sharpness_ggn`` =
+  c/λ_max(P⁻¹G) and ``quadratic_ggn`` = gᵀg/gᵀGg on the generalized Gauss-Newton matrix G.
 
 Pre-registered hypotheses and statistics (decided in ``paper_figures/fig_f16_lr_that_works.py``;
 written before any result existed):
