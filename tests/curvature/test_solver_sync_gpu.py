@@ -1,4 +1,4 @@
-"""Issue 29 on CUDA: a solve under ``torch.cuda.set_sync_debug_mode("error")`` (skipped without CUDA).
+"""Issue 29 on CUDA: solves under ``torch.cuda.set_sync_debug_mode("error")`` (needs CUDA).
 
 Every synchronization outside the seam ``_host.read`` raises; the seam lifts the mode for its own
 reads (``_host.around_reads``), which are counted: ≤ ⌈products / k⌉ + a constant. The results
