@@ -308,7 +308,7 @@ def _changes_lines(rows: list[tuple[Claim, Claim | None]]) -> list[str]:
         for side, now in (("cpu", c), ("gpu", g)):
             was = r[side] if r else "—"
             verdict = "not run" if now is None else now.verdict
-            if was == verdict or (was == "undecided" and verdict == "not run"):
+            if was == verdict or (was in ("undecided", "—") and verdict == "not run"):
                 continue
             why = _deciding(now) if now is not None else ""
             out.append(

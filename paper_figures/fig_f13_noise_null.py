@@ -233,7 +233,8 @@ def _full_length_row(results, keys_half: list[dict], series_half: list) -> Claim
         f"{fmt_num(_slope(kh, sh, 'same_batch', SLOPE_LRS), 2)}; s = {max(MARKERS)} cells now "
         f"rest on {min(n20, default=0)}–{max(n20, default=0)} estimates [{preset(results, FULL)}]",
         _follows(sec, same),
-        "At full length the slopes above decide it, as in the row before."
+        test=f"same-batch slope over LR {lr_txt} at {summ.get('steps')} steps {_ci(same)}",
+        note="At full length the slopes above decide it, as in the row before."
         if _follows(sec, same) is False
         else "",
     )
