@@ -107,12 +107,14 @@ class _Ritz:
     ok: bool
 
 
-def _last_block(alpha: np.ndarray, beta: np.ndarray) -> tuple[int, np.ndarray, float]:
+def _last_block(
+    alpha: np.ndarray, beta: np.ndarray, theta_all: np.ndarray
+) -> tuple[int, np.ndarray, float]:
     """Start of the last Lanczos block (after the last restart), its Ritz values, log Πβ."""
     m = alpha.shape[0]
     restarts = np.flatnonzero(beta[: m - 1] == 0.0)
     b0 = int(restarts[-1]) + 1 if restarts.size else 0
-    t_b = tridiagonal_eigh(alpha[b0:], beta[b0 : m - 1])[0]
+    t_b = theta_all if b0 == 0 else tridiagonal_eigh(alpha[b0:], beta[b0 : m - 1])[0]
     with np.errstate(divide="ignore"):
         log_beta = float(np.sum(np.log(beta[b0:m])))
     return b0, t_b, log_beta
@@ -151,7 +153,7 @@ def _ritz(
         sel.shape[0] == k
         and np.all((measure[sel] <= tol * np.abs(theta_all[sel])) | (res_all[sel] <= floor))
     )
-    b0, t_b, log_beta = _last_block(alpha, beta)
+    b0, t_b, log_beta = _last_block(alpha, beta, theta_all)
     lt = log_t[1] if b0 > 0 else log_t[0]
     lo, hi = float(theta_all.min()), float(theta_all.max())
     th = float(theta_all[sel[0]])

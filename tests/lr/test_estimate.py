@@ -106,7 +106,9 @@ def test_sharpness_warm_start_needs_fewer_hvps():
     # both stop once the eigenvalue's error bound is below lanczos_tol (issue 17)
     assert warm.lambda_max == pytest.approx(lmax, rel=1e-6)
     assert cold.lambda_max == pytest.approx(lmax, rel=1e-6)
-    assert warm.num_hvps < cold.num_hvps
+    # issue 22: the bound must also cover eigenvalues the warm start has not shown, so a warm
+    # start is certified like a cold one and no longer saves products (was: warm < cold)
+    assert warm.num_hvps <= cold.num_hvps + 2
 
 
 def test_matches_dense_hessian_on_a_network():
