@@ -125,3 +125,18 @@ def test_gpu_preset_holds_out_resnet20_and_a_4_layer_gpt():
     k_all = np.exp(np.mean([np.log(c["eta_max"]) for c in cells[:-1]]))
     assert st.errors(cells, "est")[-1] == pytest.approx(abs(np.log(8.0 / k_all)))
     assert st.fit(cells, "est").heldout_kind == "held-out models"
+
+
+def test_eta_max_search_ends_when_a_too_small_run_sits_above_a_working_one(monkeypatch):
+    # LeNet-5/Adam, seed 1: k = 26 works, 27 fell < 20 % (too small), 28 too large.
+    verdicts = {26: "works", 27: "too_small", 28: "too_large"}
+
+    def fake(cfg, cell, t, lr, batch_at):
+        k = round(2 * math.log2(lr / 1e-6))
+        v = verdicts.get(k, "works" if k < 26 else "too_large")
+        return {"lr": lr, "verdict": v}
+
+    monkeypatch.setattr(f16, "constant_run", fake)
+    res = f16.eta_max(CFG, {}, None, 1e-6, {}, lambda runs: None)
+    assert res["status"] == "bracketed"
+    assert res["eta_max"] == pytest.approx(1e-6 * math.sqrt(2) ** 26)
