@@ -140,3 +140,16 @@ def test_eta_max_search_ends_when_a_too_small_run_sits_above_a_working_one(monke
     res = f16.eta_max(CFG, {}, None, 1e-6, {}, lambda runs: None)
     assert res["status"] == "bracketed"
     assert res["eta_max"] == pytest.approx(1e-6 * math.sqrt(2) ** 26)
+
+
+def test_finder_constants_are_the_ones_fitted_on_the_committed_results():
+    from hessian_lr.range_test.finder import CALIBRATION
+    from paper_figures.fig_f16_lr_that_works import finder_calibration
+
+    results = ROOT / "results_cpu"
+    if not list((results / "f16_lr_that_works").glob("*/result.json")):
+        pytest.skip("no committed F16 results")
+    fitted = finder_calibration(results)
+    for family, (k, factor) in fitted.items():
+        assert CALIBRATION[family][0] == pytest.approx(k, rel=0.02), "refit find_lr's k"
+        assert CALIBRATION[family][1] == pytest.approx(factor, rel=0.02), "refit find_lr's F"
