@@ -10,7 +10,11 @@ Beyond the papers (issue 24; methods notes §7). Per *cell* (model × optimizer 
   *too large* (non-finite, blown up, loss ended ≥ L₀ or ≥ ln C) or *too small* (finite, fell,
   but not by the margin). Search (``eta_max``): start at the curvature guess (the
   ``sharpness`` estimate below), ×4 up while it works or is too small, ×4 down while too
-  large, then bisect the bracket on the √2 grid (resolution ±0.17 in log).
+  large, then bisect the bracket on the √2 grid (resolution ±0.17 in log); the bracket's
+  upper end is the lowest failing LR above the largest working one (a run can fail "too small"
+  above one that works when instability slows its descent: LeNet-5/Adam seed 1; the first
+  version looped there without running anything -- fixed, every finished cell's search
+  replays to the same η_max under the fixed rule).
 * **η_div**: Smith's range test, an exponential ramp of ``ramp_steps`` updates from
   ``*_ramp[0]`` to ``*_ramp[1]`` recording separately the first LR where the bias-corrected
   smoothed loss (β = 0.98) exceeds 4× its best (``eta_div``), the first non-finite loss
@@ -265,6 +269,8 @@ def eta_max(
         below = [j for j, r in runs.items() if r["verdict"] != "too_large"]
         lo = max(works) if works else None
         hi = min((j for j in large if lo is None or j > lo), default=None)
+        if lo is not None and hi is not None:  # the lowest failure above the largest success
+            hi = min(j for j, r in runs.items() if lo < j <= hi and r["verdict"] != "works")
         if hi is None:
             k = max(runs) + 4
         elif lo is None:
@@ -279,6 +285,8 @@ def eta_max(
             k = (lo + hi) // 2
         else:
             return _eta_result(guess, runs, lo, "bracketed")
+        if k in runs:  # cannot happen with the rules above; never loop without running
+            return _eta_result(guess, runs, lo, "stuck")
     works = [j for j, r in runs.items() if r["verdict"] == "works"]
     return _eta_result(guess, runs, max(works) if works else None, "censored")
 

@@ -125,3 +125,31 @@ def test_gpu_preset_holds_out_resnet20_and_a_4_layer_gpt():
     k_all = np.exp(np.mean([np.log(c["eta_max"]) for c in cells[:-1]]))
     assert st.errors(cells, "est")[-1] == pytest.approx(abs(np.log(8.0 / k_all)))
     assert st.fit(cells, "est").heldout_kind == "held-out models"
+
+
+def test_eta_max_search_ends_when_a_too_small_run_sits_above_a_working_one(monkeypatch):
+    # LeNet-5/Adam, seed 1: k = 26 works, 27 fell < 20 % (too small), 28 too large.
+    verdicts = {26: "works", 27: "too_small", 28: "too_large"}
+
+    def fake(cfg, cell, t, lr, batch_at):
+        k = round(2 * math.log2(lr / 1e-6))
+        v = verdicts.get(k, "works" if k < 26 else "too_large")
+        return {"lr": lr, "verdict": v}
+
+    monkeypatch.setattr(f16, "constant_run", fake)
+    res = f16.eta_max(CFG, {}, None, 1e-6, {}, lambda runs: None)
+    assert res["status"] == "bracketed"
+    assert res["eta_max"] == pytest.approx(1e-6 * math.sqrt(2) ** 26)
+
+
+def test_finder_constants_are_the_ones_fitted_on_the_committed_results():
+    from hessian_lr.range_test.finder import CALIBRATION
+    from paper_figures.fig_f16_lr_that_works import finder_calibration
+
+    results = ROOT / "results_cpu"
+    if not list((results / "f16_lr_that_works").glob("*/result.json")):
+        pytest.skip("no committed F16 results")
+    fitted = finder_calibration(results)
+    for family, (k, factor) in fitted.items():
+        assert CALIBRATION[family][0] == pytest.approx(k, rel=0.02), "refit find_lr's k"
+        assert CALIBRATION[family][1] == pytest.approx(factor, rel=0.02), "refit find_lr's F"
