@@ -93,32 +93,30 @@ def around_reads(factory: Callable[[], contextlib.AbstractContextManager]) -> It
 class FiniteLog:
     """NaN/inf checks of one solve, accumulated on the device and read once.
 
-    ``add(what, t)`` records whether ``t`` is finite (one reduction, no read); the device keeps
-    the index of the first check that failed. ``first_failure()`` reads it (one sync) and
-    returns ``(index, what)`` of that check, or None.
+    ``add(what, t)`` keeps one float64 sum of ``t`` on the device (one reduction, no read;
+    float64, so a finite float32 tensor cannot overflow it); ``first_failure()`` reads the
+    finiteness of all sums in one transfer and returns ``(index, what)`` of the first check
+    that failed, or None.
     """
 
     def __init__(self) -> None:
-        self._first: torch.Tensor | None = None
+        self._sums: list[torch.Tensor] = []
         self._labels: list[str] = []
 
     def add(self, what: str, t: torch.Tensor) -> None:
-        n = len(self._labels)
         self._labels.append(what)
-        ok = torch.isfinite(t.detach().sum())  # a finite sum proves every entry finite
-        if self._first is None:
-            self._first = torch.full((), -1, dtype=torch.int64, device=t.device)
-        fresh = (self._first < 0) & ~ok
-        self._first = torch.where(fresh, torch.full_like(self._first, n), self._first)
+        self._sums.append(t.detach().sum(dtype=torch.float64))
 
     def __len__(self) -> int:
         return len(self._labels)
 
     def first_failure(self) -> tuple[int, str] | None:
-        if self._first is None:
+        if not self._sums:
             return None
-        i = int(read(self._first)[0])
-        return None if i < 0 else (i, self._labels[i])
+        dev = self._sums[0].device
+        flags = read(torch.isfinite(torch.stack([s.to(dev) for s in self._sums])))
+        bad = np.flatnonzero(flags == 0)
+        return None if bad.size == 0 else (int(bad[0]), self._labels[int(bad[0])])
 
 
 def resolve_check_every(check_every: int | str | None, device: torch.device) -> int | str:
