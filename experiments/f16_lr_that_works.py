@@ -26,7 +26,9 @@ Beyond the papers (issue 24; methods notes §7). Per *cell* (model × optimizer 
   LR along the optimizer's update η* = −gᵀd/dᵀHd (1 HVP); ``quadratic`` = gᵀg/gᵀHg;
   ``secant_hvp`` = Σ|g|/Σ|Hg|; from short runs (``probe_steps``) at the two probe LRs η_p:
   Eq. 8 of Super-Convergence on the last three iterates (``eq8_p1``, ``eq8_p2``) and the
-  same-batch secant Σ|Δθ|/Σ|Δg| (``same_batch_p1``).
+  same-batch secant Σ|Δθ|/Σ|Δg| (``same_batch_p1``). Exploratory, added after the
+  pre-registration and not part of any hypothesis (issue 26): ``sharpness_ggn`` =
+  c/λ_max(P⁻¹G) and ``quadratic_ggn`` = gᵀg/gᵀGg on the generalized Gauss-Newton matrix G.
 
 Pre-registered hypotheses and statistics (decided in ``paper_figures/fig_f16_lr_that_works.py``;
 written before any result existed):
@@ -51,10 +53,13 @@ written before any result existed):
 * H5: ``update`` predicts AND its factor error ≤ 1.25 × that of ``sharpness`` AND it used
   ≤ 1/5 of ``sharpness``'s HVPs (mean over cells).
 
-Budget (measured on this 2-core shared machine, one thread; batch 64): MLP ≈ 2 ms/step, LeNet-5
-≈ 25 ms, BN ResNet-8 (width 16) ≈ 150 ms, the tiny GPT (32 windows) ≈ 30 ms; one HVP on the
-probe batch ≈ 2× a step. A cell ≈ 5 constant runs × 300 steps + 400 ramp steps + ≈ 150 HVPs:
-≈ 2,000 step-equivalents; 24 cells ≈ 1.3 CPU-hours (ResNet-8 ≈ 70 % of it), ≤ 2.5 CPU-hours.
+Budget (measured on this 2-core shared machine, one thread; batch 64; 200-step runs): first
+timing MLP ≈ 2 ms/step, LeNet-5 ≈ 25 ms, BN ResNet-8 (width 16) ≈ 150 ms, the tiny GPT (32
+windows) ≈ 30 ms; one HVP on the probe batch ≈ 2× a step. Measured per cell (process CPU
+seconds, ``cpu_seconds`` in each result): MLP 3-7 s, GPT 23-56 s, LeNet-5 21-38 s (4-10 constant
+runs: more when the θ₀ guess is far off), ResNet-8 ≈ 115 s for the estimates and both ramps plus
+≈ 100 s per constant run (≈ 5 runs). 24 cells ≈ 1.1 CPU-hours (ResNet-8 ≈ 80 % of it), within
+the ≤ 2.5 CPU-hour budget; wall time was 5-8× the CPU time at the machine's load (10-20).
 ``gpu``: adds the held-out ResNet-20 and a 4-layer width-128 GPT (never used to fit k).
 
 Resumable: ``<out>/f16_lr_that_works/<cell>/result.json`` is written when a cell completes
@@ -71,7 +76,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from _common import cli, experiment_name
+from _common import cli, experiment_name, summarize_only
 from _presets import Base, presets
 from f15_edge_of_stability import TinyGPT, text_data, token_loss
 from f16_probes import constant_run, estimates_at_init, probe_runs, ramp
@@ -298,6 +303,12 @@ def _save_partial(folder: Path, update: dict) -> None:
     write_json_atomic(path, data)
 
 
+def _write_meta(folder: Path, result: dict) -> None:
+    """``meta.json`` as every run folder has it (status, seconds), for run_all and CLAIMS.md."""
+    meta = {"status": "finished", "seconds": result["seconds"]}
+    write_json_atomic(folder / "meta.json", {**meta, "cpu_seconds": result.get("cpu_seconds")})
+
+
 def run_cell(cfg: Config, name: str, *, out: str, device: str) -> dict:
     """Run (or skip, or resume from ``partial.json``) one cell; its result dict."""
     spec = cells(cfg).get(name)
@@ -306,7 +317,10 @@ def run_cell(cfg: Config, name: str, *, out: str, device: str) -> dict:
     cell = {"name": name, **spec}
     folder = Path(out) / EXPERIMENT / name
     if (folder / "result.json").exists():
-        return read_json(folder / "result.json")
+        result = read_json(folder / "result.json")
+        if not (folder / "meta.json").exists():
+            _write_meta(folder, result)
+        return result
     folder.mkdir(parents=True, exist_ok=True)
     part = read_json(folder / "partial.json") if (folder / "partial.json").exists() else {}
     t0, c0 = time.perf_counter(), time.process_time()
@@ -351,6 +365,7 @@ def run_cell(cfg: Config, name: str, *, out: str, device: str) -> dict:
         "cpu_seconds": part.get("cpu_seconds", 0.0) + time.process_time() - c0,
     }
     write_json_atomic(folder / "result.json", result)
+    _write_meta(folder, result)
     (folder / "partial.json").unlink(missing_ok=True)
     print(
         f"  {EXPERIMENT}/{name}: η_max {result['eta_max']} ({search['status']}), guess "
@@ -367,6 +382,11 @@ def run_unit(cfg: Config, name: str, *, out: str, device: str) -> dict:
 def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
     results = {}
     for name in cells(cfg):
+        done = Path(out) / EXPERIMENT / name / "result.json"
+        if summarize_only():  # read what finished; run nothing
+            if done.exists():
+                results[name] = read_json(done)
+            continue
         results[name] = run_cell(cfg, name, out=out, device=device)
     table = {
         n: {
@@ -379,7 +399,8 @@ def main(cfg: Config, *, out: str, device: str, progress: bool) -> dict:
         for n, r in results.items()
     }
     cpu = sum(r.get("cpu_seconds", 0.0) for r in results.values())
-    return {"cells": table, "config": asdict(cfg), "cpu_seconds": cpu}
+    missing = [n for n in cells(cfg) if n not in results]
+    return {"cells": table, "missing": missing, "config": asdict(cfg), "cpu_seconds": cpu}
 
 
 if __name__ == "__main__":

@@ -127,6 +127,27 @@ def estimates_at_init(cfg: Any, cell: dict, t: Any, probe: tuple, batch_at: Batc
             "constant": s.constant,
             "flags": list(s.flags),
         }
+    # Exploratory, not pre-registered (issue 26): the sharpness and quadratic rules on the GGN.
+    ggn = CurvatureOptions(matrix="ggn", bn_mode="train")
+    s = preconditioned_sharpness(
+        model,
+        t.loss_fn,
+        probe,
+        opt,
+        curvature=ggn,
+        lanczos_tol=cfg.lanczos_tol,
+        lanczos_max_iter=cfg.lanczos_max_iter,
+        generator=gen,
+        on_nonfinite="flag",
+    )
+    out["sharpness_ggn"] = {
+        "lr": _nan(s.lr_stable),
+        "lambda_max": _nan(s.lambda_max),
+        "hvps": s.num_hvps,
+        "flags": list(s.flags),
+    }
+    e = estimate_lr(model, t.loss_fn, probe, method="quadratic", curvature=ggn, on_nonfinite="flag")
+    out["quadratic_ggn"] = {"lr": _nan(e.lr), "hvps": e.num_hvps, "flags": list(e.flags)}
     u = update_lr(model, t.loss_fn, probe, opt, on_nonfinite="flag")
     out["update"] = {"lr": _nan(u.lr), "hvps": u.num_hvps, "flags": list(u.flags)}
     for method in ("quadratic", "secant_hvp"):

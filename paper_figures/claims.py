@@ -146,18 +146,38 @@ DECISION_RULE = (
     "when it straddles it. A margin within the measurement's grid step (an LR grid, a fraction "
     'of the run) is undecided. "· not run" marks a study without results (not counted as '
     "undecided). Rows marked (project) are the project's own findings, counted apart from the "
-    "papers' claims."
+    "papers' claims. F13 and F14 (one seed) are decided by block-bootstrap CIs within their "
+    "runs: those intervals hold the noise within a run, not the spread between seeds."
 )
 
-#: GPU runs are not bit-reproducible (issue 25): the measured spread on identical configs.
-GPU_NOTE = (
-    "**GPU non-determinism.** The gpu runs use cuDNN's non-deterministic kernels: two runs of "
-    "the identical gpu 1cycle config (300 iterations, seed 0: F3's `onecycle_seed0` and F4's "
-    "`onecycle_300_seed0`) end at 88.38 % and 88.93 %, 0.55 points apart. One-seed gpu margins "
-    "therefore carry about half a point of noise beyond seed noise; the sibling spread they are "
-    "judged against (gpu F3's per-seed margins, s.d. 0.48 points) was measured under the same "
-    "non-determinism."
-)
+
+def _gpu_note(gpu_results: str | Path | None) -> list[str]:
+    """GPU runs are not bit-reproducible (issue 25): the spread measured on identical configs
+    (F3's 1cycle seed 0 and F4's cycle of the same length and seed), read from the results."""
+    if gpu_results is None:
+        return []
+    from ._data import experiment_runs, finals
+    from .fig_f3_onecycle_vs_pc import _steps, sibling_spread
+
+    try:
+        f3 = {r.name: r for r in experiment_runs(gpu_results, "f3_onecycle_vs_pc")}
+        f4 = {r.name: r for r in experiment_runs(gpu_results, "f4_cycle_length")}
+        a = f3["onecycle_seed0"]
+        b = f4[f"onecycle_{_steps(a)}_seed0"]
+    except (MissingResults, KeyError):
+        return []
+    x, y = finals([a])[0], finals([b])[0]
+    sib = sibling_spread(gpu_results)
+    spread = f" (gpu F3's per-seed margins, s.d. {sib.sd:.2g} points)" if sib else ""
+    return [
+        "**GPU non-determinism.** The gpu runs use cuDNN's non-deterministic kernels: two runs "
+        f"of the identical gpu 1cycle config ({_steps(a)} iterations, seed 0: F3's "
+        f"`{a.name}` and F4's `{b.name}`) end at {100 * x:.2f} % and {100 * y:.2f} %, "
+        f"{100 * abs(x - y):.2f} points apart. One-seed gpu margins therefore carry about that "
+        f"much noise beyond seed noise; the sibling spread they are judged against{spread} was "
+        "measured under the same non-determinism.",
+        "",
+    ]
 
 
 def _count_lines(cpu: list[Claim | None], gpu: list[Claim | None] | None) -> list[str]:
@@ -207,8 +227,7 @@ def render_claims(
         "",
         DECISION_RULE,
         "",
-        GPU_NOTE,
-        "",
+        *_gpu_note(gpu_results),
         models,
         "",
         *_count_lines([c for c, _ in rows], gpu_side if gpu_claims is not None else None),

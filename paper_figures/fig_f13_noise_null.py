@@ -226,8 +226,9 @@ def _full_length_row(results, keys_half: list[dict], series_half: list) -> Claim
         "full-length check: Eq. 8 follows the LR, the same-batch secant does not (new)",
         "(not in the paper)",
         f"{len(arms)} of 24 arms rerun at {summ.get('steps')} steps (batch "
-        f"{', '.join(map(str, batches))}; the rest did not finish in this pass's CPU time): slope "
-        f"over LR {lr_txt}: Eq. 8 (s = 1) {_ci(sec)}, same-batch {_ci(same)}; the same arms at "
+        f"{', '.join(map(str, batches))}; the rest did not finish before this pass's "
+        f"deadline): slope over LR {lr_txt}: Eq. 8 (s = 1) {_ci(sec)}, same-batch {_ci(same)}; "
+        f"the same arms at "
         f"the committed length: {fmt_num(_slope(kh, sh, 'secant', SLOPE_LRS), 2)}, "
         f"{fmt_num(_slope(kh, sh, 'same_batch', SLOPE_LRS), 2)}; s = {max(MARKERS)} cells now "
         f"rest on {min(n20, default=0)}–{max(n20, default=0)} estimates [{preset(results, FULL)}]",

@@ -328,3 +328,37 @@ def draw(results, out) -> list[Path]:
     )
     _style.add_caption(fig, [f"{c.claim} — {c.verdict}." for c in rows if c.holds is not None])
     return _style.save(fig, out, NAME)
+
+
+def note_table(results) -> str:
+    """The note's table: estimator × optimizer × factor error [95 % CI] × ρ × held-out."""
+    cells = load_cells(results)
+    lines = [
+        "| estimator | optimizer | cells | factor error [95 % CI] | Spearman ρ | held-out "
+        "| predicts |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for opt in OPTIMIZERS:
+        if len(_group(cells, opt)) < 3:
+            continue
+        for e, f in table(cells, opt).items():
+            label = LABELS[e].replace("|", "\\|")
+            lines.append(
+                f"| {label} | {opt} | {f.n} | ×{fmt_num(f.factor, 2)} [{fmt_num(f.ci[0], 2)}, "
+                f"{fmt_num(f.ci[1], 2)}] | {fmt_num(f.rho, 2)} | ×{fmt_num(f.heldout_factor, 2)} "
+                f"({f.heldout_kind}) | {'yes' if f.predicts else 'no'} |"
+            )
+    return "\n".join(lines)
+
+
+def finder_calibration(results) -> dict[str, tuple[float, float]]:
+    """(k, F) of the ramp crossing per optimizer family, for ``hessian_lr.range_test.finder``:
+    k fitted on every training cell, F its leave-one-model-out factor error."""
+    cells = load_cells(results)
+    out = {}
+    for opt, family in (("sgd", "sgd"), ("adam", "adaptive")):
+        group = _group(cells, opt)
+        k = st.calibration_constant(group, "ramp_cross")
+        if k is not None and len(group) >= 3:
+            out[family] = (k, st.fit(group, "ramp_cross").factor)
+    return out

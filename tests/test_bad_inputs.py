@@ -143,3 +143,38 @@ def test_out_of_range_mnist_labels_are_refused(tmp_path):
         (folder / f"{split}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(lab)))
     with pytest.raises(ValueError, match=r"labels must be integers in \[0, 10\).*12"):
         load_dataset("mnist", root=tmp_path, normalize=False)
+
+
+# --------------------------------------------------------------------------------- empty batch
+@pytest.mark.parametrize("method", ["quadratic", "sharpness"])
+def test_empty_batch_is_named_not_reported_as_nan_loss(method):
+    import torch
+    from torch import nn
+
+    from hessian_lr.lr import LREstimator, estimate_lr
+
+    model = nn.Linear(3, 2)
+    empty = (torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="the batch is empty") as exc:
+        estimate_lr(model, nn.CrossEntropyLoss(), empty, method=method)
+    assert "learning rate" not in str(exc.value)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    est = LREstimator(model, methods=(method,), every=1, loss_fn=nn.CrossEntropyLoss(),
+                      optimizer=opt)  # fmt: skip
+    with pytest.raises(ValueError, match="the batch is empty"):
+        est.step(empty)
+
+
+# ------------------------------------------------------------------------- config on resume
+def test_schedule_without_its_default_fields_is_not_a_config_change():
+    from hessian_lr.records import to_jsonable
+    from hessian_lr.training.train_config import TrainConfig, config_diff
+
+    cfg = TrainConfig(schedule={"type": "OneCycle", "max_lr": 0.1}, steps=50)
+    saved = to_jsonable(cfg)
+    saved["schedule"] = {"type": "OneCycle", "max_lr": 0.1, "total_steps": 50}  # defaults left out
+    assert config_diff(saved, cfg) == {}
+    saved["schedule"] = {"type": "OneCycle", "max_lr": 0.1}  # lengths from steps, too
+    assert config_diff(saved, cfg) == {}
+    saved["schedule"] = {"type": "OneCycle", "max_lr": 0.2, "total_steps": 50}  # a real change
+    assert set(config_diff(saved, cfg)) == {"schedule"}

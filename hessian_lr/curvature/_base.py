@@ -25,9 +25,9 @@ matrix M_b of the loss L_b(θ) of a model on batch b -- the layout of curvlinops
   floating buffer changes (storage, version counter or values, see
   :func:`._evaluation.fingerprint`); ``solving()`` checks once per solver call;
 * **the gradient** (``gradient``, ``gradient_at``) of the same objective;
-* **the symmetry probe**: the first product also applies the operator to three random vectors U
-  (a private generator, seed 0: the global RNG is untouched) and compares UᵀMU with its
-  transpose; once per model and way of computing (``_probe_key``), remembered for later
+* **the symmetry probe**: before the first product the operator is applied to three random
+  vectors U (a private generator, seed 0: the global RNG is untouched) and UᵀMU is compared with
+  its transpose; once per model and way of computing (``_probe_key``), remembered for later
   operators on the same model. A symmetric matrix computed by a wrong autograd formula
   (torch's double backward of ``weight_norm``, a custom ``autograd.Function`` with a wrong
   second derivative) fails it; :meth:`_on_asymmetric` decides what happens (the Hessian falls
@@ -396,7 +396,7 @@ class CurvatureOperator(GradientCache, DataLoopOperator):
         return True
 
     def _apply_with_fallback(self, V: torch.Tensor) -> torch.Tensor:
-        """One pass; the first one also applies the operator to the symmetry probe."""
+        """One pass; the first one is preceded by the symmetry probe (once per model)."""
         if self.asymmetry is not None or self.symmetry_check == "off" or not self._probe_symmetry:
             return self._apply(V)
         key = self._probe_key()
@@ -408,19 +408,16 @@ class CurvatureOperator(GradientCache, DataLoopOperator):
             return self._apply(V)
         g = torch.Generator(device="cpu").manual_seed(0)
         U = torch.randn(self.shape[0], _PROBES, generator=g, dtype=self.dtype).to(self.device)
-        k = V.shape[1]
-        both = self._apply(torch.cat([V, self.agree_(U)], dim=1))
-        MU = both[:, k:]
+        MU = self._apply(self.agree_(U))  # its own pass: op @ V never depends on the probe
         M = U.T @ MU
         scale = math.sqrt(2 * (_PROBES - 1)) * float(MU.norm())
         asym = float((M - M.T).norm()) / scale if scale > 0 else 0.0
         if not math.isfinite(asym):  # NaN/inf products: the finite check reports them
             self.asymmetry = 0.0
-            return both[:, :k]
+            return self._apply(V)
         self.asymmetry = _PROBED.setdefault(self.model, {})[key] = asym
-        if self.asymmetry <= SYMMETRY_RTOL[self.dtype]:
-            return both[:, :k]
-        self._asymmetric()
+        if asym > SYMMETRY_RTOL[self.dtype]:
+            self._asymmetric()
         return self._apply(V)
 
     def _probe_key(self) -> tuple:

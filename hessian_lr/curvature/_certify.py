@@ -43,6 +43,8 @@ def _log_weight(x: float, theta: np.ndarray, log_beta: float) -> float:
     |π_m| grows monotonically, hence the weight on all eigenvalues beyond x is at most
     β_1⋯β_m / |π_m(x)|.
     """
+    if log_beta == -np.inf:  # β_m = 0: an invariant subspace, nothing left unseen
+        return -np.inf
     with np.errstate(divide="ignore"):
         return log_beta - float(np.sum(np.log(np.abs(x - theta))))
 

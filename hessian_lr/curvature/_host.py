@@ -19,13 +19,23 @@ runs, and the same counts hold.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["read", "reads", "FiniteLog", "check_schedule", "resolve_check_every", "AUTO_FRACTION"]
+__all__ = [
+    "read",
+    "reads",
+    "around_reads",
+    "FiniteLog",
+    "check_schedule",
+    "resolve_check_every",
+    "AUTO_FRACTION",
+]
 
 _state = threading.local()
 _count = [0]
@@ -54,12 +64,30 @@ def read(*tensors: torch.Tensor) -> np.ndarray:
     _count[0] += 1
     _state.inside = True
     try:
-        flat = [t.detach().reshape(-1).to(torch.float64) for t in tensors]
-        dev = flat[0].device
-        joined = torch.cat([f.to(dev) for f in flat]) if len(flat) > 1 else flat[0]
-        return joined.cpu().numpy()
+        with _around[-1]() if _around else contextlib.nullcontext():
+            flat = [t.detach().reshape(-1).to(torch.float64) for t in tensors]
+            dev = flat[0].device
+            joined = torch.cat([f.to(dev) for f in flat]) if len(flat) > 1 else flat[0]
+            return joined.cpu().numpy()
     finally:
         _state.inside = False
+
+
+_around: list[Callable[[], contextlib.AbstractContextManager]] = []
+
+
+@contextlib.contextmanager
+def around_reads(factory: Callable[[], contextlib.AbstractContextManager]) -> Iterator[None]:
+    """Enter ``factory()`` around every :func:`read` made inside this block (a test hook).
+
+    The CUDA tests run a solve under ``torch.cuda.set_sync_debug_mode("error")`` and lift it
+    here, so that any synchronization that does not go through :func:`read` raises.
+    """
+    _around.append(factory)
+    try:
+        yield
+    finally:
+        _around.pop()
 
 
 class FiniteLog:

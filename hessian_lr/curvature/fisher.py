@@ -9,7 +9,9 @@
   which equals the GGN for cross-entropy, squared error (Gaussian of variance ½) and BCE with
   logits (Martens 2020, §9.2). Labels come from a generator the operator owns, seeded per batch
   (``seed`` + batch index), so every pass sees the same labels and F is one fixed matrix; the
-  global RNG is never touched. :meth:`FisherOperator.resample` draws new labels.
+  global RNG is never touched. :meth:`FisherOperator.resample` draws new labels. (Over a
+process group the batch index is the rank's own: a sharded run draws other labels than one
+process would -- another draw of the same random matrix, identical on every rank.)
 
 Conventions: a sample is one entry along the batch's leading dimension (a sequence for token
 models: ℓₙ sums over its tokens); N is the count the objective's mean divides by (samples,
@@ -30,6 +32,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.func import grad, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ._output_space import Sampler, output_gradient, sample_targets
@@ -121,23 +124,34 @@ class FisherOperator(OutputSpaceOperator):
         # M_b = c_b Σₙ rₙ rₙᵀ with r = ∇_z L_b: for a mean (L_b = (1/c_b) Σₙ ℓₙ) that is
         # (1/c_b) Σₙ ∇ℓₙ∇ℓₙᵀ in output space; for a sum, c_b = 1.
         scale = float(self._count(batch)) if self.reduction == "mean" else 1.0
+        if self.kind == "mc":
+            return _mc_middle(self, index, outputs, targets, JV, scale)
         jv_leaves, spec = tree_flatten(JV)
+        r_leaves, _ = tree_flatten(output_gradient(self._loss_impl, outputs, targets))
+        pairs = [(i, r) for i, r in enumerate(r_leaves) if r.ndim > 0]
+        # a[j, n] = Σ_leaves Σ_(non-batch dims) r[n] · JV[j, n]
+        a = sum(
+            (jv_leaves[i] * r).reshape(jv_leaves[i].shape[0], r.shape[0], -1).sum(-1)
+            for i, r in pairs
+        )
         out = [torch.zeros_like(t) for t in jv_leaves]
-        labels = self._labels(index, outputs, targets)
-        for y in labels:
-            r_leaves, _ = tree_flatten(output_gradient(self._loss_impl, outputs, y))
-            # a[j, n] = Σ_leaves Σ_(non-batch dims) r[n] · JV[j, n]
-            a = None
-            for r, jv in zip(r_leaves, jv_leaves):
-                if r.ndim == 0:
-                    continue
-                term = (jv * r).reshape(jv.shape[0], jv.shape[1], -1).sum(-1)
-                a = term if a is None else a + term
-            if a is None:
-                continue
-            for i, r in enumerate(r_leaves):
-                if r.ndim == 0:
-                    continue
-                coef = a.reshape(*a.shape, *([1] * (r.ndim - 1)))
-                out[i] = out[i] + coef * r * (scale / len(labels))
+        for i, r in pairs:
+            out[i] = a.reshape(*a.shape, *([1] * (r.ndim - 1))) * r * scale
         return tree_unflatten(out, spec)
+
+
+def _mc_middle(
+    op: FisherOperator, index: int, outputs: Any, targets: Any, JV: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """(scale/S) Σₛ Σₙ rₙ⁽ˢ⁾ rₙ⁽ˢ⁾ᵀ JVₙ for S label sets, r⁽ˢ⁾ = ∇_z L_b(z, ŷ⁽ˢ⁾) (vmapped)."""
+    labels = op._labels(index, outputs, targets)
+    Y = torch.stack(labels)
+    loss_grad = grad(lambda z, y: op._loss_impl(z, y))
+    try:
+        R = vmap(loss_grad, in_dims=(None, 0))(outputs, Y)  # (S, *z)
+    except (RuntimeError, NotImplementedError):  # a loss without batching rules: a loop
+        R = torch.stack([output_gradient(op._loss_impl, outputs, y) for y in labels])
+    S, B, k = R.shape[0], outputs.shape[0], JV.shape[0]
+    Rf, Jf = R.reshape(S, B, -1), JV.reshape(k, B, -1)
+    a = torch.einsum("sbd,kbd->skb", Rf, Jf)
+    return (torch.einsum("skb,sbd->kbd", a, Rf) * (scale / S)).reshape(JV.shape)

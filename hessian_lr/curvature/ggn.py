@@ -35,7 +35,7 @@ from ._base import CurvatureOperator
 from ._dataloop import DataChangedError, NonFiniteError
 from ._evaluation import fingerprint, needs_cudnn_off
 from ._jacobian import SANDWICHES, JacobianGraph, jacobian_graph
-from ._output_space import OutputHessian, closed_form_name, output_hessian_product
+from ._output_space import OutputHessian, output_hessian_product
 
 __all__ = ["GGNOperator", "OutputSpaceOperator", "ggn_middle", "GGN_BACKENDS"]
 
@@ -216,14 +216,6 @@ class GGNOperator(OutputSpaceOperator):
             else "closed form where the loss has one, autodiff through the loss otherwise"
         )
         self.notes.append(f"GGN Jᵀ∇²L J: output-space Hessian by {how}")
-
-    def loss_hessian_form(self, targets: Any = None) -> str:
-        """``"custom"``, the closed form's name, or ``"autodiff"`` (for the given targets)."""
-        if self.output_hessian is not None:
-            return "custom"
-        if targets is None:
-            targets = torch.zeros(1, dtype=torch.long)
-        return closed_form_name(self.loss_fn, targets) or "autodiff"
 
     def _middle(self, index: int, batch: Batch, outputs: Any, targets: Any, JV: Any) -> Any:
         return ggn_middle(self.loss_fn, self._loss_impl, self.output_hessian, outputs, targets, JV)

@@ -11,7 +11,12 @@ Stopping rule: the eigen-residual ‖Hv − λv‖ ≤ tol·|λ| (λ = vᵀHv, v
 change of the Rayleigh quotient (PyHessian's rule), a wrong answer cannot pass it: a vector that
 is not close to an eigenvector has a large residual, however still λ stands (two eigenvalues of
 opposite sign and equal magnitude freeze λ anywhere between them), and when it passes some
-eigenvalue lies within tol·|λ| of λ (Weyl). Each iteration costs exactly one matvec; the error
+eigenvalue lies within tol·|λ| of λ (Weyl). What it does not certify is that this eigenvalue is
+the largest: a start vector (a warm start especially) with a tiny component along the top
+eigenvector converges to the runner-up first, with a small residual. Certifying the top the way
+:func:`~hessian_lr.curvature.lanczos` does (issue 22) would take ~ln(√N/1e-3)/tol products for
+power iteration's polynomial λᵗ (over 10⁵ at tol 1e-4), so it is not offered: use ``lanczos``
+when ``converged`` must mean λ_max. Each iteration costs exactly one matvec; the error
 of λ shrinks like (λ₂/λ₁)^{2t}, so a small gap makes it slow: ``lanczos`` needs several times
 fewer matvecs for the same accuracy. Power iteration is kept as the simple baseline that PyHessian
 and the Super-Convergence-era tools use. Scalars are float64; vectors are float32 for 16-bit

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..curvature._batches import first_tensor, is_single_batch
 from ..curvature.hessian import NonFiniteError
 from ..curvature.linop import params_to_vector
 from ..rng import preserved_rng
@@ -90,6 +91,25 @@ def _flat(theta: torch.Tensor | Sequence[torch.Tensor] | None) -> torch.Tensor |
     if theta is None or isinstance(theta, torch.Tensor):
         return None if theta is None else theta.detach().reshape(-1)
     return params_to_vector([t.detach() for t in theta])
+
+
+def _check_not_empty(batch: Any, closure: bool, process_group: Any) -> None:
+    """An empty batch is named as such (its mean loss 0/0 would read as a diverged run).
+
+    Under a process group a rank may hold an empty shard (the others carry the data).
+    """
+    dist = torch.distributed
+    if process_group not in (None, False) or (dist.is_available() and dist.is_initialized()):
+        return
+    if not is_single_batch(batch, closure=closure):
+        return
+    t = first_tensor(batch)
+    if t is not None and t.shape[0] == 0:
+        raise ValueError(
+            f"the batch is empty (its first tensor has shape {tuple(t.shape)}): there is no "
+            "loss to differentiate. Check the data (a filter that kept nothing, a split of "
+            "size 0, a last batch cut to 0 examples)"
+        )
 
 
 @rejects_operator_keywords
@@ -170,6 +190,8 @@ def estimate_lrs(
     own_seed = seed if generator is None else None
     if generator is None:
         generator = torch.Generator().manual_seed(int(seed))
+
+    _check_not_empty(batch, opts.closure, opts.process_group)
     with preserved_rng():
         op = opts.operator(model, loss_fn, batch)
         ctx = EstimateContext(

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..curvature._solver_utils import plain_scalar
 from ..curvature.distributed import Reducer, resolve_process_group, unwrap_ddp
 from ..curvature.hessian import NonFiniteError, select_params
 from ..curvature.linop import params_to_vector
@@ -139,6 +140,9 @@ class LREstimator(EstimatorCheckpoint, Observer):
         curvature: CurvatureOptions | None = None,
     ) -> None:
         methods = (methods,) if isinstance(methods, str) else tuple(methods)
+        every, noise_window, lanczos_max_iter, seed = (  # NumPy scalars are numbers (issue 22)
+            plain_scalar(x) for x in (every, noise_window, lanczos_max_iter, seed)
+        )
         model = unwrap_ddp(model)  # products and θ on the module inside DDP
         check_estimator_args(model, methods, every, loss_fn, optimizer)
         check_smoothing_args(ema_alpha, ema_init, secant_lr_rule, secant_scale, noise_window)

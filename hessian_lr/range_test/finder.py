@@ -224,6 +224,12 @@ def find_lr(
     device = next(model.parameters()).device
     snapshot = _Snapshot(model, optimizer, [data, probe])
     rec: dict[str, list] = {k_: [] for k_ in ("lrs", "losses", "steps", "mlrs", "lam", "ratio")}
+    measure = dict(
+        curvature=CurvatureOptions(bn_mode=bn_mode, closure=closure),
+        lanczos_tol=lanczos_tol,
+        lanczos_max_iter=lanczos_max_iter,
+        on_nonfinite="flag",
+    )
     flags, stop, edge, hvps, v0 = set(), "end_of_ramp", math.nan, 0, None
     try:
         stream = Cycle(data)
@@ -244,25 +250,13 @@ def find_lr(
             if (i + 1) % measure_every and i + 1 < num_steps:
                 continue
             s = preconditioned_sharpness(
-                model,
-                loss_fn,
-                probe_batch,
-                optimizer,
-                curvature=CurvatureOptions(bn_mode=bn_mode, closure=closure),
-                lanczos_tol=lanczos_tol,
-                lanczos_max_iter=lanczos_max_iter,
-                v0=v0,
-                generator=gen,
-                on_nonfinite="flag",
+                model, loss_fn, probe_batch, optimizer, v0=v0, generator=gen, **measure
             )
             hvps += s.num_hvps
             flags.update(f for f in s.flags if f == "not_converged")
             v0 = s.eigenvector if s.eigenvector is not None else v0
-            for key, val in (
-                ("steps", i),
-                ("mlrs", lr),
-                ("lam", s.lambda_max),
-                ("ratio", s.stability_ratio),
+            for key, val in zip(
+                ("steps", "mlrs", "lam", "ratio"), (i, lr, s.lambda_max, s.stability_ratio)
             ):
                 rec[key].append(float(val))
             if s.stability_ratio >= 1.0:
@@ -275,6 +269,29 @@ def find_lr(
         snapshot.restore()
     if stop != "edge":
         flags.add("no_edge")
+    config = dict(
+        start_lr=start_lr,
+        end_lr=end_lr,
+        num_steps=int(num_steps),
+        measure_every=int(measure_every),
+        family=family,
+        **measure,
+    )
+    return _result(rec, k, factor, edge, stop, thr, hvps, time.perf_counter() - t0, flags, config)
+
+
+def _result(
+    rec: dict,
+    k: float,
+    factor: float,
+    edge: float,
+    stop: str,
+    thr: Any,
+    hvps: int,
+    seconds: float,
+    flags: set,
+    config: dict,
+) -> LRFinderResult:
     max_lr = k * edge
     return LRFinderResult(
         max_lr=max_lr,
@@ -287,7 +304,7 @@ def find_lr(
         factor=factor,
         num_steps=len(rec["lrs"]),
         num_hvps=hvps,
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         lrs=tuple(rec["lrs"]),
         losses=tuple(rec["losses"]),
         measure_steps=tuple(int(s) for s in rec["steps"]),
@@ -295,14 +312,5 @@ def find_lr(
         sharpness=tuple(rec["lam"]),
         ratios=tuple(rec["ratio"]),
         flags=tuple(sorted(flags)),
-        config=dict(
-            start_lr=start_lr,
-            end_lr=end_lr,
-            num_steps=int(num_steps),
-            measure_every=int(measure_every),
-            bn_mode=bn_mode,
-            family=family,
-            lanczos_tol=lanczos_tol,
-            lanczos_max_iter=lanczos_max_iter,
-        ),
+        config=config,
     )

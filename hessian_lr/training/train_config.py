@@ -137,6 +137,16 @@ def _check_schedule_covers(spec: dict[str, Any], steps: int) -> None:
         raise ValueError("TrainConfig.schedule gives LR 0 at every step: nothing would train")
 
 
+def _canonical_schedule(spec: Any, steps: Any) -> Any:
+    """A schedule description with every default field filled in (as saved by ``to_dict``)."""
+    from ..schedules.base import schedule_from_dict
+
+    try:
+        return schedule_from_dict(schedule_spec(spec, steps=steps)).to_dict()
+    except (TypeError, ValueError, KeyError):
+        return spec  # not a valid description: compared as written
+
+
 def config_diff(saved: dict[str, Any], new: TrainConfig, *, ignore=("device",)) -> dict:
     """Fields whose value differs between a saved ``config.json`` and ``new``.
 
@@ -159,6 +169,10 @@ def config_diff(saved: dict[str, Any], new: TrainConfig, *, ignore=("device",)) 
         if key in ignore:
             continue
         old = saved.get(key, defaults.get(key))
+        if key == "schedule" and old != value:  # equal once their defaults are filled in?
+            steps = saved.get("steps", defaults.get("steps"))
+            if _canonical_schedule(old, steps) == _canonical_schedule(value, new.steps):
+                continue
         if old != value:
             out[key] = (old, value)
     for key in saved:

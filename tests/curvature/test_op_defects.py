@@ -156,7 +156,8 @@ def test_the_probe_runs_once_per_model_and_back_end():
         op = spying(HessianOperator(case.model, case.loss_fn, case.data, backend=backend))
         op @ _v(op.shape[0])
         op @ _v(op.shape[0])
-    assert widths == [4] * 3 + [1] * 3 + [1] * 6 + [4] * 3 + [1] * 3  # 3 batches a product
+    probe, product = [3] * 3, [1] * 3  # three batches: a pass is three per-batch products
+    assert widths == probe + product * 2 + product * 2 + probe + product * 2
     model, (x, y) = _weight_norm_mlp(), _xy()
     HessianOperator(model, nn.CrossEntropyLoss(), (x, y), symmetry_check="raise")  # not run
     for _ in range(2):  # the second operator knows the verdict without a probe

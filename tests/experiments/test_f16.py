@@ -111,3 +111,17 @@ def test_spearman_and_bootstrap_are_what_they_say():
     assert lo <= fit.factor <= hi
     idx = st.resamples(len(cells))
     assert np.array_equal(idx, st.resamples(len(cells)))  # fixed seed: paired and reproducible
+
+
+def test_gpu_preset_holds_out_resnet20_and_a_4_layer_gpt():
+    gpu = f16.PRESETS["gpu"]
+    held = {c["model"] for c in f16.cells(gpu).values() if c["heldout"]}
+    assert held == {"resnet20", "gpt4"}
+    assert set(f16.TRAIN_MODELS) == {c["model"] for c in f16.cells(gpu).values()} - held
+    assert not any(c["heldout"] for c in f16.cells(f16.PRESETS["cpu"]).values())
+    # A held-out model never enters k: its error uses k from every training model.
+    cells = [dict(c, values={"est": 1.0}) for c in _cells()]
+    cells.append(dict(model="h", seed=0, heldout=True, eta_max=8.0, values={"est": 1.0}))
+    k_all = np.exp(np.mean([np.log(c["eta_max"]) for c in cells[:-1]]))
+    assert st.errors(cells, "est")[-1] == pytest.approx(abs(np.log(8.0 / k_all)))
+    assert st.fit(cells, "est").heldout_kind == "held-out models"

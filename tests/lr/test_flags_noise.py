@@ -152,3 +152,11 @@ def test_update_estimate_has_raw_lr_even_when_flagged():
     res = estimate_lr(model, nn.MSELoss(), batch, method="update", optimizer=opt)
     assert res.raw_lr == pytest.approx(res.lr, rel=1e-15)
     assert res.as_dict()["raw_lr"] == res.raw_lr
+
+
+def test_estimator_accepts_numpy_integers():
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    est = LREstimator(model, methods=("secant",), optimizer=opt, every=np.int64(5),
+                      noise_window=np.int32(10), seed=np.int64(2))  # fmt: skip
+    assert est.every == 5 and isinstance(est.every, int)

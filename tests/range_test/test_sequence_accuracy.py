@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from hessian_lr.schedules.evaluation import evaluate
+from hessian_lr.range_test.evaluation import evaluate
 
 
 class TokenModel(nn.Module):
@@ -65,7 +65,7 @@ def test_sequence_accuracy_counts_labelled_tokens():
 
 
 def test_range_test_reports_accuracy_for_sequence_outputs():
-    from hessian_lr.schedules.range_test import lr_range_test
+    from hessian_lr.range_test import lr_range_test
 
     torch.manual_seed(0)
     model = TokenModel()
