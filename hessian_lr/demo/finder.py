@@ -77,6 +77,7 @@ def finder_phase(cfg: DemoConfig, train_data: Any, device: Any) -> tuple[Any, di
         "num_hvps": res.num_hvps,
         "seconds": res.seconds,
         "num_measurements": len(res.ratios),
+        "sharpness_first_last": [res.sharpness[0], res.sharpness[-1]] if res.sharpness else None,
         "last_ratio": res.ratios[-1] if res.ratios else None,
         "flags": list(res.flags),
     }

@@ -94,8 +94,8 @@ def _answer_section(numbers: dict[str, Any], rt: Any, cfg: DemoConfig) -> list[s
         f"{cfg.finder_measure_every} updates by warm-started Lanczos; it stopped "
         f"({f['stop_reason']}) when the ratio reached 1, after {f['num_steps']} updates "
         f"({steps} of the range test's), and suggests k·edge_lr with k and the band ×F from "
-        f"study F16. The range test ran its whole linear ramp {cfg.range_start_lr:g} → "
-        f"{cfg.range_end_lr:g} with test accuracy every {cfg.range_val_every} updates "
+        f"study F16.{_sharpening(f)} The range test ran its whole linear ramp "
+        f"{cfg.range_start_lr:g} → {cfg.range_end_lr:g} with test accuracy every {cfg.range_val_every} updates "
         "(its HVPs: the curvature cross-check at the start):",
         "",
         "```",
@@ -104,6 +104,16 @@ def _answer_section(numbers: dict[str, Any], rt: Any, cfg: DemoConfig) -> list[s
         *[f"Note: {n}." for n in b["notes"]],
         "",
     ]
+
+
+def _sharpening(f: dict[str, Any]) -> str:
+    lam = f.get("sharpness_first_last")
+    if not lam:
+        return ""
+    return (
+        f" Along the ramp λ_max of the probe batch went from {lam[0]:.3g} (first measurement) "
+        f"to {lam[1]:.3g} (last)."
+    )
 
 
 def _run_row(label: str, schedule: str, run: dict[str, Any]) -> str:
