@@ -95,8 +95,8 @@ def _answer_section(numbers: dict[str, Any], rt: Any, cfg: DemoConfig) -> list[s
         f"({f['stop_reason']}) when the ratio reached 1, after {f['num_steps']} updates "
         f"({steps} of the range test's), and suggests k·edge_lr with k and the band ×F from "
         f"study F16.{_sharpening(f)} The range test ran its whole linear ramp "
-        f"{cfg.range_start_lr:g} → {cfg.range_end_lr:g} with test accuracy every {cfg.range_val_every} updates "
-        "(its HVPs: the curvature cross-check at the start):",
+        f"{cfg.range_start_lr:g} → {cfg.range_end_lr:g} with test accuracy every "
+        f"{cfg.range_val_every} updates (its HVPs: the curvature cross-check at the start):",
         "",
         "```",
         *describe_range_test(rt),
