@@ -79,7 +79,11 @@ def test_records_match_dense_references(opt_name):
         assert "eos_raw_sharpness" not in rec
     else:
         v = torch.cat([opt.state[p]["exp_avg_sq"].reshape(-1) for p in model.parameters()])
-        P = np.sqrt(v.numpy() / (1 - 0.99**6)) + 1e-8
+        # issue 22: the P of the next step, the batch's gradient at θ folded into v first
+        gs = torch.autograd.grad(loss_fn(model(batch[0]), batch[1]), list(model.parameters()))
+        g = torch.cat([x.reshape(-1) for x in gs]).detach()
+        v = 0.99 * v + 0.01 * g * g
+        P = np.sqrt(v.numpy() / (1 - 0.99**7)) + 1e-8
         lam = scipy.linalg.eigh(H, np.diag(P), eigvals_only=True)[-1]
         assert rec["eos_sharpness"] == pytest.approx(lam, rel=1e-8)
         assert rec["eos_raw_sharpness"] == pytest.approx(raw, rel=1e-8)
