@@ -253,7 +253,8 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert _num(rtc[1]) == pytest.approx(rt.suggestions.max_lr.lr, rel=1e-3)
     assert int(rtc[3]) == rt.num_updates == 30 and int(rtc[5]) == rt.curvature.num_hvps
     f = summary["finder"]
-    assert int(fnd[3]) == f["num_steps"] <= 60 and int(fnd[5]) == f["num_hvps"] > f["num_steps"]
+    assert int(fnd[3]) == f["num_steps"] <= 110 and int(fnd[5]) == f["num_hvps"]
+    assert f["num_hvps"] >= f["num_measurements"] == f["num_steps"] // 10
     lo, hi = (float(x) for x in re.search(r"\[([\d.e-]+), ([\d.e-]+)\]", fnd[2]).groups())
     band = (f["max_lr"] / f["factor"], f["max_lr"] * f["factor"])
     assert (lo, hi) == pytest.approx(band, rel=2e-3)

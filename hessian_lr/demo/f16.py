@@ -43,19 +43,22 @@ class F16Row:
 
 
 #: Which results the table below was copied from.
-F16_SOURCE = "F16 cpu preset, SGD cells in results_cpu/f16_lr_that_works (provisional)"
+F16_SOURCE = (
+    "F16 cpu preset: 9 heavy-ball SGD cells, MLP, LeNet-5 and a tiny char-GPT × seeds 0-2, "
+    "results_cpu/f16_lr_that_works at commit 105649c"
+)
 
 #: F16's short probe run for Eq. 8 (``eq8_p1``): SGD at this LR for this many updates.
 F16_PROBE = {"lr": 1e-3, "steps": 20}
 
-#: estimator -> its F16 row for heavy-ball SGD.
+#: estimator -> its F16 row for heavy-ball SGD (k, F, CI of F, ρ, held-out F, predicts).
 F16_SGD: dict[str, F16Row] = {
-    "sharpness": F16Row(0.8909, 4.000, (2.000, 5.657), 0.657, 5.187, False),
-    "quadratic": F16Row(0.7104, 9.113, (2.594, 23.64), 0.657, 23.64, False),
-    "secant_hvp": F16Row(1.671, 3.316, (1.284, 4.264), 0.714, 4.260, False),
-    "eq8_p1": F16Row(29.41, 1.284, (1.081, 1.694), 0.943, 1.528, True),
-    "ramp_cross": F16Row(0.5795, 1.592, (1.148, math.inf), 0.800, math.inf, False),
-    "eta_div": F16Row(0.2225, 1.995, (1.363, 2.719), 0.986, 2.719, False),
+    "sharpness": F16Row(0.8249, 4.238, (1.682, 5.993), 0.750, 5.993, False),
+    "quadratic": F16Row(0.7408, 7.571, (1.792, 10.34), 0.633, 10.34, False),
+    "secant_hvp": F16Row(1.631, 3.339, (1.292, 4.774), 0.683, 4.774, False),
+    "eq8_p1": F16Row(27.12, 1.232, (1.093, 1.315), 0.900, 1.296, True),
+    "ramp_cross": F16Row(0.6703, 1.704, (1.171, 2.155), 0.738, 2.155, False),
+    "eta_div": F16Row(0.2061, 1.624, (1.310, 2.887), 0.964, 2.887, False),
 }
 
 #: How the report names each estimator.

@@ -226,12 +226,12 @@ def _eq8_note(numbers: dict[str, Any]) -> list[str]:
     if e["noise_ratio"] is None:
         return []
     return [
-        f"Eq. 8 after {e['probe_steps']} steps at LR {e['probe_lr']:g} is {e['lr']:.3g}, "
-        f"{e['lr'] / e['probe_lr']:.3g}× the probe LR and {e['noise_ratio']:.2f}× what momentum "
-        f"noise alone gives there (c(μ, 1) = {e['noise_null']:.3g}). F16's H1: Eq. 8 at a probe "
-        "LR returns about c·η_p, so with a fixed probe LR its calibrated reading k·E is close to "
-        "a constant; it scores well where η_max varies little across models, and it does not see "
-        "this model's curvature.",
+        f"Eq. 8 after {e['probe_steps']} steps at LR {e['probe_lr']:g} from θ₀ is {e['lr']:.3g}: "
+        f"{e['lr'] / e['probe_lr']:.3g}× the probe LR, {e['noise_ratio']:.2f}× what momentum "
+        f"noise alone gives there (c(μ, 1) = {e['noise_null']:.3g}). F16 found it the best "
+        "predictor for heavy-ball SGD, on three small models (its H1, 'no skill beyond the probe "
+        "LR', does not hold for SGD and holds for Adam); read it with that scope. The finder's "
+        "edge is the reading measured along the LRs the run actually meets.",
     ]
 
 
@@ -258,7 +258,7 @@ def _estimates_section(numbers: dict[str, Any], cfg: DemoConfig) -> list[str]:
             )
     lines += [
         "",
-        "Near 1 the secant measures the LR in use and the noise, not the curvature (F16 H1; the "
+        "Near 1 the secant measures the LR in use and the noise, not the curvature (the "
         "figure's grey band is the null): read it against its null, never as an LR to use.",
         "",
         "| run | method | estimates | median | range | median ratio | final EMA | HVPs | time |",
