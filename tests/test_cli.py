@@ -214,45 +214,83 @@ def test_range_test_tiny_run(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- demo
+def _cells(report: str, first: str) -> list[str]:
+    """The cells of the report's table row that starts with ``| first |``."""
+    row = next(line for line in report.splitlines() if line.startswith(f"| {first} |"))
+    return [c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]]
+
+
+def _num(cell: str) -> float:
+    return float(re.search(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", cell.replace("*", "")).group())
+
+
+def _final_accuracy(recs) -> float:
+    return [r["test_accuracy"] for r in recs if "test_accuracy" in r][-1]
+
+
 def test_demo_quick_end_to_end(tmp_path, capsys):
+    from hessian_lr.demo.f16 import F16_SGD
+
     out = tmp_path / "demo"
     assert cli.main(["demo", "--quick", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     report = (out / "report.md").read_text()
     summary = json.loads((out / "summary.json").read_text())
-    for name in ("range_test.png", "accuracy.png", "lr_estimates.png", "range_test.json"):
+    pngs = ("range_test.png", "lr_finder.png", "accuracy.png", "lr_estimates.png")
+    for name in (*pngs, "range_test.json"):
         assert (out / name).stat().st_size > 5_000, name
         assert name in printed  # the demo says where everything went
     assert "report.md" in printed
+    recs = {n: read_records(out / "runs" / "demo" / n / "records.jsonl") for n in summary["runs"]}
+    assert set(recs) == {"finder", "range_test", "pc"}
+    assert {n: len(r) for n, r in recs.items()} == {"finder": 24, "range_test": 24, "pc": 24}
 
-    # The bounds come from the range test: base = max / 4.
+    # Section 1: both suggestions and their costs, read off the report, are the run's.
     rt = RangeTestResult.from_dict(json.loads((out / "range_test.json").read_text()))
-    bounds = summary["bounds"]
-    assert bounds["max_lr"] == pytest.approx(rt.suggestions.max_lr.lr)
-    assert bounds["base_lr"] == pytest.approx(bounds["max_lr"] / 4)
+    fnd, rtc = _cells(report, "`find_lr` (stability-aware)"), _cells(report, "classic range test")
+    assert _num(fnd[1]) == pytest.approx(max(r["lr"] for r in recs["finder"]), rel=1e-3)
+    assert _num(rtc[1]) == pytest.approx(max(r["lr"] for r in recs["range_test"]), rel=1e-3)
+    assert _num(rtc[1]) == pytest.approx(rt.suggestions.max_lr.lr, rel=1e-3)
+    assert int(rtc[3]) == rt.num_updates == 30 and int(rtc[5]) == rt.curvature.num_hvps
+    f = summary["finder"]
+    assert int(fnd[3]) == f["num_steps"] <= 110 and int(fnd[5]) == f["num_hvps"]
+    assert f["num_hvps"] >= f["num_measurements"] == f["num_steps"] // 10
+    lo, hi = (float(x) for x in re.search(r"\[([\d.e-]+), ([\d.e-]+)\]", fnd[2]).groups())
+    band = (f["max_lr"] / f["factor"], f["max_lr"] * f["factor"])
+    assert (lo, hi) == pytest.approx(band, rel=2e-3)
+    assert f["stop_reason"] == "edge" and f["last_ratio"] >= 1.0  # stopped at η·λ/c = 1
+    assert f["max_lr"] == pytest.approx(f["calibration"] * f["edge_lr"])
 
-    # Both runs are real run folders whose records match the reported numbers.
-    runs = summary["runs"]
-    one = read_records(out / "runs" / "demo" / "onecycle" / "records.jsonl")
-    pc = read_records(out / "runs" / "demo" / "pc" / "records.jsonl")
-    assert runs["onecycle"]["iterations"] == len(one) == 24
-    assert runs["pc"]["iterations"] == len(pc) == 48
-    assert max(r["lr"] for r in one) == pytest.approx(bounds["max_lr"])
-    assert pc[0]["lr"] == pytest.approx(bounds["pc_lr"])
-    for name, recs in (("onecycle", one), ("pc", pc)):
-        final = [r["test_accuracy"] for r in recs if "test_accuracy" in r][-1]
-        assert runs[name]["final_test_accuracy"] == final
-        assert f"{100 * final:.2f} %" in report
-        est = runs[name]["estimator"]
-        assert set(est) == {"secant", "quadratic", "sharpness"}
-        n_est = sum("estimates" in r for r in recs)
+    # Section 2: the three final accuracies are the last evaluations in the run folders; the
+    # two 1cycle runs peak at their suggestion and the baseline starts at its LR.
+    for name, label in (("finder", "1cycle at find_lr"), ("range_test", "1cycle at the range")):
+        row = next(line for line in report.splitlines() if line.startswith(f"| {label}"))
+        assert f"**{100 * _final_accuracy(recs[name]):.2f} %**" in row
+    pc_row = _cells(report, "piecewise constant")
+    assert pc_row[3] == f"**{100 * _final_accuracy(recs['pc']):.2f} %**"
+    assert recs["pc"][0]["lr"] == pytest.approx(summary["bounds"]["pc"]["lr"])
+
+    # Section 3: each θ₀ estimate's calibrated reading is F16's k times this run's value, and
+    # (2+2β)/λ_max agrees with the range test's own curvature check (an independent Lanczos run
+    # on the same first batch of the same initialisation).
+    sharp = _cells(report, "(2+2β)/λ_max at θ₀")
+    assert _num(sharp[4]) == pytest.approx(rt.curvature.momentum_bound, rel=2e-2)
+    assert _num(sharp[5]) == pytest.approx(F16_SGD["sharpness"].k * _num(sharp[4]), rel=2e-3)
+    assert "| find_lr edge" in report and "Σ\\|g\\|/Σ\\|Hg\\|" in report
+
+    # Section 4: the secant against its noise null, recomputed from the records.
+    for name, run in summary["runs"].items():
+        es = [r["estimates"]["secant"] for r in recs[name] if "secant" in r.get("estimates", {})]
+        q = sorted(e["noise_ratio"] for e in es if e["lr"] is not None and e["noise_ratio"])
+        if q:
+            med = q[len(q) // 2] if len(q) % 2 else (q[len(q) // 2 - 1] + q[len(q) // 2]) / 2
+            assert run["estimator"]["secant"]["median_noise_ratio"] == pytest.approx(med)
+            assert f"estimate / null = **{med:.3g}**" in report
+        est = run["estimator"]
+        n_est = sum("estimates" in r for r in recs[name])
         assert est["quadratic"]["num_estimates"] + est["quadratic"]["num_flagged"] == n_est
         assert est["sharpness"]["num_hvps"] > n_est  # Lanczos: several HVPs per estimate
-
-    # The report carries the numbers, not placeholders.
-    assert f"{bounds['max_lr']:.4g}" in report
     assert re.search(r"Wall time \*\*\d+\.\d s\*\*", report)
-    assert "| 1cycle | `secant` |" in report
     assert summary["seconds"] > 0 and math.isfinite(summary["seconds"])
 
 

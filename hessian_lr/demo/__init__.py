@@ -1,24 +1,26 @@
-"""``hessian-lr demo``: range test, 1cycle vs piecewise constant and LR estimates, in minutes.
+"""``hessian-lr demo``: what LR to use, how it was found, what it cost, which estimate to trust.
 
-The Super-Convergence recipe (Smith & Topin 2017, §3; Smith 2017, *Cyclical Learning Rates*,
-§3.3) end to end on the embedded 8×8 digits data with LeNet-5 and SGD (momentum 0.9, weight
-decay 5e-4), on a CPU:
+End to end on the embedded 8×8 digits data with LeNet-5 and SGD (momentum 0.9, weight decay
+5e-4), on a CPU in under two minutes:
 
-1. an **LR range test** (linear ramp, test accuracy every few steps): ``max_lr`` at the accuracy
-   peak, ``base_lr = max_lr/4`` (SC §3), and the curvature cross-check 2/λ_max at the start;
-2. two runs of ``hessian_lr.training.train``, both with the ``LREstimator`` on (``secant``, the
-   paper's Hessian-free Eq. 8; ``quadratic`` gᵀg/gᵀHg; ``sharpness`` 1/λ_max by warm-started
-   Lanczos): **1cycle** from ``base_lr`` to ``max_lr`` and back with an annihilation tail (momentum
-   0.95 → 0.85 → 0.95), and a **piecewise-constant** baseline four times as long (the range test's
-   steepest-descent LR, ×0.1 at 62.5 % and 87.5 % of the run: the SC paper's baseline shape);
-3. three figures (PNG): the range test, the LR schedules and test accuracy, the LR estimates
-   against the LR in use;
-4. ``report.md`` and ``summary.json`` with every number (bounds, accuracies, iterations, estimator
-   summary, wall time).
+1. the classic **LR range test** (linear ramp, test accuracy every few steps; ``max_lr`` at the
+   accuracy peak, Smith 2017 §3.3) and the stability-aware :func:`hessian_lr.find_lr` (issue 24:
+   exponential ramp, η·λ_max/c every few updates, stop at the edge, ``max_lr = k·edge_lr`` with
+   study F16's k and band ×F) on the same model and data, each with its cost (updates, seconds,
+   HVPs); the estimates F16 takes at θ₀ on the same model;
+2. three runs of ``hessian_lr.training.train`` with the same budget and the ``LREstimator`` on:
+   **1cycle** (base = max/4, annihilation tail, momentum 0.95 → 0.85 → 0.95) at ``find_lr``'s
+   ``max_lr``, 1cycle at the range test's, and a **piecewise-constant** baseline (×0.1 at 62.5 %
+   and 87.5 %);
+3. four figures (PNG): the range test, the finder's ramp, schedules and test accuracy, the LR
+   estimates against the LR in use with the secant's noise null;
+4. ``report.md`` and ``summary.json`` with every number: the two suggestions and their costs,
+   the three final accuracies, the estimates ranked by F16's verdicts (:mod:`.f16`) with their
+   calibrated readings, the secant against its momentum-noise null.
 
-Everything goes under ``out`` (default ``./demo_out``); the two runs are ordinary run folders
-(``<out>/runs/demo/{onecycle,pc}/``, see :mod:`hessian_lr.records`). Nothing here is imported by
-the rest of the library.
+Everything goes under ``out`` (default ``./demo_out``); the runs are ordinary run folders
+(``<out>/runs/demo/{finder,range_test,pc}/``, see :mod:`hessian_lr.records`). Nothing here is
+imported by the rest of the library.
 """
 
 from .config import DEFAULT, QUICK, DemoConfig, DemoResult

@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["DemoConfig", "DemoResult", "DEFAULT", "QUICK"]
 
 # One colour per arm and per estimate method (the palette of the paper figures).
-ARM_COLORS = {"onecycle": "#0072B2", "pc": "#D55E00"}
+ARM_COLORS = {"finder": "#009E73", "range_test": "#0072B2", "pc": "#D55E00"}
 METHOD_COLORS = {
     "secant": "#000000",
     "secant_hvp": "#009E73",
@@ -22,7 +22,11 @@ METHOD_LABELS = {
     "quadratic": "gᵀg / gᵀHg",
     "sharpness": "1/λ_max",
 }
-RUN_LABELS = {"onecycle": "1cycle", "pc": "piecewise constant"}
+RUN_LABELS = {
+    "finder": "1cycle at find_lr's max_lr",
+    "range_test": "1cycle at the range test's max_lr",
+    "pc": "piecewise constant",
+}
 LR_IN_USE_COLOR = "#555555"
 MODEL_LABELS = {"lenet5": "LeNet-5", "mlp": "MLP", "logreg": "logistic regression"}
 
@@ -36,7 +40,11 @@ class DemoConfig:
         batch_size, momentum, weight_decay: SGD settings of the range test and both runs.
         range_start_lr, range_end_lr, range_steps: the range test's linear ramp.
         range_val_every: test accuracy every this many range-test updates.
-        onecycle_steps: length of the 1cycle run; ``pc_factor`` × that for the baseline.
+        finder_start_lr, finder_end_lr, finder_steps: ``find_lr``'s exponential ladder (it stops
+            at the edge, usually well before ``finder_steps``).
+        finder_measure_every: updates between its sharpness measurements.
+        onecycle_steps: length of each 1cycle run; ``pc_factor`` × that for the baseline (1: the
+            same budget for all three runs).
         base_divisor: 1cycle ``base_lr = max_lr / base_divisor`` (4: SC §3; CLR §3.3 says 3-4).
         eval_every: test loss/accuracy every this many steps.
         estimator_methods, estimator_every: the ``LREstimator`` of both runs.
@@ -52,8 +60,12 @@ class DemoConfig:
     range_end_lr: float = 0.5
     range_steps: int = 200
     range_val_every: int = 5
+    finder_start_lr: float = 1e-5  # find_lr's defaults: F16's ramp (×1.065 per update, λ every
+    finder_end_lr: float = 10.0  # 10 updates), the speed its calibration constant was fitted at
+    finder_steps: int = 220
+    finder_measure_every: int = 10
     onecycle_steps: int = 300
-    pc_factor: int = 4
+    pc_factor: int = 1
     base_divisor: float = 4.0
     eval_every: int = 25
     estimator_methods: tuple[str, ...] = ("secant", "quadratic", "sharpness")
@@ -67,8 +79,12 @@ DEFAULT = DemoConfig()
 QUICK = DemoConfig(
     range_steps=30,
     range_val_every=5,
+    finder_start_lr=1e-3,  # F16's ramp speed from a higher start: 1e-3 · 1.065^i
+    finder_end_lr=1e-3 * (1e6 ** (1 / 219)) ** 109,
+    finder_steps=110,
+    finder_measure_every=10,
     onecycle_steps=24,
-    pc_factor=2,
+    pc_factor=1,
     eval_every=8,
     estimator_every=4,
 )
@@ -81,8 +97,8 @@ class DemoResult:
     Attributes:
         out: the output folder.
         report: ``report.md``; ``summary``: ``summary.json`` (also returned as ``numbers``).
-        figures: {"range_test", "accuracy", "lr_estimates"} -> PNG path.
-        runs: {"onecycle", "pc"} -> run folder.
+        figures: {"range_test", "lr_finder", "accuracy", "lr_estimates"} -> PNG path.
+        runs: {"finder", "range_test", "pc"} -> run folder.
         numbers: the content of ``summary.json``.
         seconds: wall time of the whole demo.
     """

@@ -19,7 +19,7 @@ from .config import (
 from .report import _pct
 from .run_numbers import _evals
 
-__all__ = ["plot_range_test", "plot_accuracy", "plot_estimates"]
+__all__ = ["plot_range_test", "plot_finder", "plot_accuracy", "plot_estimates"]
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -49,8 +49,33 @@ def _plot_range_test(rt: Any, cfg: DemoConfig, bounds: dict[str, Any], path: Pat
         f"LR range test: {_model_label(cfg.model)} on {cfg.dataset}, SGD momentum "
         f"{cfg.momentum:g}, LR {cfg.range_start_lr:g} → {cfg.range_end_lr:g} over "
         f"{cfg.range_steps} steps (val = test split)\n"
-        f"→ 1cycle between base {bounds['base_lr']:.3g} and max {bounds['max_lr']:.3g}; "
-        f"piecewise constant starts at {bounds['pc_lr']:.3g}",
+        f"→ 1cycle between base {bounds['range_test']['base_lr']:.3g} and max "
+        f"{bounds['range_test']['max_lr']:.3g}; find_lr's max_lr "
+        f"{bounds['finder']['max_lr']:.3g} (green); piecewise constant at "
+        f"{bounds['pc']['lr']:.3g}",
+        fontsize=10,
+    )
+    ax.axvline(bounds["finder"]["max_lr"], color=ARM_COLORS["finder"], lw=1.5, ls="--")
+    return _save(fig, path)
+
+
+def _plot_finder(finder: Any, numbers: dict[str, Any], path: Path) -> Path:
+    """find_lr's ramp: loss and η·λ/c against the LR, the edge, max_lr and its band."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.add_subplot()
+    finder.plot(ax)
+    rt = numbers["bounds"]["range_test"]["max_lr"]
+    ax.axvline(rt, color=ARM_COLORS["range_test"], lw=1.5, ls="-.", label=f"range test {rt:.3g}")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_ylabel("training loss (nats)")
+    f = numbers["finder"]
+    ax.set_title(
+        f"find_lr: exponential LR ramp, η·λ_max/c measured every few updates (c = "
+        f"{f['constant']:.3g});\nstopped at the edge after {f['num_steps']} updates, "
+        f"{f['num_hvps']} HVPs, {f['seconds']:.1f} s (range test: "
+        f"{numbers['range_test']['num_steps']} updates); grey: max_lr ÷/× F",
         fontsize=10,
     )
     return _save(fig, path)
@@ -77,22 +102,8 @@ def _plot_accuracy(records: dict[str, list], numbers: dict[str, Any], path: Path
             label=f"{RUN_LABELS[name]}: {_pct(n['final_test_accuracy'])} after "
             f"{n['iterations']} iterations",
         )
-    target = numbers["runs"]["onecycle"]["final_test_accuracy"]
-    if target is not None:
-        ax_acc.axhline(100 * target, color=ARM_COLORS["onecycle"], ls=":", lw=1)
-    reach = numbers["pc_reaches_onecycle_accuracy_at"]
-    if reach is not None:
-        ax_acc.axvline(reach, color=ARM_COLORS["pc"], ls=":", lw=1)
-        ax_acc.annotate(
-            f"baseline reaches the 1cycle accuracy\nat iteration {reach}",
-            xy=(reach, 100 * target),
-            xytext=(40 if reach < 0.6 * numbers["runs"]["pc"]["iterations"] else -220, -70),
-            textcoords="offset points",
-            fontsize=9,
-            arrowprops={"arrowstyle": "->", "lw": 0.8},
-        )
     ax_lr.set_ylabel("learning rate")
-    ax_lr.set_title("Learning-rate schedules (momentum: 0.95–0.85 cyclic for 1cycle, 0.9 fixed)")
+    ax_lr.set_title("Learning-rate schedules, same budget (momentum: 0.95–0.85 cyclic for 1cycle)")
     ax_lr.legend(fontsize=9)
     ax_lr.grid(alpha=0.3)
     all_acc = [100 * a for recs in records.values() for a in _evals(recs)[1]]
@@ -100,7 +111,7 @@ def _plot_accuracy(records: dict[str, list], numbers: dict[str, Any], path: Path
     ax_acc.set_ylim(max(0.0, min(top - 25.0, 80.0)), min(100.0, top + 2.0))
     ax_acc.set_xlabel("iteration (optimizer steps, batches of 128)")
     ax_acc.set_ylabel("test accuracy (%)")
-    ax_acc.set_title("Test accuracy: 1cycle vs a piecewise-constant baseline")
+    ax_acc.set_title("Test accuracy: 1cycle at each suggestion vs a piecewise-constant baseline")
     ax_acc.legend(fontsize=9, loc="lower right")
     ax_acc.grid(alpha=0.3)
     return _save(fig, path)
@@ -109,8 +120,8 @@ def _plot_accuracy(records: dict[str, list], numbers: dict[str, Any], path: Path
 def _plot_estimates(records: dict[str, list], methods: Sequence[str], path: Path) -> Path:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 7), layout="constrained")
-    axes = fig.subplots(len(records), 1, sharex=False)
+    fig = Figure(figsize=(8, 3.2 * len(records)), layout="constrained")
+    axes = fig.subplots(len(records), 1, sharex=False, squeeze=False)[:, 0]
     for ax, (name, recs) in zip(axes, records.items()):
         it = [r["step"] + 1 for r in recs]
         ax.plot(it, [r["lr"] for r in recs], color=LR_IN_USE_COLOR, lw=2.5, label="LR in use")
@@ -128,6 +139,8 @@ def _plot_estimates(records: dict[str, list], methods: Sequence[str], path: Path
                     xe.append(r["step"] + 1)
                     ye.append(sm)
             ax.plot(xs, ys, ".", color=color, ms=4, alpha=0.45)
+            if m == "secant":
+                _null_band(ax, est)
             ax.plot(xe, ye, "-", color=color, lw=1.5, label=f"{METHOD_LABELS.get(m, m)} (EMA)")
         ax.set_yscale("log")
         ax.set_ylabel("learning rate (log scale)")
@@ -142,9 +155,20 @@ def _plot_estimates(records: dict[str, list], methods: Sequence[str], path: Path
     return _save(fig, path)
 
 
-# ----------------------------------------------------------------------------- the report
+def _null_band(ax: Any, records: Sequence[dict[str, Any]], tol: float = 0.1) -> None:
+    """The secant's momentum-noise null: what noise alone gives (estimate / noise ratio), ±tol."""
+    xs, null = [], []
+    for r in records:
+        e = r["estimates"].get("secant")
+        if e and e.get("noise_ratio") and e.get("raw_lr") and e["raw_lr"] > 0:
+            xs.append(r["step"] + 1)
+            null.append(e["raw_lr"] / e["noise_ratio"])
+    if xs:
+        lo, hi = [v / (1 + tol) for v in null], [v * (1 + tol) for v in null]
+        ax.fill_between(xs, lo, hi, color="0.6", alpha=0.35, lw=0, label="secant's noise null")
 
 
 plot_range_test = _plot_range_test
+plot_finder = _plot_finder
 plot_accuracy = _plot_accuracy
 plot_estimates = _plot_estimates

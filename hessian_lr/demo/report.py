@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import METHOD_LABELS, DemoConfig, _model_label
+from .config import METHOD_LABELS, RUN_LABELS, DemoConfig, _model_label
+from .f16 import F16_LABELS, F16_SGD, F16_SOURCE, calibrated
 
 __all__ = ["describe_range_test", "write_report"]
 
@@ -50,8 +51,9 @@ def _report(
     numbers: dict[str, Any], rt: Any, cfg: DemoConfig, files: dict[str, str], out: Path
 ) -> str:
     lines = [
-        *_range_section(numbers, rt, cfg),
+        *_answer_section(numbers, rt, cfg),
         *_runs_section(numbers, cfg),
+        *_trust_section(numbers),
         *_estimates_section(numbers, cfg),
         f"## Files (in `{out}`)",
         "",
@@ -61,106 +63,217 @@ def _report(
     return "\n".join(lines)
 
 
-def _range_section(numbers: dict[str, Any], rt: Any, cfg: DemoConfig) -> list[str]:
-    """The title, the setting, and section 1 (the range test and the bounds chosen from it)."""
-    b = numbers["bounds"]
+def _answer_section(numbers: dict[str, Any], rt: Any, cfg: DemoConfig) -> list[str]:
+    """The title, the setting, and section 1: both suggestions, how each was found, its cost."""
+    f, r, b = numbers["finder"], numbers["range_test"], numbers["bounds"]
+    lo, hi = f["interval"]
+    steps = f"{f['num_steps'] / r['num_steps']:.0%}" if r["num_steps"] else "n/a"
     return [
         "# hessian-lr demo report",
         "",
         f"{_model_label(cfg.model)} on {cfg.dataset} ({numbers['data']['train']} training / "
-        f"{numbers['data']['test']} test images), SGD, batch {cfg.batch_size}, weight decay "
-        f"{cfg.weight_decay:g}, seed {cfg.seed}. Device {numbers['device']}, torch "
-        f"{numbers['torch']}, {numbers['threads']} thread(s). Wall time "
-        f"**{numbers['seconds']:.1f} s**" + (" (quick mode)." if numbers["quick"] else "."),
+        f"{numbers['data']['test']} test images), SGD momentum {cfg.momentum:g}, batch "
+        f"{cfg.batch_size}, weight decay {cfg.weight_decay:g}, seed {cfg.seed}. Device "
+        f"{numbers['device']}, torch {numbers['torch']}, {numbers['threads']} thread(s). Wall "
+        f"time **{numbers['seconds']:.1f} s**" + (" (quick mode)." if numbers["quick"] else "."),
         "",
-        "## 1. LR range test",
+        "## 1. The LR to use, and what finding it cost",
         "",
-        f"LR {cfg.range_start_lr:g} → {cfg.range_end_lr:g} (linear) over {cfg.range_steps} "
-        f"updates, momentum {cfg.momentum:g}, test accuracy every {cfg.range_val_every} updates "
-        f"({numbers['range_test']['seconds']:.1f} s).",
+        "| method | suggested max LR | band / rule | updates | seconds | HVPs |",
+        "|---|---:|---|---:|---:|---:|",
+        f"| `find_lr` (stability-aware) | **{_fmt(f['max_lr'], '.4g')}** | [{_fmt(lo, '.3g')}, "
+        f"{_fmt(hi, '.3g')}] (×{f['factor']:.3g}); k·edge_lr, edge_lr = "
+        f"{_fmt(f['edge_lr'], '.4g')}, k = {f['calibration']:.3g} | {f['num_steps']} | "
+        f"{f['seconds']:.1f} | {f['num_hvps']} |",
+        f"| classic range test | **{b['range_test']['max_lr']:.4g}** | "
+        f"{b['range_test']['max_lr_rule']}; {rt.stop_reason or 'no divergence'} | "
+        f"{r['num_steps']} | {r['seconds']:.1f} | {r['num_hvps']} |",
+        "",
+        f"`find_lr` raised the LR exponentially from {cfg.finder_start_lr:g} and measured "
+        f"η·λ_max/c (c = 2 + 2β = {f['constant']:.3g}, heavy ball) every "
+        f"{cfg.finder_measure_every} updates by warm-started Lanczos; it stopped "
+        f"({f['stop_reason']}) when the ratio reached 1, after {f['num_steps']} updates "
+        f"({steps} of the range test's), and suggests k·edge_lr with k and the band ×F from "
+        f"study F16.{_sharpening(f)} The range test ran its whole linear ramp "
+        f"{cfg.range_start_lr:g} → {cfg.range_end_lr:g} with test accuracy every "
+        f"{cfg.range_val_every} updates (its HVPs: the curvature cross-check at the start):",
         "",
         "```",
         *describe_range_test(rt),
         "```",
-        "",
-        f"Chosen: 1cycle **max_lr = {b['max_lr']:.4g}** ({b['max_lr_rule']}), **base_lr = "
-        f"{b['base_lr']:.4g}** ({b['base_lr_rule']}); piecewise constant starts at "
-        f"**{b['pc_lr']:.4g}** ({b['pc_lr_rule']}).",
         *[f"Note: {n}." for n in b["notes"]],
         "",
     ]
 
 
+def _sharpening(f: dict[str, Any]) -> str:
+    lam = f.get("sharpness_first_last")
+    if not lam:
+        return ""
+    return (
+        f" Along the ramp λ_max of the probe batch went from {lam[0]:.3g} (first measurement) "
+        f"to {lam[1]:.3g} (last)."
+    )
+
+
+def _run_row(label: str, schedule: str, run: dict[str, Any]) -> str:
+    return (
+        f"| {label} | {schedule} | {run['iterations']} | **{_pct(run['final_test_accuracy'])}** "
+        f"| {_pct(run['best_test_accuracy'])} ({run['best_at_iteration']}) | "
+        f"{run['seconds']:.1f} s |"
+    )
+
+
 def _runs_section(numbers: dict[str, Any], cfg: DemoConfig) -> list[str]:
-    """Section 2: the two runs side by side, and when the baseline reaches 1cycle's accuracy."""
-    b = numbers["bounds"]
-    r1, r2 = numbers["runs"]["onecycle"], numbers["runs"]["pc"]
-    lines = [
-        "## 2. 1cycle vs piecewise constant",
+    """Section 2: 1cycle at each suggestion and the baseline, same budget, final accuracies."""
+    b, runs = numbers["bounds"], numbers["runs"]
+    rows = []
+    for name in ("finder", "range_test"):
+        lo, hi = b[name]["base_lr"], b[name]["max_lr"]
+        rows.append(
+            _run_row(
+                RUN_LABELS[name],
+                f"{lo:.3g} → {hi:.3g} → {lo:.3g}, tail to {lo * 1e-3:.2g}; momentum 0.95 → "
+                "0.85 → 0.95",
+                runs[name],
+            )
+        )
+    m = numbers["pc_milestones"]
+    rows.append(
+        _run_row(
+            RUN_LABELS["pc"],
+            f"{b['pc']['lr']:.3g} ({b['pc']['lr_rule']}), ×0.1 at {m[0]} and {m[1]}; momentum "
+            f"{cfg.momentum:g}",
+            runs["pc"],
+        )
+    )
+    return [
+        "## 2. Training at each suggestion (same budget)",
         "",
         "| run | schedule | iterations | final test acc. | best test acc. (at) | wall time |",
         "|---|---|---:|---:|---:|---:|",
-        f"| 1cycle | {b['base_lr']:.3g} → {b['max_lr']:.3g} → {b['base_lr']:.3g}, tail to "
-        f"{b['base_lr'] * 1e-3:.2g}; momentum 0.95 → 0.85 → 0.95 | {r1['iterations']} | "
-        f"{_pct(r1['final_test_accuracy'])} | {_pct(r1['best_test_accuracy'])} "
-        f"({r1['best_at_iteration']}) | {r1['seconds']:.1f} s |",
-        f"| piecewise constant | {b['pc_lr']:.3g}, ×0.1 at {numbers['pc_milestones'][0]} and "
-        f"{numbers['pc_milestones'][1]}; momentum {cfg.momentum:g} | {r2['iterations']} | "
-        f"{_pct(r2['final_test_accuracy'])} | {_pct(r2['best_test_accuracy'])} "
-        f"({r2['best_at_iteration']}) | {r2['seconds']:.1f} s |",
+        *rows,
+        "",
+        f"One test image is {100 / numbers['data']['test']:.2f} % of the test set; each run is "
+        f"one seed (seed {cfg.seed}), so differences of a few images are noise.",
         "",
     ]
-    reach = numbers["pc_reaches_onecycle_accuracy_at"]
-    lines.append(
-        f"The baseline first reaches the 1cycle run's final accuracy "
-        f"({_pct(r1['final_test_accuracy'])}) at iteration **{reach}** of {r2['iterations']}."
-        if reach is not None
-        else f"The baseline never reaches the 1cycle run's final accuracy "
-        f"({_pct(r1['final_test_accuracy'])}) in {r2['iterations']} iterations."
-    )
-    lines.append(
-        f"One test image is {100 / numbers['data']['test']:.2f} % of the test set; the runs are "
-        f"single seeds (seed {cfg.seed}), so differences of a few images are noise."
-    )
+
+
+def _trust_rows(numbers: dict[str, Any]) -> list[tuple[str, Any, Any, str]]:
+    """(F16 name, this run's value, its calibrated reading, note) for each F16 estimator."""
+    f, th = numbers["finder"], numbers["theta0"]["estimates"]
+    rows = []
+    for name in F16_SGD:
+        if name == "ramp_cross":  # the finder's own reading, with its own (k, F)
+            value, reading = f["edge_lr"], (f["max_lr"], *f["interval"])
+            note = f"{f['num_hvps']} HVPs, {f['num_steps']} updates"
+        elif name == "eta_div":
+            value, reading = None, None
+            note = "not measured: the demo's range test is linear and " + (
+                "diverged" if numbers["range_test"]["stop_reason"] else "did not diverge"
+            )
+        else:
+            value = th[name]["lr"]
+            reading = calibrated(name, value)
+            note = (
+                f"{th[name]['num_hvps']} HVPs"
+                if name != "eq8_p1"
+                else (
+                    f"{th[name]['noise_ratio']:.2f}× its noise null"
+                    if th[name]["noise_ratio"] is not None
+                    else "no noise ratio"
+                )
+            )
+        rows.append((name, value, reading, note))
+    order = {n: (not F16_SGD[n].predicts, F16_SGD[n].factor) for n in F16_SGD}
+    return sorted(rows, key=lambda row: order[row[0]])
+
+
+def _trust_section(numbers: dict[str, Any]) -> list[str]:
+    """Section 3: which curvature estimate to trust, by F16's verdicts, each read calibrated."""
+    lines = [
+        "## 3. Which estimate to trust (study F16)",
+        "",
+        "F16 measured, over models × seeds with heavy-ball SGD, how well each estimate E predicts "
+        "η_max, the largest constant LR that trains, once calibrated as k·E. Rows: F16's verdict "
+        "first, then its factor error. Calibrated reading = k·E [÷F, ×F] for this run "
+        f"({F16_SOURCE}).",
+        "",
+        "| estimate | F16: predicts? | factor error F [95 % CI] | Spearman ρ | this run E "
+        "| calibrated reading | cost / note |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for name, value, reading, note in _trust_rows(numbers):
+        row = F16_SGD[name]
+        read = (
+            f"**{reading[0]:.3g}** [{_fmt(reading[1])}, {_fmt(reading[2])}]"
+            if reading and reading[0] is not None
+            else "n/a"
+        )
+        label = F16_LABELS[name].replace("|", "\\|")  # a pipe would split the table cell
+        lines.append(
+            f"| {label} | {'**yes**' if row.predicts else 'no'} | ×{row.factor:.3g} "
+            f"[{_fmt(row.ci[0])}, {_fmt(row.ci[1])}] | {row.rho:.2f} | {_fmt(value, '.4g')} | "
+            f"{read} | {note} |"
+        )
+    lines += ["", *_eq8_note(numbers), ""]
     return lines
 
 
+def _eq8_note(numbers: dict[str, Any]) -> list[str]:
+    e = numbers["theta0"]["estimates"]["eq8_p1"]
+    if e["noise_ratio"] is None:
+        return []
+    return [
+        f"Eq. 8 after {e['probe_steps']} steps at LR {e['probe_lr']:g} from θ₀ is {e['lr']:.3g}: "
+        f"{e['lr'] / e['probe_lr']:.3g}× the probe LR, {e['noise_ratio']:.2f}× what momentum "
+        f"noise alone gives there (c(μ, 1) = {e['noise_null']:.3g}). F16 found it the best "
+        "predictor for heavy-ball SGD, on three small models (its H1, 'no skill beyond the probe "
+        "LR', does not hold for SGD and holds for Adam); read it with that scope. The finder's "
+        "edge is the reading measured along the LRs the run actually meets.",
+    ]
+
+
 def _estimates_section(numbers: dict[str, Any], cfg: DemoConfig) -> list[str]:
-    """Section 3: the LREstimator's estimates of both runs, λ_max first and last, the caveat."""
-    r1, r2 = numbers["runs"]["onecycle"], numbers["runs"]["pc"]
+    """Section 4: the LREstimator during the runs; the secant against its noise null first."""
+    runs = numbers["runs"]
     lines = [
-        "",
-        "## 3. Curvature LR estimates (LREstimator)",
+        "## 4. Curvature estimates during training (LREstimator)",
         "",
         f"Every {cfg.estimator_every} steps, on the training batch just used: "
         + "; ".join(f"`{m}` = {METHOD_LABELS.get(m, m)}" for m in cfg.estimator_methods)
         + ". EMA as in SC §5 (α = 0.1, initial 0.1). Ratio = estimate / LR in use.",
         "",
-        "| run | method | estimates | median | range | median ratio | final EMA | HVPs | time |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, run in (("1cycle", r1), ("piecewise constant", r2)):
-        for m, e in run["estimator"].items():
-            flagged = f" (+{e['num_flagged']} flagged)" if e["num_flagged"] else ""
+    for name, run in runs.items():
+        sec = run["estimator"].get("secant")
+        if sec and sec.get("median_noise_ratio") is not None:
             lines.append(
-                f"| {name} | `{m}` | {e['num_estimates']}{flagged} | {_fmt(e['median_lr'])} | "
-                f"{_fmt(e['min_lr'])} – {_fmt(e['max_lr'])} | "
-                f"{_fmt(e['median_ratio_to_lr_in_use'])} | {_fmt(e['final_smoothed_lr'])} | "
-                f"{e['num_hvps']} | {e['seconds']:.1f} s |"
-            )
-    for name, run in (("1cycle", r1), ("piecewise constant", r2)):
-        lam = run["lambda_max_first_last"]
-        if lam:
-            lines.append(
-                f"\n{name}: λ_max of the batch loss {lam[0]:.4g} at the first estimate, "
-                f"{lam[1]:.4g} at the last (2/λ_max = {2 / lam[0]:.3g} → {2 / lam[1]:.3g})."
+                f"- {RUN_LABELS[name]}: the secant (SC Eq. 8) is a median "
+                f"{_fmt(sec['median_ratio_to_lr_used'])}× the LR in use; momentum noise alone "
+                f"gives {_fmt(sec['null_ratio_to_lr_in_use'])}× (the null); estimate / null = "
+                f"**{_fmt(sec['median_noise_ratio'])}**; the window's bootstrap band reached the "
+                f"null in {sec['noise_indistinguishable']} of {sec['noise_tested']} tests."
             )
     lines += [
         "",
-        "Caveat: the secant estimate (SC Eq. 8) is derived for plain SGD; these runs use "
-        "momentum and weight decay (the estimator records this with each estimate).",
+        "Near 1 the secant measures the LR in use and the noise, not the curvature (the "
+        "figure's grey band is the null): read it against its null, never as an LR to use.",
         "",
+        "| run | method | estimates | median | range | median ratio | final EMA | HVPs | time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    for name, run in runs.items():
+        for m, e in run["estimator"].items():
+            flagged = f" (+{e['num_flagged']} flagged)" if e["num_flagged"] else ""
+            lines.append(
+                f"| {RUN_LABELS[name]} | `{m}` | {e['num_estimates']}{flagged} | "
+                f"{_fmt(e['median_lr'])} | {_fmt(e['min_lr'])} – {_fmt(e['max_lr'])} | "
+                f"{_fmt(e['median_ratio_to_lr_in_use'])} | {_fmt(e['final_smoothed_lr'])} | "
+                f"{e['num_hvps']} | {e['seconds']:.1f} s |"
+            )
+    lines.append("")
     return lines
 
 

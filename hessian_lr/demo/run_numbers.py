@@ -44,7 +44,40 @@ def _estimate_rows(records: Sequence[dict[str, Any]], methods: Sequence[str]) ->
             "num_hvps": hvps,
             "seconds": secs,
         }
+        if m == "secant":
+            out[m].update(_null_numbers([r for r in est_recs if m in r["estimates"]]))
     return out
+
+
+def _null_numbers(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The secant against its momentum-noise null (:func:`hessian_lr.lr.secant_lr`).
+
+    Over the unflagged estimates: ``noise_ratio`` is the estimate over what pure minibatch noise
+    through momentum would give at the same LR and spacing (1: indistinguishable from noise);
+    ``ratio_to_lr_used`` the estimate over the LR used across its spacing;
+    ``null_ratio_to_lr_in_use`` the noise value as a multiple of that LR (estimate / LR /
+    noise_ratio); ``tested`` /
+    ``indistinguishable``: how many estimates had the window's bootstrap band tested, and in how
+    many it reached the null.
+    """
+    ratios, used_ratios, nulls, tested, indist = [], [], [], 0, 0
+    for r in records:
+        e = r["estimates"]["secant"]
+        q, lr, used = e.get("noise_ratio"), e.get("lr"), e.get("lr_used")
+        if q is not None and q > 0 and lr is not None and lr > 0 and used:
+            ratios.append(q)
+            used_ratios.append(lr / used)
+            nulls.append(lr / used / q)
+        if e.get("indistinguishable_from_noise") is not None:
+            tested += 1
+            indist += bool(e["indistinguishable_from_noise"])
+    return {
+        "median_noise_ratio": statistics.median(ratios) if ratios else None,
+        "median_ratio_to_lr_used": statistics.median(used_ratios) if used_ratios else None,
+        "null_ratio_to_lr_in_use": statistics.median(nulls) if nulls else None,
+        "noise_tested": tested,
+        "noise_indistinguishable": indist,
+    }
 
 
 def _run_numbers(result: Any, records: Sequence[dict[str, Any]], methods) -> dict[str, Any]:
@@ -78,6 +111,3 @@ def _first_reaching(records: Sequence[dict[str, Any]], target: float | None) -> 
         if acc >= target:
             return step
     return None
-
-
-# ----------------------------------------------------------------------------- figures
