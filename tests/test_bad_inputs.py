@@ -165,6 +165,27 @@ def test_empty_batch_is_named_not_reported_as_nan_loss(method):
         est.step(empty)
 
 
+@pytest.mark.parametrize(
+    "backend", ["double-backward", "forward-over-reverse", "finite-difference"]
+)
+def test_empty_batch_is_named_by_the_operator_itself(backend):
+    import torch
+    from torch import nn
+
+    from hessian_lr import HessianOperator
+
+    model = nn.Linear(3, 2)
+    empty = (torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="the batch is empty") as exc:
+        HessianOperator(model, nn.CrossEntropyLoss(), empty, backend=backend)
+    assert "learning rate" not in str(exc.value)
+    # a non-empty batch of the same model still builds and multiplies
+    op = HessianOperator(
+        model, nn.CrossEntropyLoss(), (torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
+    )
+    assert torch.isfinite(op @ torch.ones(op.shape[0])).all()
+
+
 # ------------------------------------------------------------------------- config on resume
 def test_schedule_without_its_default_fields_is_not_a_config_change():
     from hessian_lr.records import to_jsonable

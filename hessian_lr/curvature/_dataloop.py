@@ -31,6 +31,7 @@ from ._batches import (
     cast_floating,
     changed_data_message,
     element_count_fn,
+    first_tensor,
     is_single_batch,
     move_to_device,
     objective_reduction,
@@ -92,6 +93,14 @@ class DataLoopOperator(LinearOperator):
         self._is_list = isinstance(self._data, (list, tuple))
         if self._is_list and len(self._data) == 0 and self._group is None:
             raise ValueError("data is empty: no batches to evaluate the loss on")
+        if single_batch and self._group is None and not self.closure:
+            t = first_tensor(data)
+            if t is not None and t.ndim > 0 and t.shape[0] == 0:  # 0/0 would read as NaN loss
+                raise ValueError(
+                    f"the batch is empty (its first tensor has shape {tuple(t.shape)}): there "
+                    "is no loss to differentiate. Check the data (a filter that kept nothing, "
+                    "a split of size 0, a last batch cut to 0 examples)"
+                )
         self._single = self._is_list and len(self._data) == 1
         self._check_data = (not self._is_list) if check_data is None else bool(check_data)
         self._deterministic: bool | None = None
