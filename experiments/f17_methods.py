@@ -41,6 +41,7 @@ PEERS = {  # method -> (module, distribution name on PyPI)
     "schedulefree": ("schedulefree", "schedulefree"),
 }
 METHODS = ("cosine", *CURVATURE, *PEERS)
+PEERS_DIST = {m: dist for m, (_, dist) in PEERS.items()}
 
 
 class PeerMissing(RuntimeError):

@@ -52,7 +52,7 @@ import torch
 from _common import cli, experiment_name, summarize_only
 from _presets import Base, presets
 from f15_edge_of_stability import TinyGPT, text_data, token_loss
-from f17_methods import METHODS, PeerMissing, build, peer_versions, train
+from f17_methods import METHODS, PEERS_DIST, PeerMissing, build, peer_versions, train
 from torch import nn
 
 from hessian_lr.records import read_json, write_json_atomic
@@ -61,6 +61,7 @@ from hessian_lr.training.models import build_model
 
 EXPERIMENT = experiment_name(__file__)
 MARGIN = {"accuracy": 0.5, "loss": 0.05}  # pre-registered (module docstring)
+__all__ = ["Config", "PRESETS", "PEERS_DIST", "units", "grid", "best_lr", "run_unit", "main"]
 
 
 @dataclass(frozen=True)
