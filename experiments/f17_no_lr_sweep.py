@@ -5,7 +5,7 @@ WD ``adamw_wd``), the same budget of ``steps`` updates of batch ``batch_size`` o
 order (``batch(step)``, a pure function of seed and step) for every method:
 
 * **Reference** (the tuned baseline): constant LR + cosine decay to 0 at each LR of a ×2 grid of
-  ``grid_size`` ≥ 6 LRs (``sgd_grid``/``adamw_grid``: the first LR; seed ``seeds[0]``); the LR
+  ``grid_size`` ≥ 6 LRs (``sgd_grid``/``adamw_grid``: the first LR; seed ``sweep_seed``); the LR
   with the best final metric is rerun on the other seeds (``sweep__*`` then ``cosine__*`` units).
 * **Contenders** (``experiments/f17_methods.py``): the three curvature modes (``stability``:
   ``fraction`` · c/λ_max, preconditioned for AdamW; ``update``: GeN's η*; ``find_onecycle``:
@@ -26,18 +26,22 @@ nats is ≈ 0.5 % of the char-GPT's initial loss ln V; chosen here, before data)
 (informational): mean Δ of the best curvature mode vs each peer over tasks; HVP overhead
 (seconds of estimates / seconds of training, ≤ 10 % the goal).
 
-Budget (``cpu``; one thread; 600 steps, batch 64, F16's per-step times on this machine: MLP
-≈ 2 ms, LeNet-5 ≈ 25 ms, BN ResNet-8 width 16 ≈ 150 ms, tiny GPT ≈ 30 ms): per task × optimizer
-7 sweep + 2 reference + 9 curvature + 12 (AdamW 9) peer runs ≈ 29 runs × 600 steps, plus
-curvature overhead (≈ +15 % at k = 10) and the finder (200 steps): ResNet-8 ≈ 2 × 29 × 600 ×
-0.15 s ≈ 1.5 CPU-h, LeNet-5 ≈ 0.25 h, GPT ≈ 0.3 h, MLP ≈ 0.05 h: ≈ 2.3 CPU-hours (≤ 4), about
-3-4 wall-hours on two free cores at the machine's usual load (see the docstring's timing line
-``--preset smoke`` prints per unit). ``gpu``: ResNet-20 and a 4-layer width-128 GPT.
+Budget (``cpu``; one thread; 600 steps, batch 64). Per-step times from F16 on this machine:
+MLP ≈ 2 ms, LeNet-5 ≈ 25 ms, BN ResNet-8 width 16 ≈ 150 ms, tiny GPT ≈ 30 ms; one HVP ≈ 2× a
+step; an estimate of ``stability`` ≈ 10-14 HVPs, of ``update`` 1 HVP plus ≈ 50 ms of fixed
+cost (``benchmarks/results/cpu_bench_curvature_modes.txt``); the finder ≈ 130 steps + 100 HVPs.
+Per task × optimizer: 7 sweep + 2 reference + 12 peer runs (AdamW: 9, no DoG) at the plain
+step cost, 3 ``stability`` runs at ≈ 3-4× it (k = 10), 3 ``update`` at ≈ 1.5×, 3
+``find_onecycle`` at ≈ 1× plus the finder. ResNet-8 ≈ 2 × 3,700 s ≈ 2.0 CPU-h, LeNet-5 ≈ 0.35 h,
+GPT ≈ 0.4 h, MLP ≈ 0.1 h: ≈ 3 CPU-hours in all (≤ 4), one process; a second process with
+``--tasks`` naming other tasks may share the machine (the sweeps come first per process). Smoke
+preset (2 tasks × 2 optimizers × 2 seeds, 12 steps) takes ≈ 20 CPU-s. ``gpu``: ResNet-20 and a
+4-layer width-128 GPT, 2000 steps (``--device cuda``; not timed yet).
 
     python experiments/f17_no_lr_sweep.py --preset cpu --out results_cpu --threads 1
 
 Resumable: each unit writes ``<out>/f17_no_lr_sweep/<unit>/result.json`` and ``meta.json``
-when done; finished units are skipped. Two processes may share the list (``--seeds``).
+when done; finished units are skipped. The sweep runs on ``sweep_seed`` whatever ``--seeds``.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class Config(Base):
     methods: tuple[str, ...] = METHODS
     steps: int = 600
     grid_size: int = 7
+    sweep_seed: int = 0
     sgd_grid: float = 0.005  # 0.005 ... 0.32
     adamw_grid: float = 1.25e-4  # 1.25e-4 ... 8e-3
     adamw_wd: float = 0.01
@@ -132,7 +137,7 @@ def grid(cfg: Config, optimizer: str) -> list[float]:
 def units(cfg: Config) -> dict[str, dict[str, Any]]:
     """``{unit: spec}``: every sweep first (the references need them), then seed-major."""
     out = {}
-    s0 = cfg.seeds[0]
+    s0 = cfg.sweep_seed
     for task in cfg.tasks:
         for opt in cfg.optimizers:
             for i, lr in enumerate(grid(cfg, opt)):
