@@ -11,7 +11,8 @@ Methods (each with its documented defaults; ``peer_versions`` records the packag
 * ``stability``: :func:`hessian_lr.lr.stability_lr`, fraction ``cfg.fraction`` of c/λ_max.
 * ``update``: :func:`hessian_lr.lr.update_direction_lr`, ``cfg.update_fraction`` · η*.
 * ``find_onecycle``: :func:`hessian_lr.range_test.find_then_onecycle` (finder steps counted as
-  overhead, not in the budget).
+  overhead, not in the budget; without an edge the peak falls back to 10 × ``start_lr``, and the
+  record's ``finder.stop_reason`` says so).
 * ``prodigy`` (prodigyopt.Prodigy, lr 1, + cosine as its README recommends), ``dadapt``
   (dadaptation.DAdaptSGD(momentum=β) / DAdaptAdam, lr 1, + cosine), ``dog`` (dog.DoG, lr 1,
   evaluated at its polynomial-decay average as its README does; SGD row only: DoG is an SGD
