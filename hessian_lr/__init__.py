@@ -37,14 +37,7 @@ from .lr import (
     stability_threshold,
     update_lr,
 )
-from .range_test import (
-    LRFinderResult,
-    RangeTestConfig,
-    find_lr,
-    find_then_onecycle,
-    lr_range_test,
-    suggest_lrs,
-)
+from .range_test import LRFinderResult, RangeTestConfig, find_lr, lr_range_test, suggest_lrs
 from .schedules import (
     SGDR,
     Cyclic,
@@ -99,7 +92,6 @@ __all__ = [
     "RangeTestConfig",
     "suggest_lrs",
     "find_lr",
-    "find_then_onecycle",
     "LRFinderResult",
     # training runs
     "train",
