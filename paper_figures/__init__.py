@@ -39,6 +39,7 @@ FIGURES: dict[str, str] = {
     "F14": "fig_f14_what_tracks",
     "F15": "fig_f15_edge_of_stability",
     "F16": "fig_f16_lr_that_works",
+    "F17": "fig_f17_no_lr_sweep",
 }
 
 REPO = Path(__file__).resolve().parent.parent

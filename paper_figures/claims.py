@@ -81,6 +81,7 @@ _CLAIM_TEXT = {
     "F15": "sharpness (raw for SGD, preconditioned for Adam) rises to its stability threshold "
     "(3.8/η heavy ball, 38/η Adam) and hovers there",
     "F16": "which estimate predicts the LR that works (η_max), H1-H5 of issue 24",
+    "F17": "a curvature mode within 0.5 points of the tuned reference, no LR sweep (issue 27)",
 }
 
 

@@ -15,6 +15,7 @@ Uses ``curvature``; imports nothing from ``schedules`` or ``training``.
 """
 
 from .curvature_lr import CurvatureLR
+from .curvature_modes import stability_lr, update_direction_lr
 from .defaults import DEFAULT_BN_MODE
 from .direction import update_direction
 from .eos import EdgeOfStability, plot_edge_of_stability
@@ -69,6 +70,8 @@ __all__ = [
     # in the loop
     "LREstimator",
     "CurvatureLR",
+    "stability_lr",
+    "update_direction_lr",
     # optimizer-aware (issue 15)
     "update_lr",
     "update_direction",

@@ -9,7 +9,9 @@ the knobs that keep it from diverging, and a trust ratio bounds how far one esti
 move the LR (default ×2 up, ×0.5 down), so one near-zero curvature sample (gᵀHg → 0 makes
 gᵀg/gᵀHg explode) cannot multiply the LR by 18 in one update. It honours the ``LRScheduler``
 contract (``last_epoch``, ``base_lrs``, an initial step in the constructor, ``get_last_lr()``,
-``state_dict()``).
+``state_dict()``/``load_state_dict()``). Its overhead is kept in its state: ``overhead`` holds the
+estimation calls, HVPs and seconds the estimator spent (issue 27); :mod:`.curvature_modes` builds
+the two curvature-set modes on it.
 """
 
 from __future__ import annotations
@@ -153,6 +155,10 @@ class CurvatureLR(LRScheduler):
         self.max_increase = float(max_increase)
         self.max_decrease = float(max_decrease)
         self._applied: float | None = None  # the last reference LR set (trust-ratio anchor)
+        #: Cost of the estimates seen so far: estimation calls, HVPs, seconds (sums over the
+        #: estimator's records; ``per_call`` divides by the calls). Saved by ``state_dict``.
+        self.overhead: dict[str, float] = {"calls": 0, "hvps": 0, "seconds": 0.0}
+        self._counted = 0  # estimator records already added to ``overhead``
         self._seen_updates: int | None = None  # estimator records seen when it was set
         self.estimator = estimator
         self.method = method
@@ -174,8 +180,26 @@ class CurvatureLR(LRScheduler):
             value = self.max_lr if math.isfinite(self.max_lr) else self.min_lr
         return min(max(value, self.min_lr), self.max_lr)
 
+    def _account(self) -> None:
+        """Add the estimator records not yet counted to ``overhead``."""
+        history = self.estimator.history
+        for record in history[self._counted :]:
+            self.overhead["calls"] += 1
+            self.overhead["hvps"] += int(record.get("num_hvps", 0))
+            self.overhead["seconds"] += float(record.get("seconds", 0.0))
+        self._counted = len(history)
+
+    def overhead_per_call(self) -> dict[str, float]:
+        """Mean HVPs and seconds per estimation call (``nan`` before the first call)."""
+        self._account()
+        calls = self.overhead["calls"]
+        if not calls:
+            return {"hvps": math.nan, "seconds": math.nan}
+        return {"hvps": self.overhead["hvps"] / calls, "seconds": self.overhead["seconds"] / calls}
+
     def _reference_lr(self) -> float:
         """The trust-bounded reference LR for this update (moves once per estimation step)."""
+        self._account()
         updates = len(self.estimator.history)
         if self._applied is not None and updates == self._seen_updates:
             return self._applied

@@ -19,10 +19,12 @@ from .loop import lr_ramp, lr_range_test
 from .plot import plot_range_test
 from .result import CurvatureCheck, RangeTestResult, RangeTestSuggestion, RangeTestSuggestions
 from .suggest import suggest_lrs
+from .then_schedule import find_then_onecycle
 
 __all__ = [
     "lr_range_test",
     "find_lr",
+    "find_then_onecycle",
     "LRFinderResult",
     "lr_ramp",
     "RangeTestConfig",
