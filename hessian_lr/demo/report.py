@@ -177,7 +177,7 @@ def _trust_rows(numbers: dict[str, Any]) -> list[tuple[str, Any, Any, str]]:
             value = th[name]["lr"]
             reading = calibrated(name, value)
             note = (
-                f"{th[name]['num_hvps']} HVPs"
+                f"{th[name]['num_hvps']} HVP(s)"
                 if name != "eq8_p1"
                 else (
                     f"{th[name]['noise_ratio']:.2f}× its noise null"
