@@ -44,8 +44,8 @@ class F16Row:
 
 #: Which results the table below was copied from.
 F16_SOURCE = (
-    "F16 cpu preset: 9 heavy-ball SGD cells, MLP, LeNet-5 and a tiny char-GPT × seeds 0-2, "
-    "results_cpu/f16_lr_that_works at commit 105649c"
+    "F16 cpu preset: 12 heavy-ball SGD cells, MLP, LeNet-5, a tiny char-GPT and BN ResNet-8 × "
+    "seeds 0-2, results_cpu/f16_lr_that_works as committed with the ResNet-8 cells"
 )
 
 #: F16's short probe run for Eq. 8 (``eq8_p1``): SGD at this LR for this many updates.
@@ -53,12 +53,12 @@ F16_PROBE = {"lr": 1e-3, "steps": 20}
 
 #: estimator -> its F16 row for heavy-ball SGD (k, F, CI of F, ρ, held-out F, predicts).
 F16_SGD: dict[str, F16Row] = {
-    "sharpness": F16Row(0.8249, 4.238, (1.682, 5.993), 0.750, 5.993, False),
-    "quadratic": F16Row(0.7408, 7.571, (1.792, 10.34), 0.633, 10.34, False),
-    "secant_hvp": F16Row(1.631, 3.339, (1.292, 4.774), 0.683, 4.774, False),
-    "eq8_p1": F16Row(27.12, 1.232, (1.093, 1.315), 0.900, 1.296, True),
-    "ramp_cross": F16Row(0.6703, 1.704, (1.171, 2.155), 0.738, 2.155, False),
-    "eta_div": F16Row(0.2061, 1.624, (1.310, 2.887), 0.964, 2.887, False),
+    "sharpness": F16Row(1.224, 3.175, (2.828, 6.229), 0.678, 8.0, False),
+    "quadratic": F16Row(1.288, 4.737, (2.473, 11.94), 0.636, 15.99, False),
+    "secant_hvp": F16Row(2.28, 2.588, (1.699, 4.673), 0.650, 6.336, False),
+    "eq8_p1": F16Row(50.9, 2.873, (2.176, 5.633), 0.371, 13.3, False),
+    "ramp_cross": F16Row(0.8078, 1.759, (1.331, 2.354), 0.736, 2.17, False),
+    "eta_div": F16Row(0.2411, 1.809, (1.623, 2.191), 0.977, 2.194, False),
 }
 
 #: How the report names each estimator.

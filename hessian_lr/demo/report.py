@@ -221,6 +221,17 @@ def _trust_section(numbers: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _eq8_verdict() -> str:
+    """F16's reading of Eq. 8 at a probe LR, from the copied table (never a fixed sentence)."""
+    row = F16_SGD["eq8_p1"]
+    verdict = "predicts" if row.predicts else "does not predict"
+    return (
+        f"In F16 ({F16_SOURCE.split(':')[0]}) it {verdict} η_max: factor error ×{row.factor:.3g}, "
+        f"ρ {row.rho:.2f}, worst left-out model ×{row.heldout:.3g}. It follows the probe LR "
+        "(Eq. 8 ≈ c·η_p under momentum noise), not the curvature."
+    )
+
+
 def _eq8_note(numbers: dict[str, Any]) -> list[str]:
     e = numbers["theta0"]["estimates"]["eq8_p1"]
     if e["noise_ratio"] is None:
@@ -228,9 +239,9 @@ def _eq8_note(numbers: dict[str, Any]) -> list[str]:
     return [
         f"Eq. 8 after {e['probe_steps']} steps at LR {e['probe_lr']:g} from θ₀ is {e['lr']:.3g}: "
         f"{e['lr'] / e['probe_lr']:.3g}× the probe LR, {e['noise_ratio']:.2f}× what momentum "
-        f"noise alone gives there (c(μ, 1) = {e['noise_null']:.3g}). F16 found it the best "
-        "predictor for heavy-ball SGD, on three small models (its H1, 'no skill beyond the probe "
-        "LR', does not hold for SGD and holds for Adam); read it with that scope. The finder's "
+        f"noise alone gives there (c(μ, 1) = {e['noise_null']:.3g}). "
+        + _eq8_verdict()
+        + " The finder's "
         "edge is the reading measured along the LRs the run actually meets.",
     ]
 
