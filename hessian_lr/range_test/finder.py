@@ -47,13 +47,13 @@ __all__ = ["CALIBRATION", "LRFinderResult", "find_lr"]
 #: (k, F) per optimizer family, from study F16 (η_max ≈ k·edge_lr, F the leave-one-model-out
 #: median factor error of the crossing): "sgd" for SGD (plain, heavy ball, Nesterov), "adaptive"
 #: for Adam/AdamW/RMSprop. Fitted (``paper_figures.fig_f16_lr_that_works.finder_calibration``)
-#: on the cpu preset's cells (MLP, LeNet-5, tiny char-GPT, BN ResNet-8 × 3 seeds; ResNet-8 with
-#: Adam 2 seeds; heavy ball β = 0.9, Adam β₁ = 0.9) with F16's ramp: ×1.065 per update, sharpness
+#: on the cpu preset's 12 cells per optimizer (MLP, LeNet-5, tiny char-GPT, BN ResNet-8 × 3
+#: seeds; heavy ball β = 0.9, Adam β₁ = 0.9) with F16's ramp: ×1.065 per update, sharpness
 #: every 10 updates (the defaults below). SGD: k = 0.81, F = 1.76 (ρ 0.74, worst left-out model
-#: 2.2×). Adam: k = 14, F = 16 -- the crossing misses by ~10³ on LeNet-5, where near-zero second
+#: 2.2×). Adam: k = 16, F = 15 -- the crossing misses by ~10³ on LeNet-5, where near-zero second
 #: moments make λ_max(P⁻¹H) huge early in the ramp (docs/lr_finder.md), so the adaptive
 #: suggestion is not a usable prediction yet.
-CALIBRATION: dict[str, tuple[float, float]] = {"sgd": (0.808, 1.76), "adaptive": (14.3, 16.0)}
+CALIBRATION: dict[str, tuple[float, float]] = {"sgd": (0.808, 1.76), "adaptive": (15.9, 15.4)}
 
 
 @dataclass(frozen=True)
